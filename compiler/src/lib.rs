@@ -1,0 +1,9 @@
+//! The trackc compiler: decision tracks from text to checked, typed decision
+//! tables and their evaluators.
+//!
+//! Data flows one way: [`syntax`] (text → AST) → [`check`] (AST + schema →
+//! IR and diagnostics) → [`ir`] → [`interp`] (the reference evaluator).
+
+pub mod diagnostics;
+pub mod span;
+pub mod syntax;
