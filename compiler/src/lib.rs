@@ -5,5 +5,11 @@
 //! IR and diagnostics) → [`ir`] → [`interp`] (the reference evaluator).
 
 pub mod diagnostics;
+pub mod interp;
+pub mod ir;
+pub mod schema;
 pub mod span;
+pub mod sql;
 pub mod syntax;
+pub mod types;
+pub mod value;
