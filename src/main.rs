@@ -1,1 +1,327 @@
-fn main() {}
+//! The `trackc` command line. Parsing arguments, reading files and choosing
+//! exit codes live here; everything else is in the libraries.
+//!
+//! Exit codes: 0 clean (or warnings only), 1 errors in the tracks, 2 usage or
+//! I/O problems (a file that cannot be read, records that are not JSON).
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use trackc_compiler::diagnostics::{render_human, render_json};
+use trackc_compiler::interp::{eval_step, Env};
+use trackc_compiler::{compile, decision, ir, syntax, Compilation, Input, Options, SqlDialect};
+
+#[derive(Parser)]
+#[command(
+    name = "trackc",
+    version,
+    about = "Compiler and runtime for decision tracks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct CompileArgs {
+    /// A file of `CREATE TABLE` statements to check SQL and field types against.
+    #[arg(long, value_name = "FILE.sql")]
+    schema: Option<PathBuf>,
+    /// The SQL dialect of embedded SQL blocks and the schema.
+    #[arg(long, value_enum, default_value_t = Dialect::Postgres)]
+    dialect: Dialect,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Parse and check tracks; report every problem found.
+    Check {
+        #[command(flatten)]
+        compile: CompileArgs,
+        /// `human` for people (ariadne reports), `json` for tools (one object per line).
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        #[arg(required = true, value_name = "FILES")]
+        files: Vec<PathBuf>,
+    },
+    /// Print compiled output in a stable text form.
+    Build {
+        #[command(flatten)]
+        compile: CompileArgs,
+        /// What to print: the syntax tree, the typed IR, or Cranelift IR.
+        #[arg(long, value_enum)]
+        emit: Emit,
+        #[arg(required = true, value_name = "FILES")]
+        files: Vec<PathBuf>,
+    },
+    /// Evaluate one step of a track over records (JSON lines in, decisions out).
+    Eval {
+        #[command(flatten)]
+        compile: CompileArgs,
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        #[arg(long)]
+        track: String,
+        #[arg(long)]
+        step: String,
+        /// JSON lines, one object per record with a member per field (`-` for stdin).
+        #[arg(long, value_name = "R.jsonl")]
+        records: PathBuf,
+        #[arg(long, value_enum, default_value_t = Engine::Interp)]
+        engine: Engine,
+        /// The evaluation instant for `now()` (RFC 3339); default: the current time.
+        #[arg(long, value_name = "TS")]
+        now: Option<String>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Human,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Emit {
+    Ast,
+    Ir,
+    Clif,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Engine {
+    Jit,
+    Interp,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+/// A failure that is not about the tracks themselves: exit code 2.
+struct UsageError(String, Option<std::io::ErrorKind>);
+
+impl From<std::io::Error> for UsageError {
+    fn from(e: std::io::Error) -> Self {
+        UsageError(e.to_string(), Some(e.kind()))
+    }
+}
+
+fn usage(message: impl Into<String>) -> UsageError {
+    UsageError(message.into(), None)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check {
+            compile,
+            format,
+            files,
+        } => check(&compile, format, &files),
+        Command::Build {
+            compile,
+            emit,
+            files,
+        } => build(&compile, emit, &files),
+        Command::Eval {
+            compile,
+            file,
+            track,
+            step,
+            records,
+            engine,
+            now,
+        } => eval(
+            &compile,
+            &file,
+            &track,
+            &step,
+            &records,
+            engine,
+            now.as_deref(),
+        ),
+    };
+    match result {
+        Ok(code) => code,
+        // A reader that went away (`trackc … | head`) is not worth a message.
+        Err(UsageError(_, Some(std::io::ErrorKind::BrokenPipe))) => ExitCode::SUCCESS,
+        Err(UsageError(message, _)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read(path: &Path) -> Result<Input, UsageError> {
+    let bytes =
+        std::fs::read(path).map_err(|e| usage(format!("cannot read `{}`: {e}", path.display())))?;
+    Ok(Input {
+        name: path.display().to_string(),
+        bytes,
+    })
+}
+
+fn compile_files(args: &CompileArgs, files: &[PathBuf]) -> Result<Compilation, UsageError> {
+    let inputs = files
+        .iter()
+        .map(|f| read(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let schema = args.schema.as_deref().map(read).transpose()?;
+    let dialect = match args.dialect {
+        Dialect::Postgres => SqlDialect::Postgres,
+        Dialect::Sqlite => SqlDialect::Sqlite,
+    };
+    Ok(compile(inputs, Options { dialect, schema }))
+}
+
+/// Prints diagnostics for people on stderr (colour only on a terminal), and
+/// a summary line.
+fn report_human(compilation: &Compilation) {
+    let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let mut err = std::io::stderr().lock();
+    for d in &compilation.diagnostics {
+        let _ = write!(err, "{}", render_human(d, &compilation.files, color));
+    }
+    let (errors, warnings) = (compilation.error_count(), compilation.warning_count());
+    let plural = |n: usize, word: &str| format!("{n} {word}{}", if n == 1 { "" } else { "s" });
+    let tracks: usize = compilation.asts.iter().map(|f| f.tracks.len()).sum();
+    let _ = writeln!(
+        err,
+        "checked {} and {}: {}, {}",
+        plural(compilation.asts.len(), "file"),
+        plural(tracks, "track"),
+        plural(errors, "error"),
+        plural(warnings, "warning"),
+    );
+}
+
+fn check(args: &CompileArgs, format: Format, files: &[PathBuf]) -> Result<ExitCode, UsageError> {
+    let compilation = compile_files(args, files)?;
+    match format {
+        Format::Human => report_human(&compilation),
+        Format::Json => {
+            let mut out = std::io::stdout().lock();
+            for d in &compilation.diagnostics {
+                writeln!(out, "{}", render_json(d, &compilation.files))?;
+            }
+        }
+    }
+    Ok(exit_for(&compilation))
+}
+
+fn exit_for(compilation: &Compilation) -> ExitCode {
+    if compilation.error_count() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn build(args: &CompileArgs, emit: Emit, files: &[PathBuf]) -> Result<ExitCode, UsageError> {
+    let compilation = compile_files(args, files)?;
+    if compilation.error_count() > 0 {
+        report_human(&compilation);
+        return Ok(ExitCode::from(1));
+    }
+    let text =
+        match emit {
+            Emit::Ast => compilation
+                .asts
+                .iter()
+                .map(print_ast)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Emit::Ir => ir::print_program(&compilation.program),
+            Emit::Clif => return Err(usage(
+                "`--emit clif` needs the Cranelift JIT, which is not built yet; use `--emit ir`",
+            )),
+        };
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_ast(file: &syntax::ast::File) -> String {
+    format!("{:#?}\n", file.tracks)
+}
+
+fn eval(
+    args: &CompileArgs,
+    file: &Path,
+    track_name: &str,
+    step_name: &str,
+    records: &Path,
+    engine: Engine,
+    now: Option<&str>,
+) -> Result<ExitCode, UsageError> {
+    if let Engine::Jit = engine {
+        return Err(usage(
+            "the JIT engine is not built yet; use `--engine interp` (the reference interpreter)",
+        ));
+    }
+    let now = match now {
+        Some(text) => {
+            syntax::literals::parse_timestamp(text).map_err(|e| usage(format!("--now: {e}")))?
+        }
+        None => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as i64)
+            .unwrap_or(0),
+    };
+    let compilation = compile_files(args, std::slice::from_ref(&file.to_path_buf()))?;
+    if compilation.error_count() > 0 {
+        report_human(&compilation);
+        return Ok(ExitCode::from(1));
+    }
+    let program = &compilation.program;
+    let track = program
+        .tracks
+        .iter()
+        .find(|t| t.name == track_name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = program.tracks.iter().map(|t| t.name.as_str()).collect();
+            usage(format!(
+                "no track `{track_name}` in `{}` (tracks: {})",
+                file.display(),
+                names.join(", ")
+            ))
+        })?;
+    let step = track
+        .step(step_name)
+        .map(|i| &track.steps[i])
+        .ok_or_else(|| {
+            let names: Vec<&str> = track.steps.iter().map(|s| s.name.as_str()).collect();
+            usage(format!(
+                "no step `{step_name}` in track `{track_name}` (steps: {})",
+                names.join(", ")
+            ))
+        })?;
+    let reader: Box<dyn BufRead> = if records == Path::new("-") {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let f = std::fs::File::open(records)
+            .map_err(|e| usage(format!("cannot read `{}`: {e}", records.display())))?;
+        Box::new(std::io::BufReader::new(f))
+    };
+    let env = Env { now };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for (n, line) in reader.lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record = decision::parse_record(track, &line)
+            .map_err(|e| usage(format!("{}:{}: {e}", records.display(), n + 1)))?;
+        let fired = eval_step(step, &record, env);
+        writeln!(
+            out,
+            "{}",
+            decision::decision(track, step, &record, fired, env)
+        )?;
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}

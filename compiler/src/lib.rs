@@ -3,7 +3,10 @@
 //!
 //! Data flows one way: [`syntax`] (text → AST) → [`check`] (AST + schema →
 //! IR and diagnostics) → [`ir`] → [`interp`] (the reference evaluator).
+//! [`compile`] runs the whole pipeline over a set of files.
 
+pub mod check;
+pub mod decision;
 pub mod diagnostics;
 pub mod interp;
 pub mod ir;
@@ -13,3 +16,141 @@ pub mod sql;
 pub mod syntax;
 pub mod types;
 pub mod value;
+
+use diagnostics::{Code, Diagnostic};
+use schema::Schema;
+use span::{FileId, SourceFile, Span};
+pub use sql::SqlDialect;
+
+/// A file to compile: its name as the user gave it, and its bytes.
+pub struct Input {
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Default)]
+pub struct Options {
+    pub dialect: SqlDialect,
+    /// A file of `CREATE TABLE` statements to check the SQL against.
+    pub schema: Option<Input>,
+}
+
+/// Everything one compilation produced. Diagnostics are sorted by file and
+/// position; the program holds only tracks without errors.
+pub struct Compilation {
+    /// The track files, then the schema file if one was given.
+    pub files: Vec<SourceFile>,
+    pub asts: Vec<syntax::ast::File>,
+    pub program: ir::Program,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Compilation {
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    pub fn warning_count(&self) -> usize {
+        self.diagnostics.len() - self.error_count()
+    }
+}
+
+/// Decodes a file as UTF-8; invalid bytes are an E001 at the first of them.
+fn decode(id: FileId, input: Input) -> (SourceFile, Option<Diagnostic>) {
+    match String::from_utf8(input.bytes) {
+        Ok(text) => (SourceFile::new(input.name, text), None),
+        Err(error) => {
+            let at = error.utf8_error().valid_up_to();
+            let byte = error.as_bytes()[at];
+            let text = String::from_utf8_lossy(error.as_bytes()).into_owned();
+            let diagnostic = Diagnostic::new(
+                Code::E001,
+                id,
+                Span::new(at, at + '\u{FFFD}'.len_utf8()),
+                format!("the file is not valid UTF-8 (byte 0x{byte:02x})"),
+            )
+            .with_span_label("invalid byte")
+            .with_help("save the file as UTF-8");
+            (SourceFile::new(input.name, text), Some(diagnostic))
+        }
+    }
+}
+
+/// Parses and checks track files (and the schema, if given).
+pub fn compile(inputs: Vec<Input>, options: Options) -> Compilation {
+    let mut files = Vec::new();
+    let mut asts = Vec::new();
+    let mut diagnostics = Vec::new();
+    for (i, input) in inputs.into_iter().enumerate() {
+        let id = FileId(i as u32);
+        let (file, invalid) = decode(id, input);
+        let ast = match invalid {
+            Some(d) => {
+                diagnostics.push(d);
+                syntax::ast::File {
+                    id,
+                    tracks: Vec::new(),
+                }
+            }
+            None => {
+                let (ast, mut errors) = syntax::parse_file(id, &file.text);
+                if ast.tracks.is_empty() && errors.is_empty() {
+                    errors.push(
+                        Diagnostic::new(Code::W005, id, Span::new(0, 0), "this file has no track")
+                            .with_help("a file holds tracks: `track name { … }`"),
+                    );
+                }
+                diagnostics.append(&mut errors);
+                ast
+            }
+        };
+        files.push(file);
+        asts.push(ast);
+    }
+    let schema = match options.schema {
+        Some(input) => {
+            let id = FileId(files.len() as u32);
+            let (file, invalid) = decode(id, input);
+            let schema = match invalid {
+                Some(d) => {
+                    diagnostics.push(d);
+                    Schema::default()
+                }
+                None => {
+                    let (schema, mut errors) = Schema::parse(id, &file.text, options.dialect);
+                    diagnostics.append(&mut errors);
+                    schema
+                }
+            };
+            files.push(file);
+            schema
+        }
+        None => Schema::default(),
+    };
+    let (program, mut errors) = check::check_files(&asts, &schema, options.dialect);
+    diagnostics.append(&mut errors);
+    diagnostics.sort_by_key(|d| (d.file, d.span.start, d.span.end));
+    Compilation {
+        files,
+        asts,
+        program,
+        diagnostics,
+    }
+}
+
+/// Compiles one track file given as text; for tests and tools.
+pub fn compile_str(name: &str, text: &str, schema: Option<&str>) -> Compilation {
+    compile(
+        vec![Input {
+            name: name.to_string(),
+            bytes: text.as_bytes().to_vec(),
+        }],
+        Options {
+            dialect: SqlDialect::Postgres,
+            schema: schema.map(|s| Input {
+                name: "schema.sql".to_string(),
+                bytes: s.as_bytes().to_vec(),
+            }),
+        },
+    )
+}

@@ -227,6 +227,9 @@ pub struct OutColumn {
     pub nullable: bool,
     /// Where the column is named (the select item) in the file.
     pub span: Span,
+    /// Its type is unknown because of an error already reported (unknown
+    /// table or column): say nothing more about it.
+    pub reported: bool,
 }
 
 /// The columns of a query: known by name (types perhaps unknown), or not
@@ -248,6 +251,8 @@ pub struct Resolver<'a> {
 struct ScopeTable {
     name: String,
     columns: Option<Vec<OutColumn>>,
+    /// The table is unknown and that was reported.
+    reported: bool,
 }
 
 impl<'a> Resolver<'a> {
@@ -313,6 +318,7 @@ impl<'a> Resolver<'a> {
                         ty: c.ty,
                         nullable: c.nullable,
                         span,
+                        reported: false,
                     })
                     .collect(),
             ),
@@ -337,6 +343,7 @@ impl<'a> Resolver<'a> {
         ctes: &[(String, Columns)],
         nullable: bool,
     ) -> Option<ScopeTable> {
+        let errors_before = self.diagnostics.len();
         let (name, columns) = match factor {
             TableFactor::Table { name, alias, .. } => {
                 let columns = self.table_columns(name, ctes);
@@ -365,9 +372,11 @@ impl<'a> Resolver<'a> {
                 return Some(ScopeTable {
                     name: String::new(),
                     columns: None,
+                    reported: false,
                 })
             }
         };
+        let reported = self.diagnostics.len() > errors_before;
         let columns = columns.map(|cs| {
             cs.into_iter()
                 .map(|c| OutColumn {
@@ -376,7 +385,11 @@ impl<'a> Resolver<'a> {
                 })
                 .collect()
         });
-        Some(ScopeTable { name, columns })
+        Some(ScopeTable {
+            name,
+            columns,
+            reported,
+        })
     }
 
     fn scope(&mut self, from: &[TableWithJoins], ctes: &[(String, Columns)]) -> Vec<ScopeTable> {
@@ -411,7 +424,11 @@ impl<'a> Resolver<'a> {
             let span = self.sql.span_of(item.span());
             match item {
                 SelectItem::UnnamedExpr(expr) => {
-                    let (ty, nullable) = self.expr_type(expr, &scope);
+                    let ColType {
+                        ty,
+                        nullable,
+                        reported,
+                    } = self.expr_type(expr, &scope);
                     let name = match expr {
                         Expr::Identifier(ident) => ident.value.clone(),
                         Expr::CompoundIdentifier(parts) => {
@@ -424,15 +441,21 @@ impl<'a> Resolver<'a> {
                         ty,
                         nullable,
                         span,
+                        reported,
                     });
                 }
                 SelectItem::ExprWithAlias { expr, alias } => {
-                    let (ty, nullable) = self.expr_type(expr, &scope);
+                    let ColType {
+                        ty,
+                        nullable,
+                        reported,
+                    } = self.expr_type(expr, &scope);
                     out.push(OutColumn {
                         name: alias.value.clone(),
                         ty,
                         nullable,
                         span,
+                        reported,
                     });
                 }
                 SelectItem::Wildcard(_) => {
@@ -476,7 +499,7 @@ impl<'a> Resolver<'a> {
         name: &str,
         span: Span,
         scope: &[ScopeTable],
-    ) -> (Option<Type>, bool) {
+    ) -> ColType {
         let candidates: Vec<&ScopeTable> = scope
             .iter()
             .filter(|t| qualifier.is_none_or(|q| t.name.eq_ignore_ascii_case(q)))
@@ -487,9 +510,14 @@ impl<'a> Resolver<'a> {
                 .as_ref()
                 .and_then(|cs| cs.iter().find(|c| c.name.eq_ignore_ascii_case(name)))
             {
-                return (c.ty, c.nullable);
+                return ColType {
+                    ty: c.ty,
+                    nullable: c.nullable,
+                    reported: c.reported,
+                };
             }
         }
+        let reported = candidates.iter().any(|t| t.reported);
         let all_known = !candidates.is_empty() && candidates.iter().all(|t| t.columns.is_some());
         if all_known {
             let names: Vec<&str> = candidates
@@ -503,12 +531,21 @@ impl<'a> Resolver<'a> {
             d.help = did_you_mean(name, names.iter().copied());
             self.diagnostics.push(d);
         }
-        (None, true)
+        ColType {
+            ty: None,
+            nullable: true,
+            reported: reported || all_known,
+        }
     }
 
     /// The language type of a select expression, as far as it can be told
     /// without running it, and whether it may be NULL.
-    fn expr_type(&mut self, expr: &Expr, scope: &[ScopeTable]) -> (Option<Type>, bool) {
+    fn expr_type(&mut self, expr: &Expr, scope: &[ScopeTable]) -> ColType {
+        let known = |ty: Type, nullable: bool| ColType {
+            ty: Some(ty),
+            nullable,
+            reported: false,
+        };
         match expr {
             Expr::Identifier(ident) => {
                 let span = self.sql.span_of(ident.span);
@@ -524,30 +561,47 @@ impl<'a> Resolver<'a> {
             Expr::Cast {
                 expr, data_type, ..
             } => {
-                let (_, nullable) = self.expr_type(expr, scope);
-                (from_sql_type(&data_type.to_string()), nullable)
-            }
-            Expr::Value(v) => match &v.value {
-                Value::Number(n, _) if n.contains(['.', 'e', 'E']) => (Some(Type::Float), false),
-                Value::Number(..) => (Some(Type::Int), false),
-                Value::SingleQuotedString(_) => (Some(Type::Text), false),
-                Value::Boolean(_) => (Some(Type::Bool), false),
-                _ => (None, true),
-            },
-            Expr::IsNull(_) | Expr::IsNotNull(_) => (Some(Type::Bool), false),
-            Expr::Function(f) => {
-                let name = f.name.to_string().to_ascii_lowercase();
-                match name.as_str() {
-                    "count" => (Some(Type::Int), false),
-                    "lower" | "upper" | "trim" | "concat" => (Some(Type::Text), true),
-                    "length" | "char_length" => (Some(Type::Int), true),
-                    "now" | "current_timestamp" => (Some(Type::Timestamp), false),
-                    _ => (None, true),
+                let inner = self.expr_type(expr, scope);
+                ColType {
+                    ty: from_sql_type(&data_type.to_string()),
+                    ..inner
                 }
             }
-            _ => (None, true),
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) if n.contains(['.', 'e', 'E']) => known(Type::Float, false),
+                Value::Number(..) => known(Type::Int, false),
+                Value::SingleQuotedString(_) => known(Type::Text, false),
+                Value::Boolean(_) => known(Type::Bool, false),
+                _ => ColType::UNKNOWN,
+            },
+            Expr::IsNull(_) | Expr::IsNotNull(_) => known(Type::Bool, false),
+            Expr::Function(f) => match f.name.to_string().to_ascii_lowercase().as_str() {
+                "count" => known(Type::Int, false),
+                "lower" | "upper" | "trim" | "concat" => known(Type::Text, true),
+                "length" | "char_length" => known(Type::Int, true),
+                "now" | "current_timestamp" => known(Type::Timestamp, false),
+                _ => ColType::UNKNOWN,
+            },
+            _ => ColType::UNKNOWN,
         }
     }
+}
+
+/// What is known of a select expression's type.
+#[derive(Clone, Copy, Debug)]
+struct ColType {
+    ty: Option<Type>,
+    nullable: bool,
+    /// Unknown because of an error already reported.
+    reported: bool,
+}
+
+impl ColType {
+    const UNKNOWN: ColType = ColType {
+        ty: None,
+        nullable: true,
+        reported: false,
+    };
 }
 
 /// The statement kinds an action's `sql` may be.

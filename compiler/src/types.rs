@@ -56,11 +56,7 @@ impl From<crate::syntax::ast::TypeName> for Type {
 /// types the language has no counterpart for (arrays, bytea, …).
 pub fn from_sql_type(sql_type: &str) -> Option<Type> {
     let lower = sql_type.to_ascii_lowercase();
-    let base = lower
-        .split(|c: char| c == '(' || c == '[')
-        .next()
-        .unwrap_or("")
-        .trim();
+    let base = lower.split(['(', '[']).next().unwrap_or("").trim();
     if lower.contains('[') {
         return None;
     }
