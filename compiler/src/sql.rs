@@ -104,10 +104,16 @@ pub fn parse_statements(
             let text = text.strip_prefix("sql parser error: ").unwrap_or(&text);
             let (message, location) = split_location(text);
             let span = match location {
-                // The end of the text has no location of its own.
+                // The end of the text has no location of its own: point at
+                // its last word, where the statement stops short.
                 _ if message.ends_with("found: EOF") => {
                     let end = sql.whole().end;
-                    Span::new(end, end)
+                    let text = &sql.text[..end - sql.offset];
+                    let start = text
+                        .trim_end()
+                        .rfind(char::is_whitespace)
+                        .map_or(0, |i| i + 1);
+                    Span::new(sql.offset + start, end)
                 }
                 Some(location) => {
                     let start = sql.offset_of(location);
@@ -121,7 +127,13 @@ pub fn parse_statements(
                 }
                 None => sql.whole(),
             };
+            let label = if message.ends_with("found: EOF") {
+                "the statement ends too early"
+            } else {
+                "unexpected here"
+            };
             sql.error(Code::E006, span, format!("SQL syntax error: {message}"))
+                .with_span_label(label)
         })
 }
 
@@ -714,7 +726,8 @@ mod tests {
             "{}",
             d.message
         );
-        assert_eq!(d.span.start, 100 + "SELECT id\nFROM contacts WHERE".len());
+        // The end has no location of its own: the last word is underlined.
+        assert_eq!(&sql.text[d.span.start - 100..d.span.end - 100], "WHERE");
         let sql = text("SELEC id FROM c");
         let d = parse_statements(&sql, SqlDialect::Postgres).unwrap_err();
         assert_eq!(d.span, Span::new(100, 105));

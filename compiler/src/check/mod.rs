@@ -241,11 +241,21 @@ impl TrackChecker<'_> {
             ir_steps.push((step.name.name.clone(), wait, rules));
         }
 
-        // The shape of the step graph.
-        if broken_steps.is_empty() {
+        // The shape of the step graph. Reachability is only worth a warning
+        // when every `goto` resolved: a misspelt one would hide the edge.
+        let all_gotos_resolve = steps
+            .iter()
+            .flat_map(|s| &s.rules)
+            .flat_map(|r| &r.actions)
+            .all(|a| match &a.kind {
+                ActionKind::Goto(target) => step_index.contains_key(target.name.as_str()),
+                _ => true,
+            });
+        if broken_steps.is_empty() && all_gotos_resolve {
             let reached = graph::reachable(steps.len(), &edges);
-            for (step, reached) in steps.iter().zip(&reached).skip(1) {
-                if !reached {
+            for (i, (step, reached)) in steps.iter().zip(&reached).enumerate().skip(1) {
+                // A duplicate step (E002) is not a step of its own.
+                if !reached && step_index.get(step.name.name.as_str()) == Some(&i) {
                     self.error(
                         Code::W002,
                         step.name.span,
@@ -334,7 +344,7 @@ impl TrackChecker<'_> {
     fn parse_sql(
         &mut self,
         block: &ast::SqlBlock,
-        params: &[&str],
+        params: Option<&[&str]>,
     ) -> Option<(Vec<Statement>, Vec<String>)> {
         let sql = SqlText::new(self.file, &block.text, block.text_span.start);
         let statements = match sql::parse_statements(&sql, self.dialect) {
@@ -347,7 +357,9 @@ impl TrackChecker<'_> {
         // Parameter errors are reported but do not stop the checks that
         // follow (columns, tables): they do not change what the SQL means.
         let (found, mut errors) = sql::placeholders(&sql, self.dialect);
-        errors.extend(sql::check_placeholders(&sql, &found, params));
+        if let Some(params) = params {
+            errors.extend(sql::check_placeholders(&sql, &found, params));
+        }
         self.diagnostics.extend(errors);
         let mut names: Vec<String> = Vec::new();
         for p in found {
@@ -362,7 +374,7 @@ impl TrackChecker<'_> {
     fn one_statement(
         &mut self,
         block: &ast::SqlBlock,
-        params: &[&str],
+        params: Option<&[&str]>,
         is_kind: fn(&Statement) -> bool,
         wanted: &str,
     ) -> Option<ParsedSql> {
@@ -383,7 +395,7 @@ impl TrackChecker<'_> {
                     sql.span_of(statement.span()),
                     format!("expected {wanted}, found `{kind}`"),
                 )
-                .set_span_label(format!("a `{kind}` statement"));
+                .set_span_label(format!("{} `{kind}` statement", article(&kind)));
                 None
             }
             Err(statements) if statements.is_empty() => {
@@ -409,7 +421,8 @@ impl TrackChecker<'_> {
 
     /// Checks the source query; returns its columns as far as known.
     fn source(&mut self, source: &ast::Source) -> Option<(Columns, ir::Sql)> {
-        let parsed = self.one_statement(&source.sql, SOURCE_PARAMS, is_query, "one `SELECT`")?;
+        let parsed =
+            self.one_statement(&source.sql, Some(SOURCE_PARAMS), is_query, "one `SELECT`")?;
         let Statement::Query(query) = &parsed.statement else {
             return None;
         };
@@ -555,7 +568,8 @@ impl TrackChecker<'_> {
             TriggerKind::At(t) => ir::Trigger::At(t.micros?),
             TriggerKind::Event(name) => ir::Trigger::Event(name.name.clone()),
             TriggerKind::Change(block) => {
-                let parsed = self.one_statement(block, SOURCE_PARAMS, is_query, "one `SELECT`")?;
+                let parsed =
+                    self.one_statement(block, Some(SOURCE_PARAMS), is_query, "one `SELECT`")?;
                 ir::Trigger::Change(parsed.sql)
             }
         })
@@ -611,10 +625,6 @@ impl TrackChecker<'_> {
         broken_steps: &[&str],
         track_name: &str,
     ) -> Option<ir::Rule> {
-        let fields: &[ir::Field] = match scope {
-            Scope::Known { fields, .. } => fields,
-            Scope::Unknown => &[],
-        };
         let mut checker = ExprChecker {
             file: self.file,
             scope: *scope,
@@ -660,24 +670,31 @@ impl TrackChecker<'_> {
                 ActionKind::Stay => transition = Some((ir::Transition::Stay, action.span)),
                 ActionKind::End => transition = Some((ir::Transition::End, action.span)),
                 ActionKind::Sql(block) => {
-                    let mut params: Vec<&str> = SOURCE_PARAMS.to_vec();
-                    params.extend(fields.iter().map(|f| f.name.as_str()));
-                    if matches!(scope, Scope::Unknown) {
-                        // Without the fields, any `:name` might be one.
-                        ok = false;
-                        continue;
-                    }
+                    // Fields are parameters too; poisoned ones included, so
+                    // that an error about them is not followed by E011.
+                    let params: Option<Vec<&str>> = match scope {
+                        Scope::Known { fields, poisoned } => Some(
+                            SOURCE_PARAMS
+                                .iter()
+                                .copied()
+                                .chain(fields.iter().map(|f| f.name.as_str()))
+                                .chain(poisoned.iter().map(String::as_str))
+                                .collect(),
+                        ),
+                        Scope::Unknown => None,
+                    };
+                    let kinds = "one `INSERT`, `UPDATE` or `DELETE`";
                     match self.one_statement(
                         block,
-                        &params,
+                        params.as_deref(),
                         sql::is_action_statement,
-                        "one `INSERT`, `UPDATE` or `DELETE`",
+                        kinds,
                     ) {
                         Some(parsed) => {
                             let sql = SqlText::new(self.file, &block.text, block.text_span.start);
                             let errors =
                                 sql::check_action_targets(&sql, &parsed.statement, self.schema);
-                            ok &= errors.is_empty();
+                            ok &= errors.is_empty() && params.is_some();
                             self.diagnostics.extend(errors);
                             effects.push(ir::Effect::Sql(parsed.sql));
                         }
@@ -778,6 +795,14 @@ const SOURCE_PARAMS: &[&str] = &["now", "last_run"];
 
 fn is_query(statement: &Statement) -> bool {
     matches!(statement, Statement::Query(_))
+}
+
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['A', 'E', 'I', 'O', 'U']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 /// The leading keyword of a statement (`UPDATE`, `CREATE`, …).

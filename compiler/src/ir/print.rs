@@ -24,7 +24,21 @@ fn print_sql(out: &mut String, label: &str, sql: &Sql, indent: &str) {
         format!(" params({})", names.join(", "))
     };
     let _ = writeln!(out, "{indent}{label}{params}");
-    for line in sql.text.trim().lines() {
+    // Lines after the first keep their indentation relative to each other.
+    let text = sql.text.trim();
+    let common = text
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.len() - l.trim_start().len())
+        .min()
+        .unwrap_or(0);
+    for (i, line) in text.lines().enumerate() {
+        let line = if i == 0 {
+            line
+        } else {
+            line.get(common..).unwrap_or(line.trim_start())
+        };
         let _ = writeln!(out, "{indent}  | {}", line.trim_end());
     }
 }

@@ -372,9 +372,17 @@ impl<'p, 't> Builder<'p, 't> {
         Builder { parser, offset }
     }
 
+    /// The span of a node: from its first token to the end of its last
+    /// token. (pest's own span of a rule that ends in a repetition also
+    /// covers the whitespace and comments after it.)
     fn span(&self, pair: &Pair<'_, Rule>) -> Span {
-        let s = pair.as_span();
-        Span::new(s.start() + self.offset, s.end() + self.offset)
+        let start = pair.as_span().start();
+        let mut last = pair.clone();
+        while let Some(inner) = last.clone().into_inner().last() {
+            last = inner;
+        }
+        let end = last.as_span().end().max(start);
+        Span::new(start + self.offset, end + self.offset)
     }
 
     fn ident(&self, pair: Pair<'_, Rule>) -> Ident {

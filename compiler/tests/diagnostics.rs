@@ -1,0 +1,96 @@
+//! One fixture per diagnostic code (tests/fixtures/diagnostics/CODE_*.dt),
+//! rendered for people and for tools and pinned by snapshots. Each fixture
+//! must produce its own code, so none can silently stop exercising it.
+
+use std::path::Path;
+use trackc_compiler::diagnostics::{render_human, render_json};
+use trackc_compiler::{compile, Compilation, Input, Options};
+
+const SCHEMA: &str = include_str!("../../tracks/schema.sql");
+
+/// Compiles one fixture against the example schema.
+fn check_diagnostics(name: &str, text: &str) -> Compilation {
+    compile(
+        vec![Input {
+            name: name.to_string(),
+            bytes: text.as_bytes().to_vec(),
+        }],
+        Options {
+            schema: Some(Input {
+                name: "schema.sql".to_string(),
+                bytes: SCHEMA.as_bytes().to_vec(),
+            }),
+            ..Options::default()
+        },
+    )
+}
+
+#[test]
+fn every_code_has_a_fixture_in_both_formats() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diagnostics");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "dt"))
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths.len(),
+        20,
+        "one fixture per code: E001–E015, W001–W005"
+    );
+    for path in paths {
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let code = &name[..4];
+        let compilation = check_diagnostics(&name, &std::fs::read_to_string(&path).unwrap());
+        let codes: Vec<String> = compilation
+            .diagnostics
+            .iter()
+            .map(|d| d.code.to_string())
+            .collect();
+        assert!(
+            codes.iter().any(|c| c == code),
+            "{name} does not produce {code}: {codes:?}"
+        );
+
+        let human: String = compilation
+            .diagnostics
+            .iter()
+            .map(|d| render_human(d, &compilation.files, false))
+            .collect();
+        let json: String = compilation
+            .diagnostics
+            .iter()
+            .map(|d| render_json(d, &compilation.files) + "\n")
+            .collect();
+        let stem = name.trim_end_matches(".dt");
+        insta::assert_snapshot!(format!("{stem}.human"), human);
+        insta::assert_snapshot!(format!("{stem}.json"), json);
+    }
+}
+
+#[test]
+fn json_spans_are_exact_and_one_based() {
+    let text = "track t {\n  source key id { SELECT id FROM contacts }\n  step s { when idd > 1 then end }\n}\n";
+    let compilation = check_diagnostics("t.dt", text);
+    let d = &compilation.diagnostics[0];
+    let json: serde_json::Value =
+        serde_json::from_str(&render_json(d, &compilation.files)).unwrap();
+    assert_eq!(json["code"], "E004");
+    let start = &json["span"]["start"];
+    let end = &json["span"]["end"];
+    assert_eq!(
+        (start["line"].as_u64(), start["col"].as_u64()),
+        (Some(3), Some(17))
+    );
+    assert_eq!(
+        (end["line"].as_u64(), end["col"].as_u64()),
+        (Some(3), Some(20))
+    );
+    let offset = start["offset"].as_u64().unwrap() as usize;
+    assert_eq!(
+        &text[offset..end["offset"].as_u64().unwrap() as usize],
+        "idd"
+    );
+    assert_eq!(json["help"], "did you mean `id`?");
+}
