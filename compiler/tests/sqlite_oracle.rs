@@ -1,0 +1,508 @@
+//! The reference interpreter against SQLite: random conditions, written once
+//! in the track language and once as SQL, over random records with NULLs.
+//! Every condition's truth value (TRUE/FALSE/NULL) and the rule that fires
+//! (`CASE WHEN …`) must agree.
+//!
+//! Cases are seeded: a failure prints its seed, and `TRACKC_ORACLE_SEED=n`
+//! replays exactly that case. `TRACKC_ORACLE_CASES=n` runs more (default 1500).
+//!
+//! The generator keeps to the common ground of the two semantics: integers
+//! small enough never to overflow (SQLite turns overflow into a float, the
+//! language into NULL), no `%` on floats (SQLite truncates to integers),
+//! ASCII text (SQLite's `lower`/`upper` are ASCII-only), `coalesce` with two
+//! or more arguments (SQLite's minimum). Those edges have unit tests of their
+//! own in `interp.rs`.
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::Connection;
+use trackc_compiler::interp::{eval, eval_step, Env};
+use trackc_compiler::syntax::literals::format_timestamp;
+use trackc_compiler::value::Value;
+
+/// The evaluation instant of every case: 2026-06-01T12:00:00Z.
+const NOW: i64 = 1_780_315_200_000_000;
+const DAY: i64 = 86_400_000_000;
+
+/// xorshift64*: small, fast, and the same on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn chance(&mut self, percent: u64) -> bool {
+        self.below(100) < percent
+    }
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[self.below(items.len() as u64) as usize]
+    }
+}
+
+/// An expression in both renderings: (track language, SQLite SQL).
+type Both = (String, String);
+
+fn same(s: impl Into<String>) -> Both {
+    let s = s.into();
+    (s.clone(), s)
+}
+
+fn binary(a: &Both, op: &str, b: &Both) -> Both {
+    (
+        format!("({} {op} {})", a.0, b.0),
+        format!("({} {} {})", a.1, op.to_uppercase(), b.1),
+    )
+}
+
+struct Gen {
+    rng: Rng,
+}
+
+impl Gen {
+    fn int(&mut self, depth: u32) -> Both {
+        if depth == 0 || self.rng.chance(30) {
+            return match self.rng.below(10) {
+                0..=4 => same("i"),
+                5 => same("null"),
+                _ => {
+                    let v = self.rng.below(201) as i64 - 100;
+                    same(if v < 0 {
+                        format!("({v})")
+                    } else {
+                        v.to_string()
+                    })
+                }
+            };
+        }
+        let d = depth - 1;
+        match self.rng.below(9) {
+            0..=4 => {
+                let op = *self.rng.pick(&["+", "-", "*", "/", "%"]);
+                let (a, b) = (self.int(d), self.int(d));
+                binary(&a, op, &b)
+            }
+            5 => {
+                let a = self.int(d);
+                (format!("-({})", a.0), format!("-({})", a.1))
+            }
+            6 => {
+                let a = self.int(d);
+                (format!("abs({})", a.0), format!("abs({})", a.1))
+            }
+            7 => {
+                let a = self.text(d);
+                (format!("length({})", a.0), format!("length({})", a.1))
+            }
+            _ => {
+                let (a, b) = (self.int(d), self.int(d));
+                (
+                    format!("coalesce({}, {})", a.0, b.0),
+                    format!("coalesce({}, {})", a.1, b.1),
+                )
+            }
+        }
+    }
+
+    fn float(&mut self, depth: u32) -> Both {
+        if depth == 0 || self.rng.chance(30) {
+            return match self.rng.below(8) {
+                0..=3 => same("f"),
+                4 => self.int(0),
+                _ => {
+                    let v = *self.rng.pick(&[0.0, 1.5, -0.25, 2.0, 100.0, -3.75, 0.1]);
+                    same(if v < 0.0 {
+                        format!("({v:?})")
+                    } else {
+                        format!("{v:?}")
+                    })
+                }
+            };
+        }
+        let d = depth - 1;
+        match self.rng.below(6) {
+            0..=3 => {
+                let op = *self.rng.pick(&["+", "-", "*", "/"]);
+                let a = self.float(d);
+                let b = if self.rng.chance(30) {
+                    self.int(d)
+                } else {
+                    self.float(d)
+                };
+                binary(&a, op, &b)
+            }
+            4 => {
+                let a = self.float(d);
+                (format!("abs({})", a.0), format!("abs({})", a.1))
+            }
+            _ => {
+                let a = self.float(d);
+                (format!("-({})", a.0), format!("-({})", a.1))
+            }
+        }
+    }
+
+    fn text_literal(&mut self) -> String {
+        let len = self.rng.below(4);
+        let s: String = (0..len)
+            .map(|_| *self.rng.pick(&['a', 'b', 'A', 'B', ' ', '\'']))
+            .collect();
+        format!("'{}'", s.replace('\'', "''"))
+    }
+
+    fn text(&mut self, depth: u32) -> Both {
+        if depth == 0 || self.rng.chance(40) {
+            return match self.rng.below(6) {
+                0..=2 => same("t"),
+                3 => same("null"),
+                _ => same(self.text_literal()),
+            };
+        }
+        let d = depth - 1;
+        let a = self.text(d);
+        match self.rng.below(3) {
+            0 => (format!("lower({})", a.0), format!("lower({})", a.1)),
+            1 => (format!("upper({})", a.0), format!("upper({})", a.1)),
+            _ => {
+                let b = self.text(d);
+                (
+                    format!("coalesce({}, {})", a.0, b.0),
+                    format!("coalesce({}, {})", a.1, b.1),
+                )
+            }
+        }
+    }
+
+    fn duration(&mut self) -> Both {
+        let (text, micros) = *self.rng.pick(&[
+            ("1d", DAY),
+            ("12h", DAY / 2),
+            ("1w", 7 * DAY),
+            ("90m", DAY / 16),
+            ("1s", 1_000_000),
+        ]);
+        (text.to_string(), micros.to_string())
+    }
+
+    fn timestamp(&mut self, depth: u32) -> Both {
+        if depth == 0 || self.rng.chance(40) {
+            return match self.rng.below(6) {
+                0..=2 => same("ts"),
+                3 => ("now()".to_string(), NOW.to_string()),
+                _ => {
+                    let micros = NOW + (self.rng.below(21) as i64 - 10) * DAY / 2;
+                    (format_timestamp(micros), micros.to_string())
+                }
+            };
+        }
+        let a = self.timestamp(depth - 1);
+        let op = *self.rng.pick(&["+", "-"]);
+        let b = self.duration();
+        binary(&a, op, &b)
+    }
+
+    fn list(&mut self, item: impl Fn(&mut Gen) -> Both) -> Both {
+        let n = 1 + self.rng.below(3);
+        let items: Vec<Both> = (0..n).map(|_| item(self)).collect();
+        (
+            items
+                .iter()
+                .map(|i| i.0.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+            items
+                .iter()
+                .map(|i| i.1.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        )
+    }
+
+    fn condition(&mut self, depth: u32) -> Both {
+        let cmp = *self.rng.pick(&["=", "!=", "<", "<=", ">", ">="]);
+        let sql_cmp = |op: &str| {
+            if op == "!=" {
+                "<>".to_string()
+            } else {
+                op.to_string()
+            }
+        };
+        let compare = |a: Both, b: Both, op: &str| {
+            (
+                format!("({} {op} {})", a.0, b.0),
+                format!("({} {} {})", a.1, sql_cmp(op), b.1),
+            )
+        };
+        let not = |negated: bool| if negated { "not " } else { "" };
+        let d = depth.saturating_sub(1);
+        match self.rng.below(if depth == 0 { 8 } else { 14 }) {
+            0 => {
+                let (a, b) = (self.int(d), self.int(d));
+                compare(a, b, cmp)
+            }
+            1 => {
+                let (a, b) = (self.float(d), self.int(d));
+                compare(a, b, cmp)
+            }
+            2 => {
+                let (a, b) = (self.text(d), self.text(d));
+                compare(a, b, cmp)
+            }
+            3 => {
+                let (a, b) = (self.timestamp(d), self.timestamp(d));
+                compare(a, b, cmp)
+            }
+            4 => {
+                let (a, b) = (self.timestamp(d), self.timestamp(d));
+                let span = (
+                    format!("({} - {})", a.0, b.0),
+                    format!("({} - {})", a.1, b.1),
+                );
+                compare(span, self.duration(), cmp)
+            }
+            5 => match self.rng.below(3) {
+                0 => same("b"),
+                1 => same(*self.rng.pick(&["true", "false"])),
+                _ => compare(same("b"), same(*self.rng.pick(&["true", "false"])), cmp),
+            },
+            6 => {
+                let negated = self.rng.chance(50);
+                let pattern = {
+                    let len = 1 + self.rng.below(3);
+                    let s: String = (0..len)
+                        .map(|_| *self.rng.pick(&['a', 'b', 'A', '%', '_', ' ']))
+                        .collect();
+                    format!("'{s}'")
+                };
+                let a = self.text(d);
+                let kw = if negated { "NOT LIKE" } else { "LIKE" };
+                (
+                    format!("({} {}like {pattern})", a.0, not(negated)),
+                    format!("({} {kw} {pattern})", a.1),
+                )
+            }
+            7 => {
+                let negated = self.rng.chance(50);
+                let a = match self.rng.below(4) {
+                    0 => self.int(d),
+                    1 => self.text(d),
+                    2 => self.float(d),
+                    _ => self.timestamp(d),
+                };
+                let kw = if negated { "IS NOT NULL" } else { "IS NULL" };
+                (
+                    format!("({} is {}null)", a.0, not(negated)),
+                    format!("({} {kw})", a.1),
+                )
+            }
+            8 => {
+                let negated = self.rng.chance(50);
+                let (x, items) = if self.rng.chance(50) {
+                    (self.int(d), self.list(|g| g.int(0)))
+                } else {
+                    (self.text(d), self.list(|g| g.text(0)))
+                };
+                let kw = if negated { "NOT IN" } else { "IN" };
+                (
+                    format!("({} {}in ({}))", x.0, not(negated), items.0),
+                    format!("({} {kw} ({}))", x.1, items.1),
+                )
+            }
+            9 => {
+                let negated = self.rng.chance(50);
+                let (x, lo, hi) = (self.int(d), self.int(d), self.float(d));
+                let kw = if negated { "NOT BETWEEN" } else { "BETWEEN" };
+                (
+                    format!("({} {}between {} and {})", x.0, not(negated), lo.0, hi.0),
+                    format!("({} {kw} {} AND {})", x.1, lo.1, hi.1),
+                )
+            }
+            10 | 11 => {
+                let op = *self.rng.pick(&["and", "or"]);
+                let (a, b) = (self.condition(d), self.condition(d));
+                binary(&a, op, &b)
+            }
+            12 => {
+                let a = self.condition(d);
+                (format!("(not {})", a.0), format!("(NOT {})", a.1))
+            }
+            _ => {
+                let (a, b) = (self.condition(d), self.condition(d));
+                compare(a, b, *self.rng.pick(&["=", "!="]))
+            }
+        }
+    }
+
+    /// A record: id, i, f, t, b, ts — each but id NULL one time in five.
+    fn record(&mut self, id: i64) -> Vec<Value> {
+        let mut r = vec![Value::Int(id)];
+        let null = |g: &mut Gen| g.rng.chance(20);
+        r.push(if null(self) {
+            Value::Null
+        } else {
+            Value::Int(self.rng.below(201) as i64 - 100)
+        });
+        r.push(if null(self) {
+            Value::Null
+        } else {
+            Value::Float(
+                *self
+                    .rng
+                    .pick(&[0.0, 1.5, -0.25, 2.0, 99.5, -3.75, 0.1, 7.0]),
+            )
+        });
+        r.push(if null(self) {
+            Value::Null
+        } else {
+            let len = self.rng.below(4);
+            Value::Text(
+                (0..len)
+                    .map(|_| *self.rng.pick(&['a', 'b', 'A', 'B', ' ', '\'']))
+                    .collect(),
+            )
+        });
+        r.push(if null(self) {
+            Value::Null
+        } else {
+            Value::Bool(self.rng.chance(50))
+        });
+        r.push(if null(self) {
+            Value::Null
+        } else {
+            Value::Timestamp(NOW + (self.rng.below(41) as i64 - 20) * DAY / 4)
+        });
+        r
+    }
+}
+
+fn sql_value(v: &Value) -> SqlValue {
+    match v {
+        Value::Null => SqlValue::Null,
+        Value::Int(x) | Value::Timestamp(x) | Value::Duration(x) => SqlValue::Integer(*x),
+        Value::Float(x) => SqlValue::Real(*x),
+        Value::Bool(x) => SqlValue::Integer(*x as i64),
+        Value::Text(x) => SqlValue::Text(x.clone()),
+    }
+}
+
+fn truth(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::Null => None,
+        other => panic!("a condition evaluated to {other:?}"),
+    }
+}
+
+fn run_case(conn: &Connection, seed: u64) {
+    let mut g = Gen {
+        rng: Rng::new(seed),
+    };
+    let conditions: Vec<Both> = (0..1 + g.rng.below(4)).map(|_| g.condition(3)).collect();
+    let records: Vec<Vec<Value>> = (0..12).map(|id| g.record(id)).collect();
+
+    let rules: String = conditions
+        .iter()
+        .map(|c| format!("        when {} then end\n", c.0))
+        .collect();
+    let track = format!(
+        "track oracle {{\n    source key id {{ SELECT id, i, f, t, b, ts FROM r }}\n    \
+         fields {{ id: int, i: int?, f: float?, t: text?, b: bool?, ts: timestamp? }}\n    \
+         step s {{\n{rules}    }}\n}}\n"
+    );
+    let compilation = trackc_compiler::compile_str("oracle.dt", &track, None);
+    let errors: Vec<String> = compilation
+        .diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| format!("{} {}", d.code, d.message))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "seed {seed}: the generated track does not compile: {errors:?}\n{track}"
+    );
+    let step = &compilation.program.tracks[0].steps[0];
+
+    conn.execute("DELETE FROM r", []).unwrap();
+    for r in &records {
+        let params: Vec<SqlValue> = r.iter().map(sql_value).collect();
+        conn.execute(
+            "INSERT INTO r VALUES (?, ?, ?, ?, ?, ?)",
+            rusqlite::params_from_iter(params),
+        )
+        .unwrap();
+    }
+    let case: String = conditions
+        .iter()
+        .enumerate()
+        .map(|(i, c)| format!(" WHEN {} THEN {}", c.1, i + 1))
+        .collect();
+    let columns: String = conditions.iter().map(|c| format!(", {}", c.1)).collect();
+    let query = format!("SELECT id, CASE{case} ELSE 0 END{columns} FROM r ORDER BY id");
+    let mut statement = conn
+        .prepare(&query)
+        .unwrap_or_else(|e| panic!("seed {seed}: SQLite rejects the query: {e}\n{query}"));
+    let rows: Vec<Vec<SqlValue>> = statement
+        .query_map([], |row| {
+            (0..2 + conditions.len())
+                .map(|i| row.get::<_, SqlValue>(i))
+                .collect()
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+
+    let env = Env { now: NOW };
+    for (record, row) in records.iter().zip(&rows) {
+        let fired = eval_step(step, record, env).map_or(0, |r| r as i64 + 1);
+        let explain = || {
+            format!("seed {seed}\nrecord {record:?}\ntrack:\n{track}\nSQL: {query}\nrow: {row:?}")
+        };
+        assert_eq!(
+            SqlValue::Integer(fired),
+            row[1],
+            "the fired rule differs\n{}",
+            explain()
+        );
+        for (i, rule) in step.rules.iter().enumerate() {
+            let ours = truth(&eval(rule.condition.as_ref().unwrap(), record, env));
+            let theirs = match &row[2 + i] {
+                SqlValue::Null => None,
+                SqlValue::Integer(v) => Some(*v != 0),
+                other => panic!("SQLite gave {other:?} for a condition\n{}", explain()),
+            };
+            assert_eq!(
+                ours,
+                theirs,
+                "condition {} differs: {}\n{}",
+                i + 1,
+                conditions[i].0,
+                explain()
+            );
+        }
+    }
+}
+
+#[test]
+fn interpreter_agrees_with_sqlite() {
+    let conn = Connection::open_in_memory().unwrap();
+    conn.execute_batch("PRAGMA case_sensitive_like = ON; CREATE TABLE r (id, i, f, t, b, ts);")
+        .unwrap();
+    if let Ok(seed) = std::env::var("TRACKC_ORACLE_SEED") {
+        run_case(&conn, seed.parse().expect("TRACKC_ORACLE_SEED is a number"));
+        return;
+    }
+    let cases: u64 = std::env::var("TRACKC_ORACLE_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1500);
+    for seed in 0..cases {
+        run_case(&conn, seed);
+    }
+}
