@@ -10,6 +10,7 @@ pub mod decision;
 pub mod diagnostics;
 pub mod interp;
 pub mod ir;
+mod parallel;
 pub mod schema;
 pub mod span;
 pub mod sql;
@@ -76,36 +77,50 @@ fn decode(id: FileId, input: Input) -> (SourceFile, Option<Diagnostic>) {
     }
 }
 
+/// Parses one decoded file: its AST and syntax diagnostics (W005 for a file
+/// without tracks).
+fn parse_one(
+    id: FileId,
+    file: &SourceFile,
+    invalid: Option<Diagnostic>,
+) -> (syntax::ast::File, Vec<Diagnostic>) {
+    if let Some(d) = invalid {
+        return (
+            syntax::ast::File {
+                id,
+                tracks: Vec::new(),
+            },
+            vec![d],
+        );
+    }
+    let (ast, mut errors) = syntax::parser::parse_file_here(id, &file.text);
+    if ast.tracks.is_empty() && errors.is_empty() {
+        errors.push(
+            Diagnostic::new(Code::W005, id, Span::new(0, 0), "this file has no track")
+                .with_help("a file holds tracks: `track name { … }`"),
+        );
+    }
+    (ast, errors)
+}
+
 /// Parses and checks track files (and the schema, if given).
 pub fn compile(inputs: Vec<Input>, options: Options) -> Compilation {
+    let decoded: Vec<(SourceFile, Option<Diagnostic>)> = inputs
+        .into_iter()
+        .enumerate()
+        .map(|(i, input)| decode(FileId(i as u32), input))
+        .collect();
+    let indices: Vec<usize> = (0..decoded.len()).collect();
+    let parsed = parallel::map(&indices, |&i| {
+        parse_one(FileId(i as u32), &decoded[i].0, decoded[i].1.clone())
+    });
     let mut files = Vec::new();
     let mut asts = Vec::new();
     let mut diagnostics = Vec::new();
-    for (i, input) in inputs.into_iter().enumerate() {
-        let id = FileId(i as u32);
-        let (file, invalid) = decode(id, input);
-        let ast = match invalid {
-            Some(d) => {
-                diagnostics.push(d);
-                syntax::ast::File {
-                    id,
-                    tracks: Vec::new(),
-                }
-            }
-            None => {
-                let (ast, mut errors) = syntax::parse_file(id, &file.text);
-                if ast.tracks.is_empty() && errors.is_empty() {
-                    errors.push(
-                        Diagnostic::new(Code::W005, id, Span::new(0, 0), "this file has no track")
-                            .with_help("a file holds tracks: `track name { … }`"),
-                    );
-                }
-                diagnostics.append(&mut errors);
-                ast
-            }
-        };
+    for ((file, _), (ast, mut errors)) in decoded.into_iter().zip(parsed) {
         files.push(file);
         asts.push(ast);
+        diagnostics.append(&mut errors);
     }
     let schema = match options.schema {
         Some(input) => {

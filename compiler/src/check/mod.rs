@@ -30,10 +30,11 @@ pub fn check_files(
     dialect: SqlDialect,
 ) -> (ir::Program, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
-    let mut tracks = Vec::new();
     let mut seen: HashMap<&str, (FileId, Span)> = HashMap::new();
+    let mut all: Vec<(FileId, &ast::Track)> = Vec::new();
     for file in files {
         for track in &file.tracks {
+            all.push((file.id, track));
             if let Some(&(first_file, first_span)) = seen.get(track.name.name.as_str()) {
                 let mut d = Diagnostic::new(
                     Code::E002,
@@ -52,18 +53,25 @@ pub fn check_files(
             } else {
                 seen.insert(&track.name.name, (file.id, track.name.span));
             }
-            let mut checker = TrackChecker {
-                file: file.id,
-                schema,
-                dialect,
-                diagnostics: Vec::new(),
-            };
-            let checked = checker.track(track);
-            let has_errors = checker.diagnostics.iter().any(Diagnostic::is_error);
-            diagnostics.append(&mut checker.diagnostics);
-            if let (Some(track), false) = (checked, has_errors) {
-                tracks.push(track);
-            }
+        }
+    }
+    // Tracks are checked independently of each other, on every core.
+    let checked = crate::parallel::map(&all, |&(file, track)| {
+        let mut checker = TrackChecker {
+            file,
+            schema,
+            dialect,
+            diagnostics: Vec::new(),
+        };
+        let ir = checker.track(track);
+        (ir, checker.diagnostics)
+    });
+    let mut tracks = Vec::new();
+    for (ir, mut found) in checked {
+        let has_errors = found.iter().any(Diagnostic::is_error);
+        diagnostics.append(&mut found);
+        if let (Some(track), false) = (ir, has_errors) {
+            tracks.push(track);
         }
     }
     (ir::Program { tracks }, diagnostics)

@@ -25,7 +25,7 @@ pub const MAX_EXPR_DEPTH: usize = 256;
 /// kilobytes per nesting level in debug builds; a thread of our own makes the
 /// nesting limits above independent of the caller's stack (test threads and
 /// editor workers have small ones). The memory is reserved, not committed.
-const PARSER_STACK_BYTES: usize = 64 << 20;
+pub const PARSER_STACK_BYTES: usize = 64 << 20;
 
 /// Parses one file. Always returns a file (possibly with fewer tracks or
 /// items than written) and the syntax errors found, every one of them.
@@ -41,7 +41,9 @@ pub fn parse_file(id: FileId, text: &str) -> (File, Vec<Diagnostic>) {
     })
 }
 
-fn parse_file_here(id: FileId, text: &str) -> (File, Vec<Diagnostic>) {
+/// [`parse_file`] on the calling thread, which must have a stack of at
+/// least [`PARSER_STACK_BYTES`].
+pub fn parse_file_here(id: FileId, text: &str) -> (File, Vec<Diagnostic>) {
     let mut parser = FileParser {
         id,
         text,
@@ -355,6 +357,51 @@ impl<'t> FileParser<'t> {
     }
 }
 
+/// Keywords and punctuation: rules that only mark structure.
+fn is_token(r: Rule) -> bool {
+    matches!(
+        r,
+        Rule::lbrace
+            | Rule::rbrace
+            | Rule::lparen
+            | Rule::rparen
+            | Rule::comma
+            | Rule::colon
+            | Rule::kw_track
+            | Rule::kw_version
+            | Rule::kw_source
+            | Rule::kw_key
+            | Rule::kw_fields
+            | Rule::kw_on
+            | Rule::kw_every
+            | Rule::kw_cron
+            | Rule::kw_tz
+            | Rule::kw_at
+            | Rule::kw_event
+            | Rule::kw_change
+            | Rule::kw_step
+            | Rule::kw_wait
+            | Rule::kw_when
+            | Rule::kw_then
+            | Rule::kw_else
+            | Rule::kw_goto
+            | Rule::kw_stay
+            | Rule::kw_end
+            | Rule::kw_sql
+            | Rule::kw_email
+            | Rule::kw_to
+            | Rule::kw_webhook
+            | Rule::kw_emit
+            | Rule::kw_and
+            | Rule::kw_or
+            | Rule::kw_not
+            | Rule::kw_in
+            | Rule::kw_between
+            | Rule::kw_is
+            | Rule::kw_like
+    )
+}
+
 fn span_of(pair: &Pair<'_, Rule>) -> Span {
     let s = pair.as_span();
     Span::new(s.start(), s.end())
@@ -403,17 +450,7 @@ impl<'p, 't> Builder<'p, 't> {
 
     /// The meaningful children of a pair: keywords and punctuation dropped.
     fn children<'a>(pair: Pair<'a, Rule>) -> impl Iterator<Item = Pair<'a, Rule>> {
-        pair.into_inner().filter(|p| {
-            !matches!(
-                p.as_rule(),
-                Rule::lbrace
-                    | Rule::rbrace
-                    | Rule::lparen
-                    | Rule::rparen
-                    | Rule::comma
-                    | Rule::colon
-            ) && !format!("{:?}", p.as_rule()).starts_with("kw_")
-        })
+        pair.into_inner().filter(|p| !is_token(p.as_rule()))
     }
 
     fn track_item(&mut self, pair: Pair<'_, Rule>) -> Option<TrackItem> {

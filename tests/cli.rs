@@ -1,0 +1,310 @@
+//! End-to-end tests of the `trackc` binary: what users and CI see — output,
+//! formats and exit codes (0 clean or warnings, 1 errors, 2 usage or I/O).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn trackc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_trackc"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("running trackc")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A scratch file unique to this test process.
+fn scratch(name: &str, bytes: &[u8]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("trackc-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn examples() -> Vec<String> {
+    let mut files: Vec<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tracks"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "dt"))
+            .map(|p| format!("tracks/{}", p.file_name().unwrap().to_str().unwrap()))
+            .collect();
+    files.sort();
+    files
+}
+
+#[test]
+fn examples_check_clean() {
+    let mut args = vec!["check", "--schema", "tracks/schema.sql"];
+    let files = examples();
+    args.extend(files.iter().map(String::as_str));
+    let out = trackc(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).ends_with("0 errors, 0 warnings\n"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn errors_exit_1_with_file_line_col() {
+    let out = trackc(&[
+        "check",
+        "--schema",
+        "tracks/schema.sql",
+        "compiler/tests/fixtures/diagnostics/E003_unknown_step.dt",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("[E003] Error: no step `nurtur` in track `routing`"),
+        "{err}"
+    );
+    assert!(err.contains("E003_unknown_step.dt:3:46"), "{err}");
+    assert!(err.contains("did you mean `nurture`?"), "{err}");
+    assert!(!err.contains('\u{1b}'), "no colour when not on a terminal");
+}
+
+#[test]
+fn warnings_alone_exit_0() {
+    let out = trackc(&[
+        "check",
+        "compiler/tests/fixtures/diagnostics/W005_empty_file.dt",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("W005"));
+}
+
+#[test]
+fn json_is_one_object_per_line() {
+    let out = trackc(&[
+        "check",
+        "--format",
+        "json",
+        "--schema",
+        "tracks/schema.sql",
+        "compiler/tests/fixtures/diagnostics/E001_syntax.dt",
+        "compiler/tests/fixtures/diagnostics/E005_type_mismatch.dt",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let lines: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 4, "{lines:?}");
+    for d in &lines {
+        for key in [
+            "severity", "code", "message", "file", "span", "labels", "help",
+        ] {
+            assert!(d.get(key).is_some(), "{key} missing in {d}");
+        }
+        for end in ["start", "end"] {
+            for part in ["line", "col", "offset"] {
+                assert!(d["span"][end][part].is_u64(), "{d}");
+            }
+        }
+    }
+    let files: Vec<&str> = lines.iter().map(|d| d["file"].as_str().unwrap()).collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("E001_syntax.dt"))
+            && files.iter().any(|f| f.ends_with("E005_type_mismatch.dt"))
+    );
+}
+
+#[test]
+fn usage_and_io_problems_exit_2() {
+    let missing = trackc(&["check", "no/such/file.dt"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(
+        stderr(&missing).contains("cannot read `no/such/file.dt`"),
+        "{}",
+        stderr(&missing)
+    );
+    assert_eq!(trackc(&["check"]).status.code(), Some(2));
+    assert_eq!(
+        trackc(&["check", "--format", "xml", "tracks/onboarding.dt"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn bad_bytes_and_deep_nesting_are_diagnostics_not_crashes() {
+    let binary = scratch("binary.dt", &[b't', b'r', 0xff, 0xfe, b'\n']);
+    let out = trackc(&["check", binary.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not valid UTF-8 (byte 0xff)"),
+        "{}",
+        stderr(&out)
+    );
+
+    let deep = format!(
+        "track t {{ step s {{ when {}1{} then end }} }}",
+        "(".repeat(10_000),
+        ")".repeat(10_000)
+    );
+    let deep = scratch("deep.dt", deep.as_bytes());
+    let out = trackc(&["check", deep.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("parentheses are nested more than 64 deep"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn build_emits_ir_and_ast() {
+    let out = trackc(&[
+        "build",
+        "--schema",
+        "tracks/schema.sql",
+        "--emit",
+        "ir",
+        "tracks/onboarding.dt",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("track onboarding\n  key id\n"));
+    let out = trackc(&[
+        "build",
+        "--schema",
+        "tracks/schema.sql",
+        "--emit",
+        "ast",
+        "tracks/onboarding.dt",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("name: \"onboarding\""));
+    let out = trackc(&[
+        "build",
+        "--emit",
+        "clif",
+        "--schema",
+        "tracks/schema.sql",
+        "tracks/onboarding.dt",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not built yet"));
+    let out = trackc(&[
+        "build",
+        "--emit",
+        "ir",
+        "compiler/tests/fixtures/diagnostics/E003_unknown_step.dt",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+const RECORDS: &str = r#"{"id": 1, "email": "a@x.io", "plan": "trial", "score": 70, "country": "FR", "signup_at": "2026-11-20T10:00:00Z", "last_seen_at": null}
+{"id": 2, "email": "b@x.io", "plan": "free", "score": 10, "country": "DE", "signup_at": "2026-11-20T10:00:00Z", "last_seen_at": null}
+{"id": 3, "email": "c@x.io", "plan": "free", "score": 10, "country": null, "signup_at": "2026-11-20T10:00:00Z", "last_seen_at": "2026-11-21T08:00:00Z"}
+"#;
+
+#[test]
+fn eval_prints_one_decision_per_record() {
+    let records = scratch("records.jsonl", RECORDS.as_bytes());
+    let out = trackc(&[
+        "eval",
+        "tracks/onboarding.dt",
+        "--schema",
+        "tracks/schema.sql",
+        "--track",
+        "onboarding",
+        "--step",
+        "welcome",
+        "--records",
+        records.to_str().unwrap(),
+        "--engine",
+        "interp",
+        "--now",
+        "2026-11-23T09:00:00Z",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let decisions: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<(i64, i64, &str)> = decisions
+        .iter()
+        .map(|d| {
+            (
+                d["key"].as_i64().unwrap(),
+                d["rule"].as_i64().unwrap(),
+                d["next"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [(1, 1, "qualify"), (2, 2, "nurture"), (3, 3, "nurture")]
+    );
+    assert_eq!(
+        decisions[0]["actions"],
+        serde_json::json!([
+            {"action": "email", "template": "welcome-hot", "to": "a@x.io"},
+            {"action": "goto", "step": "qualify"}
+        ])
+    );
+}
+
+#[test]
+fn eval_explains_bad_records_and_names() {
+    let records = scratch("bad.jsonl", b"{\"id\": 1, \"email\": \"a@x.io\"}\n");
+    let base = [
+        "eval",
+        "tracks/onboarding.dt",
+        "--schema",
+        "tracks/schema.sql",
+        "--track",
+        "onboarding",
+    ];
+    let out = trackc(
+        &[
+            &base[..],
+            &["--step", "welcome", "--records", records.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains(":1: missing field `plan`"),
+        "{}",
+        stderr(&out)
+    );
+    let out = trackc(
+        &[
+            &base[..],
+            &["--step", "welcom", "--records", records.to_str().unwrap()],
+        ]
+        .concat(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no step `welcom`"),
+        "{}",
+        stderr(&out)
+    );
+    let out = trackc(
+        &[
+            &base[..],
+            &["--step", "welcome", "--records", "-", "--engine", "jit"],
+        ]
+        .concat(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("JIT engine is not built yet"),
+        "{}",
+        stderr(&out)
+    );
+}
