@@ -236,23 +236,19 @@ impl ExprChecker<'_> {
                 // The common type of the operand and every element.
                 let mut ty = x.ty;
                 for item in &items {
-                    ty = match (ty, item.ty) {
-                        (None, t) | (t, None) => t,
-                        (Some(a), Some(b)) if a == b => Some(a),
-                        (Some(a), Some(b)) if a.is_numeric() && b.is_numeric() => Some(Type::Float),
-                        (Some(_), Some(_)) => {
-                            self.mismatch(
-                                item.span,
-                                format!(
-                                    "type mismatch: cannot look for {} among {}",
-                                    type_name(x.ty),
-                                    type_name(item.ty)
-                                ),
-                                &[&x, item],
-                            );
-                            return None;
-                        }
+                    let Ok(common) = common_type(ty, item.ty) else {
+                        self.mismatch(
+                            item.span,
+                            format!(
+                                "type mismatch: cannot look for {} among {}",
+                                type_name(x.ty),
+                                type_name(item.ty)
+                            ),
+                            &[&x, item],
+                        );
+                        return None;
                     };
+                    ty = common;
                 }
                 let ty = ty.unwrap_or(Type::Bool);
                 let list = items.into_iter().map(|i| i.into_type(ty)).collect();
@@ -353,21 +349,17 @@ impl ExprChecker<'_> {
 
     /// Brings two operands of a comparison to one type, or reports E005.
     fn comparable(&mut self, l: Typed, r: Typed, span: Span) -> Option<(ir::Expr, ir::Expr)> {
-        let ty = match (l.ty, r.ty) {
-            (None, None) => Type::Bool,
-            (Some(t), None) | (None, Some(t)) => t,
-            (Some(a), Some(b)) if a == b => a,
-            (Some(a), Some(b)) if a.is_numeric() && b.is_numeric() => Type::Float,
-            (Some(_), Some(_)) => {
-                let message = format!(
-                    "type mismatch: cannot compare {} with {}",
-                    type_name(l.ty),
-                    type_name(r.ty)
-                );
-                self.mismatch(span, message, &[&l, &r]);
-                return None;
-            }
+        let Ok(ty) = common_type(l.ty, r.ty) else {
+            let message = format!(
+                "type mismatch: cannot compare {} with {}",
+                type_name(l.ty),
+                type_name(r.ty)
+            );
+            self.mismatch(span, message, &[&l, &r]);
+            return None;
         };
+        // Two NULL literals compare as booleans: the result is NULL either way.
+        let ty = ty.unwrap_or(Type::Bool);
         Some((l.into_type(ty), r.into_type(ty)))
     }
 
@@ -519,22 +511,19 @@ impl ExprChecker<'_> {
                 // coalesce: one common type for all arguments.
                 let mut ty: Option<Type> = None;
                 for arg in &args {
-                    ty = match (ty, arg.ty) {
-                        (None, t) | (t, None) => t,
-                        (Some(a), Some(b)) if a == b => Some(a),
-                        (Some(a), Some(b)) if a.is_numeric() && b.is_numeric() => Some(Type::Float),
-                        (Some(a), Some(_)) => {
-                            self.mismatch(
-                                arg.span,
-                                format!(
-                                    "type mismatch: `coalesce` arguments must agree, found `{a}` and {}",
-                                    type_name(arg.ty)
-                                ),
-                                &[&args[0], arg],
-                            );
-                            return None;
-                        }
+                    let Ok(common) = common_type(ty, arg.ty) else {
+                        self.mismatch(
+                            arg.span,
+                            format!(
+                                "type mismatch: `coalesce` arguments must agree, found {} and {}",
+                                type_name(ty),
+                                type_name(arg.ty)
+                            ),
+                            &[&args[0], arg],
+                        );
+                        return None;
                     };
+                    ty = common;
                 }
                 let Some(ty) = ty else {
                     return Some(self.null(span));
@@ -577,5 +566,20 @@ fn cmp_op(op: BinaryOp) -> CmpOp {
         BinaryOp::LtEq => CmpOp::LtEq,
         BinaryOp::Gt => CmpOp::Gt,
         _ => CmpOp::GtEq,
+    }
+}
+
+/// Two operand types do not meet in one type.
+struct Mismatch;
+
+/// The one type two operands are brought to: equal types meet in themselves,
+/// an unknown type (a NULL literal) meets anything, `int` and `float` meet
+/// in `float`; anything else is a mismatch.
+fn common_type(a: Option<Type>, b: Option<Type>) -> Result<Option<Type>, Mismatch> {
+    match (a, b) {
+        (None, t) | (t, None) => Ok(t),
+        (Some(a), Some(b)) if a == b => Ok(Some(a)),
+        (Some(a), Some(b)) if a.is_numeric() && b.is_numeric() => Ok(Some(Type::Float)),
+        _ => Err(Mismatch),
     }
 }
