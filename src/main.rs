@@ -8,8 +8,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use trackc_compiler::block::{key_text, BlockBuilder, DEFAULT_BLOCK_RECORDS};
 use trackc_compiler::diagnostics::{render_human, render_json};
-use trackc_compiler::interp::{eval_step, Env};
+use trackc_compiler::interp::{eval_block, Env};
+use trackc_compiler::jit::{clif_program, CompiledStep, Jit};
 use trackc_compiler::{compile, decision, ir, syntax, Compilation, Input, Options, SqlDialect};
 
 #[derive(Parser)]
@@ -68,7 +70,8 @@ enum Command {
         /// JSON lines, one object per record with a member per field (`-` for stdin).
         #[arg(long, value_name = "R.jsonl")]
         records: PathBuf,
-        #[arg(long, value_enum, default_value_t = Engine::Interp)]
+        /// `jit`: the step compiled to native code; `interp`: the reference interpreter.
+        #[arg(long, value_enum, default_value_t = Engine::Jit)]
         engine: Engine,
         /// The evaluation instant for `now()` (RFC 3339); default: the current time.
         #[arg(long, value_name = "TS")]
@@ -227,21 +230,35 @@ fn build(args: &CompileArgs, emit: Emit, files: &[PathBuf]) -> Result<ExitCode, 
         report_human(&compilation);
         return Ok(ExitCode::from(1));
     }
-    let text =
-        match emit {
-            Emit::Ast => compilation
-                .asts
-                .iter()
-                .map(print_ast)
-                .collect::<Vec<_>>()
-                .join("\n"),
-            Emit::Ir => ir::print_program(&compilation.program),
-            Emit::Clif => return Err(usage(
-                "`--emit clif` needs the Cranelift JIT, which is not built yet; use `--emit ir`",
-            )),
-        };
+    let text = match emit {
+        Emit::Ast => compilation
+            .asts
+            .iter()
+            .map(print_ast)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Emit::Ir => ir::print_program(&compilation.program),
+        Emit::Clif => {
+            let jit = Jit::new().map_err(|e| usage(e.to_string()))?;
+            clif_program(&jit, &compilation.program).map_err(|e| usage(e.to_string()))?
+        }
+    };
     print!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The rule that fires for each record of `block`, by the JIT when a
+/// compiled step is given, else by the interpreter.
+fn decide(
+    compiled: Option<&CompiledStep>,
+    step: &ir::Step,
+    block: &trackc_compiler::block::Block,
+    env: Env,
+) -> Result<Vec<Option<usize>>, UsageError> {
+    match compiled {
+        Some(c) => c.eval(block, env).map_err(|e| usage(e.to_string())),
+        None => Ok(eval_block(step, block, env)),
+    }
 }
 
 fn print_ast(file: &syntax::ast::File) -> String {
@@ -257,11 +274,6 @@ fn eval(
     engine: Engine,
     now: Option<&str>,
 ) -> Result<ExitCode, UsageError> {
-    if let Engine::Jit = engine {
-        return Err(usage(
-            "the JIT engine is not built yet; use `--engine interp` (the reference interpreter)",
-        ));
-    }
     let now = match now {
         Some(text) => {
             syntax::literals::parse_timestamp(text).map_err(|e| usage(format!("--now: {e}")))?
@@ -307,20 +319,51 @@ fn eval(
         Box::new(std::io::BufReader::new(f))
     };
     let env = Env { now };
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for (n, line) in reader.lines().enumerate() {
-        let line = line?;
-        if line.trim().is_empty() {
-            continue;
+    let types: Vec<_> = track.fields.iter().map(|f| f.ty).collect();
+    let compiled = match engine {
+        Engine::Jit => {
+            let jit = Jit::new().map_err(|e| usage(e.to_string()))?;
+            Some(
+                jit.compile(&types, step)
+                    .map_err(|e| usage(e.to_string()))?,
+            )
         }
-        let record = decision::parse_record(track, &line)
-            .map_err(|e| usage(format!("{}:{}: {e}", records.display(), n + 1)))?;
-        let fired = eval_step(step, &record, env);
-        writeln!(
-            out,
-            "{}",
-            decision::decision(track, step, &record, fired, env)
-        )?;
+        Engine::Interp => None,
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    // Records are decided a block at a time, so memory stays bounded by the
+    // block size however many records come in.
+    let mut records_in_block: Vec<Vec<trackc_compiler::value::Value>> = Vec::new();
+    let mut lines = reader.lines().enumerate();
+    loop {
+        let mut builder = BlockBuilder::new(&types);
+        records_in_block.clear();
+        for (n, line) in lines.by_ref() {
+            let line = line?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let at = |e: String| usage(format!("{}:{}: {e}", records.display(), n + 1));
+            let record = decision::parse_record(track, &line).map_err(at)?;
+            let key = key_text(&record[track.key]).unwrap_or_default();
+            builder.push(&key, &record).map_err(|e| at(e.to_string()))?;
+            records_in_block.push(record);
+            if builder.len() == DEFAULT_BLOCK_RECORDS {
+                break;
+            }
+        }
+        if builder.is_empty() {
+            break;
+        }
+        let block = builder.finish();
+        let fired = decide(compiled.as_deref(), step, &block, env)?;
+        for (record, fired) in records_in_block.iter().zip(fired) {
+            writeln!(
+                out,
+                "{}",
+                decision::decision(track, step, record, fired, env)
+            )?;
+        }
     }
     out.flush()?;
     Ok(ExitCode::SUCCESS)

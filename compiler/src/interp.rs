@@ -2,6 +2,7 @@
 //! record at a time, with exactly LANGUAGE.md's semantics and nothing clever.
 //! Every other evaluator (the JIT, SQL engines in tests) is checked against it.
 
+use crate::block::Block;
 use crate::ir::{ArithOp, CmpOp, Expr, ExprKind, Step};
 use crate::types::Type;
 use crate::value::Value;
@@ -21,6 +22,14 @@ pub fn eval_step(step: &Step, record: &[Value], env: Env) -> Option<usize> {
         None => true,
         Some(condition) => eval(condition, record, env) == Value::Bool(true),
     })
+}
+
+/// [`eval_step`] for every record of a block, one record at a time (the
+/// reference the JIT is held to, and the interpreter's engine in `eval`).
+pub fn eval_block(step: &Step, block: &Block, env: Env) -> Vec<Option<usize>> {
+    (0..block.len())
+        .map(|i| eval_step(step, &block.record(i), env))
+        .collect()
 }
 
 /// Evaluates an expression over one record (values indexed by field).

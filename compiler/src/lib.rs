@@ -5,11 +5,13 @@
 //! IR and diagnostics) → [`ir`] → [`interp`] (the reference evaluator).
 //! [`compile`] runs the whole pipeline over a set of files.
 
+pub mod block;
 pub mod check;
 pub mod decision;
 pub mod diagnostics;
 pub mod interp;
 pub mod ir;
+pub mod jit;
 mod parallel;
 pub mod schema;
 pub mod span;

@@ -1,5 +1,5 @@
 //! The example tracks in tracks/: all check without a single diagnostic,
-//! and the IR of each is pinned by a snapshot.
+//! and the IR and the generated Cranelift IR of each are pinned by snapshots.
 
 use std::path::{Path, PathBuf};
 use trackc_compiler::{compile, ir, Input, Options};
@@ -88,5 +88,24 @@ fn ir_of_every_example_track() {
             format!("ir_{stem}"),
             ir::print_program(&compilation.program)
         );
+    }
+}
+
+/// The Cranelift IR the JIT generates for every step of every example,
+/// pinned: a change in code generation shows up in review.
+#[test]
+fn clif_of_every_example_step() {
+    let jit = trackc_compiler::jit::Jit::new().unwrap();
+    for (stem, input) in example_inputs() {
+        let compilation = compile(
+            vec![input],
+            Options {
+                schema: Some(schema()),
+                ..Options::default()
+            },
+        );
+        assert_eq!(compilation.error_count(), 0, "{stem}");
+        let clif = trackc_compiler::jit::clif_program(&jit, &compilation.program).unwrap();
+        insta::assert_snapshot!(format!("clif_{stem}"), clif);
     }
 }
