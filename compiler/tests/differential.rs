@@ -180,7 +180,7 @@ impl Gen {
 
     fn text_char(&mut self) -> char {
         if self.wide && self.rng.chance(25) {
-            *self.rng.pick(&['é', 'É', 'ß', 'İ', 'ﬃ', '😀'])
+            *self.rng.pick(&['é', 'É', 'ß', 'İ', 'ﬃ', '😀', 'Σ'])
         } else {
             *self.rng.pick(&['a', 'b', 'A', 'B', ' ', '\''])
         }

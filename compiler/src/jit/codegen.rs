@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::mem::offset_of;
 
 /// An `in` list of at least this many constant texts is one hash lookup.
-const TEXT_SET_MIN_ITEMS: usize = 4;
+const TEXT_SET_MIN_ITEMS: usize = 3;
 
 /// How the generated code knows a value's NULL-ness.
 #[derive(Clone, Copy)]
@@ -71,14 +71,6 @@ impl CVal {
     }
 }
 
-/// Pointers to one column's buffers, loaded once per block.
-#[derive(Clone, Copy)]
-struct ColumnPtrs {
-    values: Value,
-    nulls: Value,
-    offsets: Value,
-}
-
 pub(super) struct StepCodegen<'a, 'f> {
     b: FunctionBuilder<'f>,
     fields: &'a [Type],
@@ -90,9 +82,14 @@ pub(super) struct StepCodegen<'a, 'f> {
     consts_ptr: Value,
     scratch: Value,
     now: Value,
-    columns: Vec<Option<ColumnPtrs>>,
+    /// The block's `ColumnRef` array.
+    columns: Value,
+    /// The fields the rules read.
+    used: Vec<bool>,
     /// The record being decided (valid inside the loop only).
     record: Value,
+    /// Each used field of the current record, read once at the loop head.
+    loaded: Vec<Option<CVal>>,
     /// Values computed before the loop, by the address of their expression.
     hoisted: HashMap<*const Expr, CVal>,
     /// Loaded pointers to `like` matchers and `in` sets.
@@ -134,8 +131,10 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
             consts_ptr: Value::from_u32(0),
             scratch: Value::from_u32(0),
             now: Value::from_u32(0),
-            columns: vec![None; fields.len()],
+            columns: Value::from_u32(0),
+            used: vec![false; fields.len()],
             record: Value::from_u32(0),
+            loaded: vec![None; fields.len()],
             hoisted: HashMap::new(),
             objects: HashMap::new(),
             text_slot: None,
@@ -186,19 +185,8 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
                 mark_fields(c, &mut used);
             }
         }
-        for (field, used) in used.into_iter().enumerate() {
-            if used {
-                let base = self
-                    .b
-                    .ins()
-                    .iadd_imm_s(columns, (field * size_of::<ColumnRef>()) as i64);
-                self.columns[field] = Some(ColumnPtrs {
-                    values: load(&mut self.b, offset_of!(ColumnRef, values), base),
-                    nulls: load(&mut self.b, offset_of!(ColumnRef, nulls), base),
-                    offsets: load(&mut self.b, offset_of!(ColumnRef, offsets), base),
-                });
-            }
-        }
+        self.used = used;
+        self.columns = columns;
         for (_, condition) in &rules {
             if let Some(c) = condition {
                 self.prepare(c);
@@ -217,7 +205,41 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
 
         self.b.switch_to_block(head);
         self.record = record;
-        for (index, condition) in rules {
+        for field in 0..self.fields.len() {
+            if self.used[field] {
+                self.loaded[field] = Some(self.field(field));
+            }
+        }
+        let mut rules = rules.as_slice();
+        while let Some(&(index, condition)) = rules.first() {
+            // A run of cheap rules: every condition computed, the first
+            // that holds chosen by selects, one branch for the whole run.
+            let run = rules
+                .iter()
+                .take_while(|(_, c)| c.is_some_and(is_cheap))
+                .count();
+            if run >= 2 {
+                let mut holds = Vec::with_capacity(run);
+                for (index, condition) in &rules[..run] {
+                    let v = self.value(condition.expect("cheap rules have conditions"));
+                    holds.push((*index, self.is_exactly(v, true)));
+                }
+                let (last_index, last_holds) = holds[run - 1];
+                let mut any = last_holds;
+                let mut fired = self.b.ins().iconst(types::I32, last_index as i64);
+                for &(index, h) in holds[..run - 1].iter().rev() {
+                    let i = self.b.ins().iconst(types::I32, index as i64);
+                    fired = self.b.ins().select(h, i, fired);
+                    any = self.b.ins().bor(any, h);
+                }
+                let next = self.b.create_block();
+                self.b
+                    .ins()
+                    .brif(any, store, &[BlockArg::Value(fired)], next, &[]);
+                self.b.switch_to_block(next);
+                rules = &rules[run..];
+                continue;
+            }
             let fire = self.b.create_block();
             let next = self.b.create_block();
             match condition {
@@ -230,6 +252,7 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
             let index = self.b.ins().iconst(types::I32, index as i64);
             self.b.ins().jump(store, &[BlockArg::Value(index)]);
             self.b.switch_to_block(next);
+            rules = &rules[1..];
         }
         // The block after the last rule (unreachable after `else`).
         let none = self.b.ins().iconst(types::I32, i64::from(NO_RULE));
@@ -382,23 +405,35 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
         }
     }
 
+    /// Reads `field` of the current record. The column's pointers are read
+    /// from the `ColumnRef` array here, per record, rather than held in
+    /// registers across the loop: they are L1 hits, and a dozen values live
+    /// through the whole loop would cost spills and register-allocation
+    /// time instead.
     fn field(&mut self, field: usize) -> CVal {
-        let ptrs = self.columns[field].expect("prepared: the field is used");
+        let base = (field * size_of::<ColumnRef>()) as i32;
+        let column = |s: &mut Self, offset: usize| {
+            s.b.ins()
+                .load(types::I64, flags(), s.columns, base + offset as i32)
+        };
+        let nulls = column(self, offset_of!(ColumnRef, nulls));
+        let values = column(self, offset_of!(ColumnRef, values));
         let i = self.record;
         let word = self.b.ins().ushr_imm_u(i, 6);
         let word = self.b.ins().ishl_imm_u(word, 3);
-        let word = self.b.ins().iadd(ptrs.nulls, word);
+        let word = self.b.ins().iadd(nulls, word);
         let word = self.b.ins().load(types::I64, flags(), word, 0);
         let bit = self.b.ins().ushr(word, i);
         let bit = self.b.ins().band_imm_u(bit, 1);
         let null = Null::Maybe(self.b.ins().ireduce(types::I8, bit));
         let repr = match self.fields[field] {
             Type::Text => {
+                let offsets = column(self, offset_of!(ColumnRef, offsets));
                 let at = self.b.ins().ishl_imm_u(i, 2);
-                let at = self.b.ins().iadd(ptrs.offsets, at);
+                let at = self.b.ins().iadd(offsets, at);
                 let start = self.b.ins().uload32(flags(), at, 0);
                 let end = self.b.ins().uload32(flags(), at, 4);
-                let ptr = self.b.ins().iadd(ptrs.values, start);
+                let ptr = self.b.ins().iadd(values, start);
                 let len = self.b.ins().isub(end, start);
                 Repr::Text(ptr, len)
             }
@@ -409,7 +444,7 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
                 } else {
                     self.b.ins().ishl_imm_u(i, 3)
                 };
-                let at = self.b.ins().iadd(ptrs.values, at);
+                let at = self.b.ins().iadd(values, at);
                 Repr::Scalar(self.b.ins().load(ct, flags(), at, 0))
             }
         };
@@ -427,7 +462,9 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
                 }
                 ExprKind::Not(x) => return self.branch(x, !want, yes, no),
                 // `a and b` is true when both are; it is false when either is.
-                ExprKind::And(x, y) | ExprKind::Or(x, y) => {
+                // A cheap right operand is computed, not jumped around: a
+                // mispredicted branch costs more than the work it skips.
+                ExprKind::And(x, y) | ExprKind::Or(x, y) if !is_cheap(y) => {
                     let conjunction = matches!(e.kind, ExprKind::And(..));
                     let mid = self.b.create_block();
                     if conjunction == want {
@@ -445,16 +482,7 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
             }
         }
         let v = self.value(e);
-        let is_want = if want {
-            v.scalar()
-        } else {
-            self.b.ins().bxor_imm_u(v.scalar(), 1)
-        };
-        let holds = match v.null {
-            Null::Never => is_want,
-            Null::Always => self.iconst8(false),
-            Null::Maybe(n) => self.b.ins().band_not(is_want, n),
-        };
+        let holds = self.is_exactly(v, want);
         self.b.ins().brif(holds, yes, &[], no, &[]);
     }
 
@@ -465,7 +493,10 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
         }
         match &e.kind {
             ExprKind::Const(c) => self.constant(e, c),
-            ExprKind::Field(f) => self.field(*f),
+            ExprKind::Field(f) => match self.loaded[*f] {
+                Some(v) => v,
+                None => self.field(*f),
+            },
             ExprKind::Now => CVal {
                 repr: Repr::Scalar(self.now),
                 null: Null::Never,
@@ -478,8 +509,14 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
                     null: v.null,
                 }
             }
-            ExprKind::And(x, y) => self.logic(x, y, true),
-            ExprKind::Or(x, y) => self.logic(x, y, false),
+            ExprKind::And(x, y) | ExprKind::Or(x, y) => {
+                let conjunction = matches!(e.kind, ExprKind::And(..));
+                if is_cheap(y) {
+                    self.logic_eager(x, y, conjunction)
+                } else {
+                    self.logic(x, y, conjunction)
+                }
+            }
             ExprKind::Neg(x) => {
                 let v = self.value(x);
                 if e.ty == Type::Float {
@@ -519,6 +556,10 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
                 let null = self.either_null(a.null, b.null);
                 if x.ty == Type::Float {
                     self.float_arith(*op, a.scalar(), b.scalar(), null)
+                } else if let (ArithOp::Div | ArithOp::Rem, Some(Constant::Int(c))) =
+                    (op, y.as_const())
+                {
+                    self.int_divide_by_constant(*op, a.scalar(), *c, null)
                 } else {
                     self.int_arith(*op, a.scalar(), b.scalar(), null)
                 }
@@ -550,7 +591,17 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
             }
             ExprKind::InList(x, items) => self.in_list(e, x, items),
             ExprKind::Like(x, _) => {
-                let v = self.value(x);
+                // `lower(t) like p`: one call that lowers as it compares.
+                let (operand, helper) = match &x.kind {
+                    ExprKind::Lower(inner)
+                        if !self.hoisted.contains_key(&(&**x as *const Expr)) =>
+                    {
+                        self.uses_scratch = true;
+                        (&**inner, Helper::LikeLower)
+                    }
+                    _ => (&**x, Helper::Like),
+                };
+                let v = self.value(operand);
                 let matcher = match self.objects.get(&(e as *const Expr)) {
                     Some(p) => *p,
                     None => {
@@ -563,9 +614,12 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
                     }
                 };
                 let (p, l) = v.text();
-                let r = self
-                    .call(Helper::Like, &[matcher, p, l])
-                    .expect("returns a value");
+                let args: &[Value] = if helper == Helper::LikeLower {
+                    &[matcher, self.scratch, p, l]
+                } else {
+                    &[matcher, p, l]
+                };
+                let r = self.call(helper, args).expect("returns a value");
                 CVal {
                     repr: Repr::Scalar(r),
                     null: v.null,
@@ -610,6 +664,7 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
                     null: v.null,
                 }
             }
+            ExprKind::Coalesce(args) if args.iter().all(is_cheap) => self.coalesce_eager(args),
             ExprKind::Coalesce(args) => self.coalesce(e.ty, args),
         }
     }
@@ -652,6 +707,66 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
             repr: Repr::Scalar(result),
             null: Null::Maybe(result_null),
         }
+    }
+
+    /// `and` (`conjunction`) or `or` as a value, both operands computed:
+    /// the result is the decider (false for `and`, true for `or`) if either
+    /// operand is, else NULL if either is NULL, else the other value.
+    fn logic_eager(&mut self, x: &Expr, y: &Expr, conjunction: bool) -> CVal {
+        let decider = !conjunction;
+        let (a, b) = (self.value(x), self.value(y));
+        let a_decides = self.is_exactly(a, decider);
+        let b_decides = self.is_exactly(b, decider);
+        let decided = self.b.ins().bor(a_decides, b_decides);
+        let null = match self.either_null(a.null, b.null) {
+            Null::Never => Null::Never,
+            n => {
+                let n = self.null_flag(n);
+                Null::Maybe(self.b.ins().band_not(n, decided))
+            }
+        };
+        // Not decided and not NULL: both are the other value.
+        let value = if decider {
+            decided
+        } else {
+            self.b.ins().bxor_imm_u(decided, 1)
+        };
+        CVal {
+            repr: Repr::Scalar(value),
+            null,
+        }
+    }
+
+    /// `coalesce` of cheap arguments: all computed, the first non-NULL
+    /// chosen by selects from the last argument back.
+    fn coalesce_eager(&mut self, args: &[Expr]) -> CVal {
+        let values: Vec<CVal> = args.iter().map(|a| self.value(a)).collect();
+        let mut result = *values.last().expect("coalesce has an argument");
+        for v in values.iter().rev().skip(1) {
+            let n = match v.null {
+                Null::Never => {
+                    result = *v;
+                    continue;
+                }
+                Null::Always => continue,
+                Null::Maybe(n) => n,
+            };
+            let repr = match (v.repr, result.repr) {
+                (Repr::Scalar(a), Repr::Scalar(r)) => Repr::Scalar(self.b.ins().select(n, r, a)),
+                (Repr::Text(ap, al), Repr::Text(rp, rl)) => Repr::Text(
+                    self.b.ins().select(n, rp, ap),
+                    self.b.ins().select(n, rl, al),
+                ),
+                _ => unreachable!("coalesce arguments share one type"),
+            };
+            let null = match result.null {
+                Null::Never => Null::Never,
+                Null::Always => Null::Maybe(n),
+                Null::Maybe(r) => Null::Maybe(self.b.ins().band(n, r)),
+            };
+            result = CVal { repr, null };
+        }
+        result
     }
 
     /// 1 when the boolean `v` is not NULL and equals `want`.
@@ -697,6 +812,32 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
             }
         };
         let null = self.null_if(null, bad);
+        CVal {
+            repr: Repr::Scalar(r),
+            null,
+        }
+    }
+
+    /// `/` and `%` by a constant: no run-time guard where the constant
+    /// rules the edge cases out, which lets Cranelift turn the division
+    /// into a multiplication.
+    fn int_divide_by_constant(&mut self, op: ArithOp, a: Value, c: i64, null: Null) -> CVal {
+        let (r, null) = match (op, c) {
+            (_, 0) => (self.b.ins().iconst(types::I64, 0), Null::Always),
+            (ArithOp::Div, -1) => {
+                let overflow = self.b.ins().icmp_imm_s(IntCC::Equal, a, i64::MIN);
+                (self.b.ins().ineg(a), self.null_if(null, overflow))
+            }
+            (ArithOp::Rem, -1) => (self.b.ins().iconst(types::I64, 0), null),
+            (ArithOp::Div, c) => {
+                let c = self.b.ins().iconst(types::I64, c);
+                (self.b.ins().sdiv(a, c), null)
+            }
+            (_, c) => {
+                let c = self.b.ins().iconst(types::I64, c);
+                (self.b.ins().srem(a, c), null)
+            }
+        };
         CVal {
             repr: Repr::Scalar(r),
             null,
@@ -889,6 +1030,20 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
     }
 }
 
+/// Whether `e` is a few inline instructions: no helper call (text
+/// operations, float `%`) and no control flow of its own. Cheap operands
+/// are computed rather than branched around, and runs of rules with cheap
+/// conditions are decided without a branch per rule.
+fn is_cheap(e: &Expr) -> bool {
+    let here = match &e.kind {
+        ExprKind::Like(..) | ExprKind::Lower(_) | ExprKind::Upper(_) | ExprKind::Length(_) => false,
+        ExprKind::Cmp(_, x, _) | ExprKind::InList(x, _) => x.ty != Type::Text,
+        ExprKind::Arith(ArithOp::Rem, x, _) => x.ty != Type::Float,
+        _ => true,
+    };
+    here && e.children().into_iter().all(is_cheap)
+}
+
 fn mark_fields(e: &Expr, used: &mut [bool]) {
     if let ExprKind::Field(f) = e.kind {
         used[f] = true;
@@ -904,13 +1059,14 @@ fn text_set(x: &Expr, items: &[Expr]) -> Option<TextSet> {
     if x.ty != Type::Text || items.len() < TEXT_SET_MIN_ITEMS {
         return None;
     }
-    items
+    let items: Option<Vec<Box<[u8]>>> = items
         .iter()
         .map(|item| match item.as_const() {
             Some(Constant::Text(s)) => Some(s.as_bytes().into()),
             _ => None,
         })
-        .collect()
+        .collect();
+    items.map(TextSet::new)
 }
 
 /// The signature of a helper, for the module's declaration.
@@ -920,7 +1076,7 @@ pub(super) fn helper_signature(helper: Helper, sig: &mut Signature) {
         &[cranelift_codegen::ir::Type],
         Option<cranelift_codegen::ir::Type>,
     ) = match helper {
-        Helper::TextEq | Helper::TextCmp => (&[types::I64; 4], Some(types::I8)),
+        Helper::TextEq | Helper::TextCmp | Helper::LikeLower => (&[types::I64; 4], Some(types::I8)),
         Helper::Length => (&[types::I64; 2], Some(types::I64)),
         Helper::Like | Helper::InTextSet => (&[types::I64; 3], Some(types::I8)),
         Helper::Lower | Helper::Upper => (&[types::I64; 4], None),

@@ -33,9 +33,28 @@ unsafe fn text<'a>(ptr: *const u8, len: u64) -> &'a str {
     std::str::from_utf8_unchecked(bytes(ptr, len))
 }
 
+/// Byte equality tuned for the short texts records hold (codes, names):
+/// up to 16 bytes in two overlapping word compares, no call to `memcmp`.
+#[inline]
+fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    let word = |s: &[u8], at: usize| u64::from_le_bytes(s[at..at + 8].try_into().unwrap());
+    let half = |s: &[u8], at: usize| u32::from_le_bytes(s[at..at + 4].try_into().unwrap());
+    match n {
+        0 => true,
+        1..=3 => a.iter().zip(b).all(|(x, y)| x == y),
+        4..=7 => half(a, 0) == half(b, 0) && half(a, n - 4) == half(b, n - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8),
+        _ => a == b,
+    }
+}
+
 pub extern "C" fn text_eq(a: *const u8, a_len: u64, b: *const u8, b_len: u64) -> i8 {
     // SAFETY: the generated code passes texts as the module comment says.
-    unsafe { i8::from(bytes(a, a_len) == bytes(b, b_len)) }
+    unsafe { i8::from(bytes_eq(bytes(a, a_len), bytes(b, b_len))) }
 }
 
 /// -1, 0 or 1, comparing bytes (the interpreter's order).
@@ -88,13 +107,71 @@ impl LikeMatcher {
     }
 
     pub fn matches(&self, s: &str) -> bool {
+        let t = s.as_bytes();
         match self {
-            LikeMatcher::Exact(p) => s == p,
-            LikeMatcher::Prefix(p) => s.starts_with(p.as_str()),
-            LikeMatcher::Suffix(p) => s.ends_with(p.as_str()),
-            LikeMatcher::Contains(p) => s.contains(p.as_str()),
+            LikeMatcher::Exact(p) => bytes_eq(t, p.as_bytes()),
+            LikeMatcher::Prefix(p) => t.len() >= p.len() && bytes_eq(&t[..p.len()], p.as_bytes()),
+            LikeMatcher::Suffix(p) => {
+                t.len() >= p.len() && bytes_eq(&t[t.len() - p.len()..], p.as_bytes())
+            }
+            LikeMatcher::Contains(p) => contains(t, p.as_bytes()),
             LikeMatcher::General(p) => like(s, p),
         }
+    }
+}
+
+/// Whether `needle` occurs in `haystack`: a scan for the first byte, then
+/// a compare (no searcher to build per call, which dominates on short
+/// texts).
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    let Some((&first, _)) = needle.split_first() else {
+        return true;
+    };
+    if haystack.len() < needle.len() {
+        return false;
+    }
+    let last_start = haystack.len() - needle.len();
+    haystack[..=last_start]
+        .iter()
+        .enumerate()
+        .any(|(i, &c)| c == first && bytes_eq(&haystack[i..i + needle.len()], needle))
+}
+
+impl LikeMatcher {
+    /// `lower(s) like pattern` for an ASCII `s`, lowering as it compares.
+    fn matches_ascii_lowered(&self, s: &[u8]) -> bool {
+        let eq = |t: &[u8], p: &str| {
+            t.len() == p.len()
+                && t.iter()
+                    .zip(p.bytes())
+                    .all(|(a, b)| a.to_ascii_lowercase() == b)
+        };
+        match self {
+            LikeMatcher::Exact(p) => eq(s, p),
+            LikeMatcher::Prefix(p) => s.len() >= p.len() && eq(&s[..p.len()], p),
+            LikeMatcher::Suffix(p) => s.len() >= p.len() && eq(&s[s.len() - p.len()..], p),
+            LikeMatcher::Contains(p) => p.is_empty() || s.windows(p.len()).any(|w| eq(w, p)),
+            LikeMatcher::General(p) => like(&String::from_utf8_lossy(s).to_ascii_lowercase(), p),
+        }
+    }
+}
+
+/// `lower(text) like pattern` in one call: ASCII texts (the common case)
+/// are lowered as they are compared, others through the scratch.
+pub extern "C" fn text_like_lower(
+    matcher: *const LikeMatcher,
+    scratch: *mut Scratch,
+    ptr: *const u8,
+    len: u64,
+) -> i8 {
+    // SAFETY: as for `text_like` and `text_lower`.
+    unsafe {
+        let s = text(ptr, len);
+        if s.is_ascii() {
+            return i8::from((*matcher).matches_ascii_lowered(s.as_bytes()));
+        }
+        let lowered = (*scratch).map_case(s, false);
+        i8::from((*matcher).matches(text(lowered.ptr, lowered.len)))
     }
 }
 
@@ -104,9 +181,33 @@ pub extern "C" fn text_like(matcher: *const LikeMatcher, ptr: *const u8, len: u6
     unsafe { i8::from((*matcher).matches(text(ptr, len))) }
 }
 
-/// The constant texts of an `in` list, for one lookup instead of a
-/// comparison per element.
-pub type TextSet = HashSet<Box<[u8]>>;
+/// The constant texts of an `in` list: a scan of the few of the same
+/// length for short lists, a hash lookup for long ones.
+#[derive(Debug)]
+pub enum TextSet {
+    Few(Vec<Box<[u8]>>),
+    Many(HashSet<Box<[u8]>>),
+}
+
+/// Up to this many items, a scan (length first) beats hashing the text.
+const TEXT_SET_SCAN_MAX: usize = 16;
+
+impl TextSet {
+    pub fn new(items: Vec<Box<[u8]>>) -> TextSet {
+        if items.len() <= TEXT_SET_SCAN_MAX {
+            TextSet::Few(items)
+        } else {
+            TextSet::Many(items.into_iter().collect())
+        }
+    }
+
+    pub fn contains(&self, text: &[u8]) -> bool {
+        match self {
+            TextSet::Few(items) => items.iter().any(|item| bytes_eq(item, text)),
+            TextSet::Many(items) => items.contains(text),
+        }
+    }
+}
 
 pub extern "C" fn text_in_set(set: *const TextSet, ptr: *const u8, len: u64) -> i8 {
     // SAFETY: as for `text_like`.
@@ -133,14 +234,8 @@ impl Default for Scratch {
 impl Scratch {
     /// Copies `s` in and returns where it now lives.
     fn store(&mut self, s: &str) -> TextRef {
-        let last = self.chunks.last_mut().expect("scratch has a chunk");
-        if last.capacity() - last.len() < s.len() {
-            self.chunks
-                .push(Vec::with_capacity(s.len().max(SCRATCH_CHUNK_BYTES)));
-        }
-        let chunk = self.chunks.last_mut().expect("scratch has a chunk");
+        let chunk = self.room(s.len());
         let start = chunk.len();
-        // Within capacity: the chunk's buffer does not move.
         chunk.extend_from_slice(s.as_bytes());
         TextRef {
             ptr: chunk[start..].as_ptr(),
@@ -148,33 +243,57 @@ impl Scratch {
         }
     }
 
+    /// Room for `n` more bytes in the last chunk, which then does not move.
+    fn room(&mut self, n: usize) -> &mut Vec<u8> {
+        let last = self.chunks.last().expect("scratch has a chunk");
+        if last.capacity() - last.len() < n {
+            self.chunks
+                .push(Vec::with_capacity(n.max(SCRATCH_CHUNK_BYTES)));
+        }
+        self.chunks.last_mut().expect("scratch has a chunk")
+    }
+
     fn map_case(&mut self, s: &str, upper: bool) -> TextRef {
-        if s.is_ascii() {
-            let last = self.chunks.last_mut().expect("scratch has a chunk");
-            if last.capacity() - last.len() < s.len() {
-                self.chunks
-                    .push(Vec::with_capacity(s.len().max(SCRATCH_CHUNK_BYTES)));
+        if !s.is_ascii() {
+            // Only lowercasing a capital sigma depends on its neighbours
+            // (a final sigma): leave that to the standard library, which is
+            // what the interpreter calls.
+            if !upper && s.contains('Σ') {
+                return self.store(&s.to_lowercase());
             }
-            let chunk = self.chunks.last_mut().expect("scratch has a chunk");
+            // A character maps to at most three times its UTF-8 length.
+            let chunk = self.room(3 * s.len());
             let start = chunk.len();
-            chunk.extend(s.bytes().map(|c| {
+            let mut buf = [0u8; 4];
+            for c in s.chars() {
                 if upper {
-                    c.to_ascii_uppercase()
+                    for m in c.to_uppercase() {
+                        chunk.extend_from_slice(m.encode_utf8(&mut buf).as_bytes());
+                    }
                 } else {
-                    c.to_ascii_lowercase()
+                    for m in c.to_lowercase() {
+                        chunk.extend_from_slice(m.encode_utf8(&mut buf).as_bytes());
+                    }
                 }
-            }));
+            }
             return TextRef {
                 ptr: chunk[start..].as_ptr(),
-                len: s.len() as u64,
+                len: (chunk.len() - start) as u64,
             };
         }
-        let mapped = if upper {
-            s.to_uppercase()
+        let chunk = self.room(s.len());
+        let start = chunk.len();
+        chunk.extend_from_slice(s.as_bytes());
+        let mapped = &mut chunk[start..];
+        if upper {
+            mapped.make_ascii_uppercase();
         } else {
-            s.to_lowercase()
-        };
-        self.store(&mapped)
+            mapped.make_ascii_lowercase();
+        }
+        TextRef {
+            ptr: mapped.as_ptr(),
+            len: s.len() as u64,
+        }
     }
 }
 
@@ -204,7 +323,39 @@ mod tests {
             for t in texts {
                 assert_eq!(m.matches(t), like(t, p), "{t:?} like {p:?} ({m:?})");
             }
+            let mut scratch = Scratch::default();
+            for t in ["", "A", "Ab", "aB%", "ÉA", "xAbC"] {
+                let fused = text_like_lower(&m, &mut scratch, t.as_ptr(), t.len() as u64);
+                assert_eq!(
+                    fused == 1,
+                    like(&t.to_lowercase(), p),
+                    "lower({t:?}) like {p:?}"
+                );
+            }
         }
+    }
+
+    #[test]
+    fn byte_equality_and_search_at_every_length() {
+        let text: Vec<u8> = (0..40u8).map(|i| b'a' + i % 3).collect();
+        for n in 0..text.len() {
+            for m in 0..text.len() {
+                let (a, b) = (&text[..n], &text[text.len() - m..]);
+                assert_eq!(bytes_eq(a, b), a == b, "{n} {m}");
+                let naive = b.is_empty() || a.windows(b.len()).any(|w| w == b);
+                assert_eq!(contains(a, b), naive, "{n} {m}");
+            }
+        }
+        let mut other = text.clone();
+        other[20] = b'z';
+        assert!(!bytes_eq(&text, &other));
+        let set = TextSet::new(vec![b"PT".to_vec().into(), b"ES".to_vec().into()]);
+        assert!(set.contains(b"ES") && !set.contains(b"E") && !set.contains(b"DE"));
+        let many: Vec<Box<[u8]>> = (0..40)
+            .map(|i| format!("c{i}").into_bytes().into())
+            .collect();
+        let set = TextSet::new(many);
+        assert!(set.contains(b"c39") && !set.contains(b"c40"));
     }
 
     #[test]
@@ -214,11 +365,15 @@ mod tests {
         let a = scratch.map_case("HeLLo", false);
         let b = scratch.map_case(&long, false);
         let c = scratch.map_case("Straße", true);
+        let d = scratch.map_case("ΌΣΟΣ İx ﬃ", false);
+        let e = scratch.map_case("ﬃ ΐ ß", true);
         // SAFETY: the scratch is alive and was not reset.
         unsafe {
             assert_eq!(text(a.ptr, a.len), "hello");
             assert_eq!(text(b.ptr, b.len), "x".repeat(SCRATCH_CHUNK_BYTES - 3));
             assert_eq!(text(c.ptr, c.len), "STRASSE");
+            assert_eq!(text(d.ptr, d.len), "ΌΣΟΣ İx ﬃ".to_lowercase());
+            assert_eq!(text(e.ptr, e.len), "ﬃ ΐ ß".to_uppercase());
         }
         assert_eq!(text_length("Straße".as_ptr(), 7), 6);
         assert_eq!(text_length(std::ptr::null(), 0), 0);

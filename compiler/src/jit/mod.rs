@@ -74,6 +74,7 @@ enum Helper {
     TextCmp,
     Length,
     Like,
+    LikeLower,
     InTextSet,
     Lower,
     Upper,
@@ -81,11 +82,12 @@ enum Helper {
 }
 
 impl Helper {
-    const ALL: [Helper; 8] = [
+    const ALL: [Helper; 9] = [
         Helper::TextEq,
         Helper::TextCmp,
         Helper::Length,
         Helper::Like,
+        Helper::LikeLower,
         Helper::InTextSet,
         Helper::Lower,
         Helper::Upper,
@@ -98,6 +100,7 @@ impl Helper {
             Helper::TextCmp => "trackc_text_cmp",
             Helper::Length => "trackc_length",
             Helper::Like => "trackc_like",
+            Helper::LikeLower => "trackc_like_lower",
             Helper::InTextSet => "trackc_in_text_set",
             Helper::Lower => "trackc_lower",
             Helper::Upper => "trackc_upper",
@@ -111,6 +114,7 @@ impl Helper {
             Helper::TextCmp => helpers::text_cmp as *const u8,
             Helper::Length => helpers::text_length as *const u8,
             Helper::Like => helpers::text_like as *const u8,
+            Helper::LikeLower => helpers::text_like_lower as *const u8,
             Helper::InTextSet => helpers::text_in_set as *const u8,
             Helper::Lower => helpers::text_lower as *const u8,
             Helper::Upper => helpers::text_upper as *const u8,
@@ -157,8 +161,25 @@ fn host_isa() -> Result<OwnedTargetIsa, JitError> {
         // The JIT needs absolute calls to the helpers; see cranelift-jit.
         ("use_colocated_libcalls", "false"),
         ("is_pic", "false"),
+        // The verifier checks Cranelift's input; tests (debug builds) keep
+        // it, release builds spend the time compiling.
+        (
+            "enable_verifier",
+            if cfg!(debug_assertions) {
+                "true"
+            } else {
+                "false"
+            },
+        ),
     ] {
         flags.set(name, value).map_err(codegen_error)?;
+    }
+    // `backtracking` (the default) makes the faster code; `single_pass`
+    // compiles about twice as fast (BENCHMARKS.md has both).
+    if let Ok(algorithm) = std::env::var("TRACKC_JIT_REGALLOC") {
+        flags
+            .set("regalloc_algorithm", &algorithm)
+            .map_err(|e| codegen_error(format!("TRACKC_JIT_REGALLOC={algorithm}: {e}")))?;
     }
     let builder = cranelift_native::builder().map_err(codegen_error)?;
     builder
