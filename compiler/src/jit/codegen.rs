@@ -564,6 +564,32 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
                     self.int_arith(*op, a.scalar(), b.scalar(), null)
                 }
             }
+            ExprKind::Cmp(op @ (CmpOp::Eq | CmpOp::NotEq), x, y)
+                if self.lowered_constant(x, y).is_some() =>
+            {
+                // `lower(t) = 'c'` is `lower(t) like 'c'` when `c` has no
+                // wildcard: one call that lowers as it compares.
+                let (inner, constant) = self.lowered_constant(x, y).expect("checked by the guard");
+                let k = self.push_const(ConstEntry::Like(Box::new(LikeMatcher::Exact(
+                    constant.to_string(),
+                ))));
+                let matcher = self.const_ptr(k);
+                let v = self.value(inner);
+                let (p, l) = v.text();
+                self.uses_scratch = true;
+                let eq = self
+                    .call(Helper::LikeLower, &[matcher, self.scratch, p, l])
+                    .expect("returns a value");
+                let r = if *op == CmpOp::Eq {
+                    eq
+                } else {
+                    self.b.ins().bxor_imm_u(eq, 1)
+                };
+                CVal {
+                    repr: Repr::Scalar(r),
+                    null: v.null,
+                }
+            }
             ExprKind::Cmp(op, x, y) => {
                 let (a, b) = (self.value(x), self.value(y));
                 let r = self.compare(*op, x.ty, a, b);
@@ -667,6 +693,20 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
             ExprKind::Coalesce(args) if args.iter().all(is_cheap) => self.coalesce_eager(args),
             ExprKind::Coalesce(args) => self.coalesce(e.ty, args),
         }
+    }
+
+    /// For `lower(t) = 'c'` (either way round, `c` without `%` or `_`):
+    /// `t` and `c`.
+    fn lowered_constant<'e>(&self, x: &'e Expr, y: &'e Expr) -> Option<(&'e Expr, &'e str)> {
+        let pair = |l: &'e Expr, c: &'e Expr| match (&l.kind, c.as_const()) {
+            (ExprKind::Lower(inner), Some(Constant::Text(s)))
+                if !s.contains(['%', '_']) && !self.hoisted.contains_key(&(l as *const Expr)) =>
+            {
+                Some((&**inner, s.as_str()))
+            }
+            _ => None,
+        };
+        pair(x, y).or_else(|| pair(y, x))
     }
 
     /// `and` (`conjunction`) or `or` as a value, by three-valued logic,

@@ -170,9 +170,37 @@ pub extern "C" fn text_like_lower(
         if s.is_ascii() {
             return i8::from((*matcher).matches_ascii_lowered(s.as_bytes()));
         }
+        match &*matcher {
+            // Lowered a character at a time, stopping at the first that
+            // differs (a final sigma needs its context: not here).
+            LikeMatcher::Prefix(p) if !s.contains('Σ') => {
+                return i8::from(lowered_starts_with(s, p.as_bytes(), false))
+            }
+            LikeMatcher::Exact(p) if !s.contains('Σ') => {
+                return i8::from(lowered_starts_with(s, p.as_bytes(), true))
+            }
+            _ => {}
+        }
         let lowered = (*scratch).map_case(s, false);
         i8::from((*matcher).matches(text(lowered.ptr, lowered.len)))
     }
+}
+
+/// Whether `s` lowered starts with (`exact`: is) `p`.
+fn lowered_starts_with(s: &str, p: &[u8], exact: bool) -> bool {
+    let mut at = 0;
+    let mut buf = [0u8; 4];
+    for c in s.chars().flat_map(char::to_lowercase) {
+        if at == p.len() {
+            return !exact;
+        }
+        let e = c.encode_utf8(&mut buf).as_bytes();
+        if p.len() - at < e.len() || p[at..at + e.len()] != *e {
+            return false;
+        }
+        at += e.len();
+    }
+    at == p.len()
 }
 
 pub extern "C" fn text_like(matcher: *const LikeMatcher, ptr: *const u8, len: u64) -> i8 {
@@ -324,7 +352,7 @@ mod tests {
                 assert_eq!(m.matches(t), like(t, p), "{t:?} like {p:?} ({m:?})");
             }
             let mut scratch = Scratch::default();
-            for t in ["", "A", "Ab", "aB%", "ÉA", "xAbC"] {
+            for t in ["", "A", "Ab", "aB%", "ÉA", "xAbC", "ÉAb", "AÉ", "İa", "Éé"] {
                 let fused = text_like_lower(&m, &mut scratch, t.as_ptr(), t.len() as u64);
                 assert_eq!(
                     fused == 1,
