@@ -330,8 +330,8 @@ fn eval_engines_agree_across_blocks() {
             "--now",
             "2026-11-23T09:00:00Z",
             "--step",
+            "welcome",
         ];
-        args.push("welcome");
         if !engine.is_empty() {
             args.extend(["--engine", engine]);
         }

@@ -13,11 +13,15 @@
 //! must be the same for every engine: a benchmark of engines that disagree
 //! measures nothing.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use rusqlite::Connection;
 use std::io::Write;
 use std::time::{Duration, Instant};
+use support::{sql_value, Rng};
 use trackc_compiler::block::{Block, BlockBuilder, DEFAULT_BLOCK_RECORDS};
-use trackc_compiler::interp::{eval_step, Env};
+use trackc_compiler::interp::{eval_block, Env};
 use trackc_compiler::ir::Track;
 use trackc_compiler::jit::{Jit, NO_RULE};
 use trackc_compiler::types::Type;
@@ -98,21 +102,6 @@ const WORKLOADS: &[Workload] = &[
         ],
     },
 ];
-
-/// xorshift64*: the same records on every machine and in every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 const FIRST: &[&str] = &[
     "anna", "Andrew", "ben", "Carla", "daniel", "Eva", "frank", "Greta", "hans", "Ines", "jon",
@@ -309,12 +298,9 @@ fn run(name: &str, count: usize, engines: &[&str]) {
             }
             "interp" => best_of(1, || {
                 let mut h = vec![0u64; rules + 1];
-                let mut record = Vec::new();
                 for block in &blocks {
-                    for i in 0..block.len() {
-                        record.clear();
-                        record.extend(block.columns().iter().map(|c| c.get(i)));
-                        h[eval_step(step, &record, env).unwrap_or(rules)] += 1;
+                    for fired in eval_block(step, block, env) {
+                        h[fired.unwrap_or(rules)] += 1;
                     }
                 }
                 h
@@ -333,7 +319,7 @@ fn run(name: &str, count: usize, engines: &[&str]) {
                     for block in &blocks {
                         for i in 0..block.len() {
                             let params: Vec<rusqlite::types::Value> =
-                                block.record(i).iter().map(sqlite_value).collect();
+                                block.record(i).iter().map(sql_value).collect();
                             insert.execute(rusqlite::params_from_iter(params)).unwrap();
                         }
                     }
@@ -360,17 +346,6 @@ fn run(name: &str, count: usize, engines: &[&str]) {
             other => panic!("unknown engine `{other}` (jit, interp, sqlite)"),
         };
         report(w, engine, count, elapsed, &histogram);
-    }
-}
-
-fn sqlite_value(v: &Value) -> rusqlite::types::Value {
-    use rusqlite::types::Value as S;
-    match v {
-        Value::Null => S::Null,
-        Value::Int(x) | Value::Timestamp(x) | Value::Duration(x) => S::Integer(*x),
-        Value::Float(x) => S::Real(*x),
-        Value::Bool(b) => S::Integer(*b as i64),
-        Value::Text(s) => S::Text(s.clone()),
     }
 }
 

@@ -93,6 +93,11 @@ impl Text {
         }
     }
 
+    /// Whether `s` still fits under the `u32` offsets.
+    fn has_room(&self, s: &str) -> bool {
+        self.bytes.len() + s.len() <= u32::MAX as usize
+    }
+
     pub fn len(&self) -> usize {
         self.offsets.len() - 1
     }
@@ -384,6 +389,9 @@ impl BlockBuilder {
         if block.len == MAX_BLOCK_RECORDS {
             return error(format!("a block holds at most {MAX_BLOCK_RECORDS} records"));
         }
+        // Everything that can fail is checked before anything changes, so
+        // that an error leaves the builder as it was.
+        let mut room = block.keys.has_room(key);
         for (column, value) in block.columns.iter().zip(record) {
             let fits = match value {
                 Value::Null => true,
@@ -395,29 +403,11 @@ impl BlockBuilder {
                     column.ty()
                 ));
             }
+            if let (Values::Text(t), Value::Text(s)) = (&column.values, value) {
+                room &= t.has_room(s);
+            }
         }
-        // Text overflow is the one failure left; check it before changing
-        // anything so that an error leaves the builder as it was.
-        let added: usize = record
-            .iter()
-            .map(|v| match v {
-                Value::Text(s) => s.len(),
-                _ => 0,
-            })
-            .max()
-            .unwrap_or(0)
-            + key.len();
-        let largest = block
-            .columns
-            .iter()
-            .filter_map(|c| match &c.values {
-                Values::Text(t) => Some(t.bytes.len()),
-                _ => None,
-            })
-            .chain([block.keys.bytes.len()])
-            .max()
-            .unwrap_or(0);
-        if largest + added > u32::MAX as usize {
+        if !room {
             return error("a block's text column is over 4 GiB; use smaller blocks");
         }
         let index = block.len;

@@ -27,8 +27,13 @@ pub fn eval_step(step: &Step, record: &[Value], env: Env) -> Option<usize> {
 /// [`eval_step`] for every record of a block, one record at a time (the
 /// reference the JIT is held to, and the interpreter's engine in `eval`).
 pub fn eval_block(step: &Step, block: &Block, env: Env) -> Vec<Option<usize>> {
+    let mut record = Vec::with_capacity(block.columns().len());
     (0..block.len())
-        .map(|i| eval_step(step, &block.record(i), env))
+        .map(|i| {
+            record.clear();
+            record.extend(block.columns().iter().map(|c| c.get(i)));
+            eval_step(step, &record, env)
+        })
         .collect()
 }
 

@@ -17,8 +17,11 @@
 //! ("wide" cases): huge integers, float `%`, non-ASCII text, one-argument
 //! `coalesce`, long `in` lists.
 
+mod support;
+
 use rusqlite::types::Value as SqlValue;
 use rusqlite::Connection;
+use support::{sql_value, Rng};
 use trackc_compiler::block::BlockBuilder;
 use trackc_compiler::interp::{eval, eval_step, Env};
 use trackc_compiler::jit::Jit;
@@ -29,30 +32,6 @@ use trackc_compiler::value::Value;
 /// The evaluation instant of every case: 2026-06-01T12:00:00Z.
 const NOW: i64 = 1_780_315_200_000_000;
 const DAY: i64 = 86_400_000_000;
-
-/// xorshift64*: small, fast, and the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len() as u64) as usize]
-    }
-}
 
 /// An expression in both renderings: (track language, SQLite SQL).
 type Both = (String, String);
@@ -418,16 +397,6 @@ impl Gen {
             Value::Timestamp(NOW + (self.rng.below(41) as i64 - 20) * DAY / 4)
         });
         r
-    }
-}
-
-fn sql_value(v: &Value) -> SqlValue {
-    match v {
-        Value::Null => SqlValue::Null,
-        Value::Int(x) | Value::Timestamp(x) | Value::Duration(x) => SqlValue::Integer(*x),
-        Value::Float(x) => SqlValue::Real(*x),
-        Value::Bool(x) => SqlValue::Integer(*x as i64),
-        Value::Text(x) => SqlValue::Text(x.clone()),
     }
 }
 

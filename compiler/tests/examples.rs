@@ -35,6 +35,19 @@ fn schema() -> Input {
     }
 }
 
+/// One example compiled against the schema, which must give no error.
+fn compile_clean(stem: &str, input: Input) -> trackc_compiler::Compilation {
+    let compilation = compile(
+        vec![input],
+        Options {
+            schema: Some(schema()),
+            ..Options::default()
+        },
+    );
+    assert_eq!(compilation.error_count(), 0, "{stem}");
+    compilation
+}
+
 #[test]
 fn examples_check_clean_together() {
     let inputs: Vec<Input> = example_inputs().into_iter().map(|(_, i)| i).collect();
@@ -76,14 +89,7 @@ fn examples_check_clean_together() {
 #[test]
 fn ir_of_every_example_track() {
     for (stem, input) in example_inputs() {
-        let compilation = compile(
-            vec![input],
-            Options {
-                schema: Some(schema()),
-                ..Options::default()
-            },
-        );
-        assert_eq!(compilation.error_count(), 0, "{stem}");
+        let compilation = compile_clean(&stem, input);
         insta::assert_snapshot!(
             format!("ir_{stem}"),
             ir::print_program(&compilation.program)
@@ -97,14 +103,7 @@ fn ir_of_every_example_track() {
 fn clif_of_every_example_step() {
     let jit = trackc_compiler::jit::Jit::new().unwrap();
     for (stem, input) in example_inputs() {
-        let compilation = compile(
-            vec![input],
-            Options {
-                schema: Some(schema()),
-                ..Options::default()
-            },
-        );
-        assert_eq!(compilation.error_count(), 0, "{stem}");
+        let compilation = compile_clean(&stem, input);
         let clif = trackc_compiler::jit::clif_program(&jit, &compilation.program).unwrap();
         insta::assert_snapshot!(format!("clif_{stem}"), clif);
     }

@@ -83,20 +83,24 @@ impl ExprChecker<'_> {
         self.report(d);
     }
 
+    /// E005 on an expression of type `found` where another was needed.
+    fn wrong_type(&mut self, span: Span, message: String, found: Type) {
+        self.report(
+            Diagnostic::new(Code::E005, self.file, span, message)
+                .with_span_label(format!("this is `{found}`")),
+        );
+    }
+
     /// Lowers a rule condition, which must be a `bool`.
     pub fn condition(&mut self, expr: &ast::Expr) -> Option<ir::Expr> {
         let typed = self.lower(expr)?;
         match typed.ty {
             None | Some(Type::Bool) => Some(ir::fold(typed.into_type(Type::Bool))),
             Some(other) => {
-                self.report(
-                    Diagnostic::new(
-                        Code::E005,
-                        self.file,
-                        expr.span,
-                        format!("type mismatch: a condition must be `bool`, this is `{other}`"),
-                    )
-                    .with_span_label(format!("this is `{other}`")),
+                self.wrong_type(
+                    expr.span,
+                    format!("type mismatch: a condition must be `bool`, this is `{other}`"),
+                    other,
                 );
                 None
             }
@@ -110,14 +114,10 @@ impl ExprChecker<'_> {
             None => Some(ir::Expr::null(want)),
             Some(t) if t == want => Some(ir::fold(typed.expr)),
             Some(other) => {
-                self.report(
-                    Diagnostic::new(
-                        Code::E005,
-                        self.file,
-                        expr.span,
-                        format!("type mismatch: expected `{want}`, this is `{other}`"),
-                    )
-                    .with_span_label(format!("this is `{other}`")),
+                self.wrong_type(
+                    expr.span,
+                    format!("type mismatch: expected `{want}`, this is `{other}`"),
+                    other,
                 );
                 None
             }

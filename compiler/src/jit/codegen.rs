@@ -95,7 +95,6 @@ pub(super) struct StepCodegen<'a, 'f> {
     /// Loaded pointers to `like` matchers and `in` sets.
     objects: HashMap<*const Expr, Value>,
     text_slot: Option<StackSlot>,
-    pub(super) uses_scratch: bool,
 }
 
 fn flags() -> MemFlagsData {
@@ -138,16 +137,11 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
             hoisted: HashMap::new(),
             objects: HashMap::new(),
             text_slot: None,
-            uses_scratch: false,
         }
     }
 
     /// Emits the whole function for `step`.
-    pub(super) fn compile(
-        mut self,
-        step: &Step,
-        target: TargetFrontendConfig,
-    ) -> (Vec<ConstEntry>, bool) {
+    pub(super) fn compile(mut self, step: &Step, target: TargetFrontendConfig) -> Vec<ConstEntry> {
         let ptr = types::I64;
         self.b.func.signature.params.push(AbiParam::new(ptr));
         let entry = self.b.create_block();
@@ -272,7 +266,7 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
         self.b.ins().return_(&[]);
         self.b.seal_all_blocks();
         self.b.finalize(target);
-        (self.consts, self.uses_scratch)
+        self.consts
     }
 
     /// Before the loop: computes what no field changes and loads the
@@ -289,24 +283,48 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
         }
         match &e.kind {
             ExprKind::Like(x, pattern) => {
-                let k = self.push_const(ConstEntry::Like(Box::new(LikeMatcher::new(pattern))));
-                let p = self.const_ptr(k);
-                self.objects.insert(e, p);
+                self.object(e, || ConstEntry::Like(Box::new(LikeMatcher::new(pattern))));
                 self.prepare(x);
             }
-            ExprKind::InList(x, items) if text_set(x, items).is_some() => {
-                let set = text_set(x, items).expect("checked by the guard");
-                let k = self.push_const(ConstEntry::Set(Box::new(set)));
-                let p = self.const_ptr(k);
-                self.objects.insert(e, p);
+            ExprKind::Cmp(CmpOp::Eq | CmpOp::NotEq, x, y) => {
+                if let Some((_, c)) = self.lowered_constant(x, y) {
+                    self.object(e, || {
+                        ConstEntry::Like(Box::new(LikeMatcher::Exact(c.to_string())))
+                    });
+                }
                 self.prepare(x);
+                self.prepare(y);
             }
+            ExprKind::InList(x, items) => match text_set(x, items) {
+                // The items live in the set: only the operand is read.
+                Some(set) => {
+                    self.object(e, || ConstEntry::Set(Box::new(set)));
+                    self.prepare(x);
+                }
+                None => {
+                    self.prepare(x);
+                    items.iter().for_each(|item| self.prepare(item));
+                }
+            },
             _ => {
                 for child in e.children() {
                     self.prepare(child);
                 }
             }
         }
+    }
+
+    /// The loaded pointer to the matcher or set `e` uses: the one prepared
+    /// before the loop, or (for an expression `prepare` did not see) made
+    /// and loaded here.
+    fn object(&mut self, e: &Expr, make: impl FnOnce() -> ConstEntry) -> Value {
+        if let Some(p) = self.objects.get(&(e as *const Expr)) {
+            return *p;
+        }
+        let k = self.push_const(make());
+        let p = self.const_ptr(k);
+        self.objects.insert(e, p);
+        p
     }
 
     fn push_const(&mut self, entry: ConstEntry) -> usize {
@@ -517,38 +535,31 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
                     self.logic(x, y, conjunction)
                 }
             }
-            ExprKind::Neg(x) => {
+            ExprKind::Neg(x) | ExprKind::Abs(x) => {
+                let negate = matches!(e.kind, ExprKind::Neg(_));
                 let v = self.value(x);
+                let x = v.scalar();
                 if e.ty == Type::Float {
-                    let r = self.b.ins().fneg(v.scalar());
+                    let r = if negate {
+                        self.b.ins().fneg(x)
+                    } else {
+                        self.b.ins().fabs(x)
+                    };
                     return CVal {
                         repr: Repr::Scalar(r),
                         null: v.null,
                     };
                 }
-                let overflow = self.b.ins().icmp_imm_s(IntCC::Equal, v.scalar(), i64::MIN);
-                let r = self.b.ins().ineg(v.scalar());
-                let null = self.null_if(v.null, overflow);
+                // Both overflow on MIN only (its negation does not fit).
+                let overflow = self.b.ins().icmp_imm_s(IntCC::Equal, x, i64::MIN);
+                let r = if negate {
+                    self.b.ins().ineg(x)
+                } else {
+                    self.b.ins().iabs(x)
+                };
                 CVal {
                     repr: Repr::Scalar(r),
-                    null,
-                }
-            }
-            ExprKind::Abs(x) => {
-                let v = self.value(x);
-                if e.ty == Type::Float {
-                    let r = self.b.ins().fabs(v.scalar());
-                    return CVal {
-                        repr: Repr::Scalar(r),
-                        null: v.null,
-                    };
-                }
-                let overflow = self.b.ins().icmp_imm_s(IntCC::Equal, v.scalar(), i64::MIN);
-                let r = self.b.ins().iabs(v.scalar());
-                let null = self.null_if(v.null, overflow);
-                CVal {
-                    repr: Repr::Scalar(r),
-                    null,
+                    null: self.null_if(v.null, overflow),
                 }
             }
             ExprKind::Arith(op, x, y) => {
@@ -565,29 +576,23 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
                 }
             }
             ExprKind::Cmp(op @ (CmpOp::Eq | CmpOp::NotEq), x, y)
-                if self.lowered_constant(x, y).is_some() =>
+                if self.objects.contains_key(&(e as *const Expr)) =>
             {
                 // `lower(t) = 'c'` is `lower(t) like 'c'` when `c` has no
-                // wildcard: one call that lowers as it compares.
-                let (inner, constant) = self.lowered_constant(x, y).expect("checked by the guard");
-                let k = self.push_const(ConstEntry::Like(Box::new(LikeMatcher::Exact(
-                    constant.to_string(),
-                ))));
-                let matcher = self.const_ptr(k);
-                let v = self.value(inner);
-                let (p, l) = v.text();
-                self.uses_scratch = true;
-                let eq = self
-                    .call(Helper::LikeLower, &[matcher, self.scratch, p, l])
-                    .expect("returns a value");
-                let r = if *op == CmpOp::Eq {
-                    eq
-                } else {
-                    self.b.ins().bxor_imm_u(eq, 1)
-                };
+                // wildcard (`prepare` made the matcher).
+                let (lowered, c) = self
+                    .lowered_constant(x, y)
+                    .expect("prepared as lower(t) = 'c'");
+                let matcher = self.object(e, || {
+                    ConstEntry::Like(Box::new(LikeMatcher::Exact(c.to_string())))
+                });
+                let eq = self.text_match(lowered, matcher);
+                if *op == CmpOp::Eq {
+                    return eq;
+                }
                 CVal {
-                    repr: Repr::Scalar(r),
-                    null: v.null,
+                    repr: Repr::Scalar(self.b.ins().bxor_imm_u(eq.scalar(), 1)),
+                    null: eq.null,
                 }
             }
             ExprKind::Cmp(op, x, y) => {
@@ -616,40 +621,10 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
                 }
             }
             ExprKind::InList(x, items) => self.in_list(e, x, items),
-            ExprKind::Like(x, _) => {
-                // `lower(t) like p`: one call that lowers as it compares.
-                let (operand, helper) = match &x.kind {
-                    ExprKind::Lower(inner)
-                        if !self.hoisted.contains_key(&(&**x as *const Expr)) =>
-                    {
-                        self.uses_scratch = true;
-                        (&**inner, Helper::LikeLower)
-                    }
-                    _ => (&**x, Helper::Like),
-                };
-                let v = self.value(operand);
-                let matcher = match self.objects.get(&(e as *const Expr)) {
-                    Some(p) => *p,
-                    None => {
-                        let ExprKind::Like(_, pattern) = &e.kind else {
-                            unreachable!()
-                        };
-                        let k =
-                            self.push_const(ConstEntry::Like(Box::new(LikeMatcher::new(pattern))));
-                        self.const_ptr(k)
-                    }
-                };
-                let (p, l) = v.text();
-                let args: &[Value] = if helper == Helper::LikeLower {
-                    &[matcher, self.scratch, p, l]
-                } else {
-                    &[matcher, p, l]
-                };
-                let r = self.call(helper, args).expect("returns a value");
-                CVal {
-                    repr: Repr::Scalar(r),
-                    null: v.null,
-                }
+            ExprKind::Like(x, pattern) => {
+                let matcher =
+                    self.object(e, || ConstEntry::Like(Box::new(LikeMatcher::new(pattern))));
+                self.text_match(x, matcher)
             }
             ExprKind::Lower(x) | ExprKind::Upper(x) => {
                 let v = self.value(x);
@@ -672,7 +647,6 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
                 } else {
                     Helper::Upper
                 };
-                self.uses_scratch = true;
                 self.call(helper, &[self.scratch, p, l, out]);
                 let p = self.b.ins().stack_load(types::I64, types::I64, slot, 0);
                 let l = self.b.ins().stack_load(types::I64, types::I64, slot, 8);
@@ -695,14 +669,36 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
         }
     }
 
+    /// Whether `operand` matches the `like` matcher at `matcher`. For
+    /// `lower(t)` one call lowers `t` as it compares (no lowered copy).
+    fn text_match(&mut self, operand: &Expr, matcher: Value) -> CVal {
+        let v = match &operand.kind {
+            ExprKind::Lower(t) if !self.hoisted.contains_key(&(operand as *const Expr)) => {
+                let v = self.value(t);
+                let (p, l) = v.text();
+                let r = self.call(Helper::LikeLower, &[matcher, self.scratch, p, l]);
+                (r, v.null)
+            }
+            _ => {
+                let v = self.value(operand);
+                let (p, l) = v.text();
+                (self.call(Helper::Like, &[matcher, p, l]), v.null)
+            }
+        };
+        CVal {
+            repr: Repr::Scalar(v.0.expect("returns a value")),
+            null: v.1,
+        }
+    }
+
     /// For `lower(t) = 'c'` (either way round, `c` without `%` or `_`):
-    /// `t` and `c`.
+    /// `lower(t)` and `c`.
     fn lowered_constant<'e>(&self, x: &'e Expr, y: &'e Expr) -> Option<(&'e Expr, &'e str)> {
         let pair = |l: &'e Expr, c: &'e Expr| match (&l.kind, c.as_const()) {
-            (ExprKind::Lower(inner), Some(Constant::Text(s)))
+            (ExprKind::Lower(_), Some(Constant::Text(s)))
                 if !s.contains(['%', '_']) && !self.hoisted.contains_key(&(l as *const Expr)) =>
             {
-                Some((&**inner, s.as_str()))
+                Some((l, s.as_str()))
             }
             _ => None,
         };

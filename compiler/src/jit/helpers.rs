@@ -245,40 +245,42 @@ pub extern "C" fn text_in_set(set: *const TextSet, ptr: *const u8, len: u64) -> 
 /// Memory for texts made during one evaluation (`lower`, `upper`): chunks
 /// that never move once allocated, so every text handed out stays valid
 /// until the evaluation (one block) ends and the scratch is dropped.
+/// Allocates nothing until the first text is stored.
+#[derive(Default)]
 pub struct Scratch {
     chunks: Vec<Vec<u8>>,
 }
 
 const SCRATCH_CHUNK_BYTES: usize = 64 * 1024;
 
-impl Default for Scratch {
-    fn default() -> Self {
-        Scratch {
-            chunks: vec![Vec::with_capacity(SCRATCH_CHUNK_BYTES)],
-        }
-    }
-}
-
 impl Scratch {
-    /// Copies `s` in and returns where it now lives.
-    fn store(&mut self, s: &str) -> TextRef {
+    /// Copies `s` in, lets `map` change the copy in place (keeping it
+    /// UTF-8 of the same length), and returns where it now lives.
+    fn store(&mut self, s: &str, map: impl FnOnce(&mut [u8])) -> TextRef {
         let chunk = self.room(s.len());
         let start = chunk.len();
         chunk.extend_from_slice(s.as_bytes());
+        let stored = &mut chunk[start..];
+        map(stored);
         TextRef {
-            ptr: chunk[start..].as_ptr(),
+            ptr: stored.as_ptr(),
             len: s.len() as u64,
         }
     }
 
     /// Room for `n` more bytes in the last chunk, which then does not move.
     fn room(&mut self, n: usize) -> &mut Vec<u8> {
-        let last = self.chunks.last().expect("scratch has a chunk");
-        if last.capacity() - last.len() < n {
+        let fits = self
+            .chunks
+            .last()
+            .is_some_and(|c| c.capacity() - c.len() >= n);
+        if !fits {
             self.chunks
                 .push(Vec::with_capacity(n.max(SCRATCH_CHUNK_BYTES)));
         }
-        self.chunks.last_mut().expect("scratch has a chunk")
+        self.chunks
+            .last_mut()
+            .expect("a chunk with room was ensured")
     }
 
     fn map_case(&mut self, s: &str, upper: bool) -> TextRef {
@@ -287,7 +289,7 @@ impl Scratch {
             // (a final sigma): leave that to the standard library, which is
             // what the interpreter calls.
             if !upper && s.contains('Σ') {
-                return self.store(&s.to_lowercase());
+                return self.store(&s.to_lowercase(), |_| {});
             }
             // A character maps to at most three times its UTF-8 length.
             let chunk = self.room(3 * s.len());
@@ -309,19 +311,13 @@ impl Scratch {
                 len: (chunk.len() - start) as u64,
             };
         }
-        let chunk = self.room(s.len());
-        let start = chunk.len();
-        chunk.extend_from_slice(s.as_bytes());
-        let mapped = &mut chunk[start..];
-        if upper {
-            mapped.make_ascii_uppercase();
-        } else {
-            mapped.make_ascii_lowercase();
-        }
-        TextRef {
-            ptr: mapped.as_ptr(),
-            len: s.len() as u64,
-        }
+        self.store(s, |copy| {
+            if upper {
+                copy.make_ascii_uppercase()
+            } else {
+                copy.make_ascii_lowercase()
+            }
+        })
     }
 }
 

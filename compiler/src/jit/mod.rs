@@ -239,7 +239,7 @@ impl Jit {
             builder.symbol(helper.symbol(), helper.address());
         }
         let mut module = JITModule::new(builder);
-        let (func, consts, uses_scratch, _) = build_function(&mut module, fields, step)?;
+        let (func, consts, _) = build_function(&mut module, fields, step)?;
         let mut ctx = module.make_context();
         ctx.func = func;
         let id = module
@@ -277,10 +277,9 @@ impl Jit {
             // signature by `StepCodegen`.
             code: unsafe { std::mem::transmute::<*const u8, StepFn>(code) },
             fields: fields.to_vec(),
-            module: Some(ModuleOwner(module)),
+            module: Some(module),
             _consts: consts,
             table,
-            uses_scratch,
             compile_time: started.elapsed(),
         })
     }
@@ -290,15 +289,16 @@ impl Jit {
     pub fn clif(&self, fields: &[Type], step: &Step) -> Result<String, JitError> {
         let builder = JITBuilder::with_isa(self.isa.clone(), default_libcall_names());
         let mut module = JITModule::new(builder);
-        let (func, _, _, helper_ids) = build_function(&mut module, fields, step)?;
+        let (func, _, helper_ids) = build_function(&mut module, fields, step)?;
+        let body = func.display().to_string();
         let mut text = String::new();
         for (helper, id) in Helper::ALL.iter().zip(helper_ids) {
             let name = format!("u0:{}", id.as_u32());
-            if func.to_string().contains(&name) {
+            if body.contains(&name) {
                 text.push_str(&format!("; {name} = {}\n", helper.symbol()));
             }
         }
-        text.push_str(&func.display().to_string());
+        text.push_str(&body);
         // SAFETY: nothing was compiled or handed out.
         unsafe { module.free_memory() };
         Ok(text)
@@ -320,12 +320,13 @@ pub fn clif_program(jit: &Jit, program: &crate::ir::Program) -> Result<String, J
     Ok(text)
 }
 
-/// Generates the CLIF of `step`; returns it with its constant table.
+/// Generates the CLIF of `step`; returns it with its constant table and
+/// the ids of the helpers, in the order of `Helper::ALL`.
 fn build_function(
     module: &mut JITModule,
     fields: &[Type],
     step: &Step,
-) -> Result<(Function, Vec<ConstEntry>, bool, Vec<FuncId>), JitError> {
+) -> Result<(Function, Vec<ConstEntry>, Vec<FuncId>), JitError> {
     let mut ids = Vec::new();
     for helper in Helper::ALL {
         let mut sig = module.make_signature();
@@ -340,34 +341,29 @@ fn build_function(
         Function::with_name_signature(UserFuncName::testcase("step"), module.make_signature());
     let mut fctx = FunctionBuilderContext::new();
     let target = module.target_config();
-    let declare = |helper: Helper, func: &mut Function| {
+    let mut declare = |helper: Helper, func: &mut Function| {
         let index = Helper::ALL
             .iter()
             .position(|h| *h == helper)
             .expect("every helper is in ALL");
         module.declare_func_in_func(ids[index], func)
     };
-    let mut declare = declare;
     let builder = FunctionBuilder::new(&mut func, &mut fctx);
-    let (consts, uses_scratch) =
-        StepCodegen::new(builder, fields, &mut declare).compile(step, target);
-    Ok((func, consts, uses_scratch, ids))
+    let consts = StepCodegen::new(builder, fields, &mut declare).compile(step, target);
+    Ok((func, consts, ids))
 }
 
 type StepFn = unsafe extern "C" fn(*const EvalArgs);
-
-/// Frees the module's memory when dropped.
-struct ModuleOwner(JITModule);
 
 /// A step as native code over blocks whose columns have `fields` types.
 pub struct CompiledStep {
     code: StepFn,
     fields: Vec<Type>,
-    module: Option<ModuleOwner>,
+    /// Its memory is freed when the step is dropped.
+    module: Option<JITModule>,
     /// Owns what `table` points to.
     _consts: Vec<ConstEntry>,
     table: Vec<ConstRef>,
-    uses_scratch: bool,
     compile_time: Duration,
 }
 
@@ -380,7 +376,7 @@ unsafe impl Sync for CompiledStep {}
 
 impl Drop for CompiledStep {
     fn drop(&mut self) {
-        if let Some(ModuleOwner(module)) = self.module.take() {
+        if let Some(module) = self.module.take() {
             // SAFETY: `&mut self`: no evaluation is running, and the
             // function pointer dies with `self`.
             unsafe { module.free_memory() };
@@ -440,15 +436,14 @@ impl CompiledStep {
             .collect();
         out.clear();
         out.resize(block.len(), NO_RULE);
-        let mut scratch = self.uses_scratch.then(Scratch::default);
+        // Allocates nothing until a helper needs room for a text.
+        let mut scratch = Scratch::default();
         let args = EvalArgs {
             columns: refs.as_ptr(),
             len: block.len() as u64,
             now: env.now,
             consts: self.table.as_ptr(),
-            scratch: scratch
-                .as_mut()
-                .map_or(std::ptr::null_mut(), |s| s as *mut Scratch),
+            scratch: &mut scratch,
             out: out.as_mut_ptr(),
         };
         // SAFETY: the block is valid (its invariant) and has the columns
