@@ -33,6 +33,29 @@ use trackc_compiler::value::Value;
 const NOW: i64 = 1_780_315_200_000_000;
 const DAY: i64 = 86_400_000_000;
 
+const LONGER_TEXTS: &[&str] = &[
+    "abab",
+    "bbab",
+    "abaB",
+    "abcde",
+    "abcdE",
+    "abcdefg",
+    "abcdefgh",
+    "Abcdefgh",
+    "abcdefgH",
+    "abcdefghi",
+    "abcdeFghi",
+    "abcdefghijklmno",
+    "abcdefghijklmnop",
+    "abcdefgHijklmnop",
+    "abcdefghijklmnoP",
+    "abcdefghijklmnopq",
+    "ab'ab",
+    "aé",
+    "aéb",
+    "😀abc",
+];
+
 /// An expression in both renderings: (track language, SQLite SQL).
 type Both = (String, String);
 
@@ -165,9 +188,19 @@ impl Gen {
         }
     }
 
-    fn text_literal(&mut self) -> String {
+    /// A short random text, or one of a few longer ones that differ only
+    /// in their first, middle or last byte (lengths 4 to 17: the widths the
+    /// JIT compares inline, and just past them).
+    fn text_value(&mut self) -> String {
+        if self.rng.chance(25) {
+            return self.rng.pick(LONGER_TEXTS).to_string();
+        }
         let len = self.rng.below(4);
-        let s: String = (0..len).map(|_| self.text_char()).collect();
+        (0..len).map(|_| self.text_char()).collect()
+    }
+
+    fn text_literal(&mut self) -> String {
+        let s = self.text_value();
         format!("'{}'", s.replace('\'', "''"))
     }
 
@@ -383,8 +416,7 @@ impl Gen {
         r.push(if null(self) {
             Value::Null
         } else {
-            let len = self.rng.below(4);
-            Value::Text((0..len).map(|_| self.text_char()).collect())
+            Value::Text(self.text_value())
         });
         r.push(if null(self) {
             Value::Null

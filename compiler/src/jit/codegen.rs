@@ -31,6 +31,9 @@ use std::mem::offset_of;
 /// An `in` list of at least this many constant texts is one hash lookup.
 const TEXT_SET_MIN_ITEMS: usize = 3;
 
+/// Text constants up to this many bytes are compared inline.
+const SHORT_TEXT_BYTES: usize = 16;
+
 /// How the generated code knows a value's NULL-ness.
 #[derive(Clone, Copy)]
 enum Null {
@@ -94,6 +97,9 @@ pub(super) struct StepCodegen<'a, 'f> {
     hoisted: HashMap<*const Expr, CVal>,
     /// Loaded pointers to `like` matchers and `in` sets.
     objects: HashMap<*const Expr, Value>,
+    /// The bytes of text constants short enough to compare inline, by the
+    /// value holding their pointer.
+    short_texts: HashMap<Value, Box<[u8]>>,
     text_slot: Option<StackSlot>,
 }
 
@@ -136,6 +142,7 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
             loaded: vec![None; fields.len()],
             hoisted: HashMap::new(),
             objects: HashMap::new(),
+            short_texts: HashMap::new(),
             text_slot: None,
         }
     }
@@ -415,6 +422,9 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
             Constant::Text(s) => {
                 let k = self.push_const(ConstEntry::Text(s.clone().into_boxed_str()));
                 let (p, l) = (self.const_ptr(k), self.const_len(k));
+                if s.len() <= SHORT_TEXT_BYTES {
+                    self.short_texts.insert(p, s.as_bytes().into());
+                }
                 CVal {
                     repr: Repr::Text(p, l),
                     null: Null::Never,
@@ -933,7 +943,13 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
                 let ((ap, al), (bp, bl)) = (a.text(), b.text());
                 match op {
                     CmpOp::Eq | CmpOp::NotEq => {
-                        let eq = self.text_eq(ap, al, bp, bl);
+                        let eq = if let Some(c) = self.short_texts.get(&bp).cloned() {
+                            self.text_eq_short(ap, al, bp, &c)
+                        } else if let Some(c) = self.short_texts.get(&ap).cloned() {
+                            self.text_eq_short(bp, bl, ap, &c)
+                        } else {
+                            self.text_eq(ap, al, bp, bl)
+                        };
                         if op == CmpOp::Eq {
                             eq
                         } else {
@@ -952,6 +968,49 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
             // timestamp and duration are signed 64-bit.
             _ => self.b.ins().icmp(int_cc, a.scalar(), b.scalar()),
         }
+    }
+
+    /// Equality with a constant of at most `SHORT_TEXT_BYTES` bytes, with
+    /// no branch and no call: the length, then at most two overlapping
+    /// loads of the text's bytes compared with the constant's. When the
+    /// lengths differ the loads read the constant itself (`cp`), so they
+    /// never leave the text.
+    fn text_eq_short(&mut self, p: Value, len: Value, cp: Value, c: &[u8]) -> Value {
+        let n = c.len();
+        let same_len = self.b.ins().icmp_imm_s(IntCC::Equal, len, n as i64);
+        if n == 0 {
+            return same_len;
+        }
+        let at = self.b.ins().select(same_len, p, cp);
+        let width = [8, 4, 2, 1].into_iter().find(|&w| w <= n).expect("n > 0");
+        let ty = match width {
+            8 => types::I64,
+            4 => types::I32,
+            2 => types::I16,
+            _ => types::I8,
+        };
+        let unaligned = MemFlagsData::new().with_notrap().with_readonly();
+        let mut eq = same_len;
+        let offsets = if width == n {
+            vec![0]
+        } else {
+            vec![0, n - width]
+        };
+        for offset in offsets {
+            let mut word = [0u8; 8];
+            word[..width].copy_from_slice(&c[offset..offset + width]);
+            let expected = i64::from_ne_bytes(word);
+            let expected = match width {
+                8 => expected,
+                4 => i64::from(expected as i32),
+                2 => i64::from(expected as i16),
+                _ => i64::from(expected as i8),
+            };
+            let loaded = self.b.ins().load(ty, unaligned, at, offset as i32);
+            let same = self.b.ins().icmp_imm_s(IntCC::Equal, loaded, expected);
+            eq = self.b.ins().band(eq, same);
+        }
+        eq
     }
 
     /// Text equality: lengths first, inline; bytes only when they agree.
@@ -1073,11 +1132,22 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
 fn is_cheap(e: &Expr) -> bool {
     let here = match &e.kind {
         ExprKind::Like(..) | ExprKind::Lower(_) | ExprKind::Upper(_) | ExprKind::Length(_) => false,
-        ExprKind::Cmp(_, x, _) | ExprKind::InList(x, _) => x.ty != Type::Text,
+        ExprKind::Cmp(CmpOp::Eq | CmpOp::NotEq, x, y) if x.ty == Type::Text => {
+            is_short_text(x) || is_short_text(y)
+        }
+        ExprKind::InList(x, items) if x.ty == Type::Text => {
+            items.len() < TEXT_SET_MIN_ITEMS && items.iter().all(is_short_text)
+        }
+        ExprKind::Cmp(_, x, _) => x.ty != Type::Text,
         ExprKind::Arith(ArithOp::Rem, x, _) => x.ty != Type::Float,
         _ => true,
     };
     here && e.children().into_iter().all(is_cheap)
+}
+
+/// A text constant compared inline (`text_eq_short`).
+fn is_short_text(e: &Expr) -> bool {
+    matches!(e.as_const(), Some(Constant::Text(s)) if s.len() <= SHORT_TEXT_BYTES)
 }
 
 fn mark_fields(e: &Expr, used: &mut [bool]) {

@@ -167,6 +167,19 @@ pub extern "C" fn text_like_lower(
     // SAFETY: as for `text_like` and `text_lower`.
     unsafe {
         let s = text(ptr, len);
+        // Lowering is per character, and an ASCII byte is a character of
+        // its own that lowers to one ASCII byte: when the bytes a prefix or
+        // suffix pattern looks at are ASCII, they decide alone.
+        let b = s.as_bytes();
+        match &*matcher {
+            LikeMatcher::Prefix(p) if b.len() >= p.len() && b[..p.len()].is_ascii() => {
+                return i8::from((*matcher).matches_ascii_lowered(&b[..p.len()]))
+            }
+            LikeMatcher::Suffix(p) if b.len() >= p.len() && b[b.len() - p.len()..].is_ascii() => {
+                return i8::from((*matcher).matches_ascii_lowered(&b[b.len() - p.len()..]))
+            }
+            _ => {}
+        }
         if s.is_ascii() {
             return i8::from((*matcher).matches_ascii_lowered(s.as_bytes()));
         }
@@ -339,7 +352,8 @@ mod tests {
     #[test]
     fn like_shapes_agree_with_the_general_matcher() {
         let patterns = [
-            "", "%", "%%", "a", "a%", "%a", "%a%", "ab%c", "a_", "%é%", "é",
+            "", "%", "%%", "a", "a%", "%a", "%a%", "ab%c", "a_", "%é%", "é", "ab%", "%ka", "k%",
+            "%σ", "%c",
         ];
         let texts = ["", "a", "ba", "ab", "abc", "é", "xéy", "a%"];
         for p in patterns {
@@ -348,7 +362,24 @@ mod tests {
                 assert_eq!(m.matches(t), like(t, p), "{t:?} like {p:?} ({m:?})");
             }
             let mut scratch = Scratch::default();
-            for t in ["", "A", "Ab", "aB%", "ÉA", "xAbC", "ÉAb", "AÉ", "İa", "Éé"] {
+            let texts = [
+                "",
+                "A",
+                "Ab",
+                "aB%",
+                "ÉA",
+                "xAbC",
+                "ÉAb",
+                "AÉ",
+                "İa",
+                "Éé",
+                "AΣA",
+                "AbΣ",
+                "\u{212A}a",
+                "a\u{212A}",
+                "Ab\u{130}c",
+            ];
+            for t in texts {
                 let fused = text_like_lower(&m, &mut scratch, t.as_ptr(), t.len() as u64);
                 assert_eq!(
                     fused == 1,
