@@ -4,6 +4,8 @@
 //! Exit codes: 0 clean (or warnings only), 1 errors in the tracks, 2 usage or
 //! I/O problems (a file that cannot be read, records that are not JSON).
 
+mod operate;
+
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -77,6 +79,10 @@ enum Command {
         #[arg(long, value_name = "TS")]
         now: Option<String>,
     },
+    /// Run tracks on one node against a database, by their triggers.
+    Run(operate::RunArgs),
+    /// The zero-set-up tour: synthetic contacts in SQLite, the example tracks run over them.
+    Demo(operate::DemoArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -105,7 +111,7 @@ enum Dialect {
 }
 
 /// A failure that is not about the tracks themselves: exit code 2.
-struct UsageError(String, Option<std::io::ErrorKind>);
+pub(crate) struct UsageError(String, Option<std::io::ErrorKind>);
 
 impl From<std::io::Error> for UsageError {
     fn from(e: std::io::Error) -> Self {
@@ -113,7 +119,7 @@ impl From<std::io::Error> for UsageError {
     }
 }
 
-fn usage(message: impl Into<String>) -> UsageError {
+pub(crate) fn usage(message: impl Into<String>) -> UsageError {
     UsageError(message.into(), None)
 }
 
@@ -147,6 +153,8 @@ fn main() -> ExitCode {
             engine,
             now.as_deref(),
         ),
+        Command::Run(args) => operate::run(&args),
+        Command::Demo(args) => operate::demo(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,1 +1,13 @@
-pub fn placeholder() {}
+//! The runtime of decision tracks: storage (SQLite, PostgreSQL), runs of
+//! tracks over blocks of records with exactly-once effects, triggers.
+
+pub mod bundle;
+pub mod clock;
+pub mod db;
+pub mod engine;
+pub mod error;
+pub mod run;
+pub mod sqltext;
+
+pub use error::{Error, Result};
+pub mod demo;

@@ -1,0 +1,216 @@
+//! Tracks as the runtime holds them: checked by the compiler, each step
+//! compiled by the JIT, and the form they are deployed in.
+
+use crate::db::{content_hash, DeployedTrack, Dialect, Store};
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use trackc_compiler::diagnostics::render_human;
+use trackc_compiler::ir;
+use trackc_compiler::jit::{CompiledStep, Jit};
+use trackc_compiler::types::Type;
+use trackc_compiler::{compile, Input, Options, SqlDialect};
+
+pub struct LoadedTrack {
+    pub ir: ir::Track,
+    pub deployed: DeployedTrack,
+    pub types: Vec<Type>,
+    /// One evaluator per step, in step order.
+    pub steps: Vec<Arc<CompiledStep>>,
+}
+
+/// The `.dt` files of `paths` (a directory stands for its `*.dt` files,
+/// and its `schema.sql` is the schema unless `schema` is given).
+pub fn track_files(
+    paths: &[PathBuf],
+    schema: Option<&Path>,
+) -> Result<(Vec<PathBuf>, Option<PathBuf>)> {
+    let mut files = Vec::new();
+    let mut found_schema = schema.map(Path::to_path_buf);
+    for p in paths {
+        if p.is_dir() {
+            let mut here: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::Io(format!("{}: {e}", p.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "dt"))
+                .collect();
+            here.sort();
+            files.extend(here);
+            let s = p.join("schema.sql");
+            if found_schema.is_none() && s.is_file() {
+                found_schema = Some(s);
+            }
+        } else {
+            files.push(p.clone());
+        }
+    }
+    if files.is_empty() {
+        return Err(Error::Config("no track files (*.dt) given".into()));
+    }
+    Ok((files, found_schema))
+}
+
+/// Compiles track files; any error stops the load with the diagnostics.
+pub fn load(
+    jit: &Jit,
+    files: &[(String, String)],
+    schema: Option<(String, String)>,
+    dialect: Dialect,
+) -> Result<Vec<LoadedTrack>> {
+    let inputs = files
+        .iter()
+        .map(|(name, text)| Input {
+            name: name.clone(),
+            bytes: text.clone().into_bytes(),
+        })
+        .collect();
+    let options = Options {
+        dialect: match dialect {
+            Dialect::Sqlite => SqlDialect::Sqlite,
+            Dialect::Postgres => SqlDialect::Postgres,
+        },
+        schema: schema.map(|(name, text)| Input {
+            name,
+            bytes: text.into_bytes(),
+        }),
+    };
+    let compilation = compile(inputs, options);
+    if compilation.error_count() > 0 {
+        let text: String = compilation
+            .diagnostics
+            .iter()
+            .filter(|d| d.is_error())
+            .map(|d| render_human(d, &compilation.files, false))
+            .collect();
+        return Err(Error::Deploy(format!(
+            "the tracks have {} error(s); nothing was deployed\n{text}",
+            compilation.error_count()
+        )));
+    }
+    let by_name: HashMap<&str, &(String, String)> = compilation
+        .asts
+        .iter()
+        .zip(files)
+        .flat_map(|(ast, f)| ast.tracks.iter().map(move |t| (t.name.name.as_str(), f)))
+        .collect();
+    let mut out = Vec::new();
+    for track in compilation.program.tracks {
+        let (file, source) = by_name[track.name.as_str()];
+        let types: Vec<Type> = track.fields.iter().map(|f| f.ty).collect();
+        let steps = track
+            .steps
+            .iter()
+            .map(|s| {
+                jit.compile(&types, s).map_err(|e| {
+                    Error::Deploy(format!("track {}, step {}: {e}", track.name, s.name))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.push(LoadedTrack {
+            deployed: DeployedTrack {
+                name: track.name.clone(),
+                version: track.version,
+                hash: content_hash(source),
+                file: file.clone(),
+                source: source.clone(),
+                steps: track.steps.iter().map(|s| s.name.clone()).collect(),
+            },
+            types,
+            steps,
+            ir: track,
+        });
+    }
+    Ok(out)
+}
+
+/// Reads files from disk and loads them.
+pub fn load_paths(
+    jit: &Jit,
+    paths: &[PathBuf],
+    schema: Option<&Path>,
+    dialect: Dialect,
+) -> Result<Vec<LoadedTrack>> {
+    let (files, schema) = track_files(paths, schema)?;
+    let read = |p: &Path| {
+        std::fs::read_to_string(p).map_err(|e| Error::Io(format!("{}: {e}", p.display())))
+    };
+    let files = files
+        .iter()
+        .map(|f| Ok((f.display().to_string(), read(f)?)))
+        .collect::<Result<Vec<_>>>()?;
+    let schema = match schema {
+        Some(s) => Some((s.display().to_string(), read(&s)?)),
+        None => None,
+    };
+    load(jit, &files, schema, dialect)
+}
+
+/// Deploys `tracks`: a track whose steps changed keeps every record in a
+/// step that still exists; records in a removed step move per `map`
+/// (`track.step=new_step`), and without a mapping the deploy is refused.
+/// Returns the names of the tracks that changed.
+pub fn deploy(
+    store: &mut dyn Store,
+    tracks: &[LoadedTrack],
+    map: &[String],
+) -> Result<Vec<String>> {
+    let mut mappings: HashMap<(String, String), String> = HashMap::new();
+    for m in map {
+        let parsed = m.split_once('=').and_then(|(from, to)| {
+            let (track, step) = from.split_once('.')?;
+            Some(((track.to_string(), step.to_string()), to.to_string()))
+        });
+        match parsed {
+            Some((k, v)) => mappings.insert(k, v),
+            None => {
+                return Err(Error::Config(format!(
+                    "`--map {m}`: write TRACK.OLD_STEP=NEW_STEP"
+                )))
+            }
+        };
+    }
+    let current: HashMap<String, DeployedTrack> = store
+        .deployed()?
+        .into_iter()
+        .map(|t| (t.name.clone(), t))
+        .collect();
+    let mut changed = Vec::new();
+    let mut moves = Vec::new();
+    let mut refusals = Vec::new();
+    for t in tracks {
+        let d = &t.deployed;
+        if current.get(&d.name).is_some_and(|c| c.hash == d.hash) {
+            continue;
+        }
+        changed.push(d.clone());
+        for (step, count) in store.step_counts(&d.name)? {
+            let Some(step) = step else { continue };
+            if d.steps.contains(&step) || count == 0 {
+                continue;
+            }
+            match mappings.get(&(d.name.clone(), step.clone())) {
+                Some(to) if d.steps.contains(to) => moves.push((d.name.clone(), step, to.clone())),
+                Some(to) => refusals.push(format!(
+                    "track {}: --map {}.{step}={to} names no step of the new version (steps: {})",
+                    d.name,
+                    d.name,
+                    d.steps.join(", ")
+                )),
+                None => refusals.push(format!(
+                    "track {}: step `{step}` holds {count} record(s) and the new version removes it; \
+                     keep the step, or move them with --map {}.{step}=STEP",
+                    d.name, d.name
+                )),
+            }
+        }
+    }
+    if !refusals.is_empty() {
+        return Err(Error::Deploy(format!(
+            "deploy refused, nothing changed:\n  {}",
+            refusals.join("\n  ")
+        )));
+    }
+    store.deploy(&changed, &moves)?;
+    Ok(changed.into_iter().map(|t| t.name).collect())
+}

@@ -1,0 +1,122 @@
+//! The runtime's own tables, as numbered migrations. A migration is never
+//! edited once released: a change is a new one. `{id}` is the dialect's
+//! auto-incrementing key.
+
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "runtime tables",
+    sql: "
+CREATE TABLE trackc_deployments (
+    seq         {id},
+    track       TEXT NOT NULL,
+    version     BIGINT,
+    hash        TEXT NOT NULL,
+    file        TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    steps       TEXT NOT NULL,
+    deployed_at BIGINT NOT NULL,
+    active      BOOLEAN NOT NULL
+);
+CREATE INDEX trackc_deployments_active ON trackc_deployments (track, active);
+CREATE TABLE trackc_state (
+    track      TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    step       TEXT,
+    entered_at BIGINT NOT NULL,
+    wake_at    BIGINT,
+    seq        BIGINT NOT NULL,
+    run_id     BIGINT NOT NULL,
+    PRIMARY KEY (track, key)
+);
+CREATE INDEX trackc_state_step ON trackc_state (track, step);
+CREATE TABLE trackc_runs (
+    id          {id},
+    track       TEXT NOT NULL,
+    pass_id     BIGINT,
+    event_seq   BIGINT,
+    event_key   TEXT,
+    run_at      BIGINT NOT NULL,
+    last_run    BIGINT NOT NULL,
+    started_at  BIGINT NOT NULL,
+    finished_at BIGINT,
+    records     BIGINT NOT NULL DEFAULT 0,
+    changes     BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX trackc_runs_track ON trackc_runs (track, finished_at);
+CREATE INDEX trackc_runs_event ON trackc_runs (event_seq, track);
+CREATE TABLE trackc_outbox (
+    id              TEXT PRIMARY KEY,
+    kind            TEXT NOT NULL,
+    track           TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    target          TEXT NOT NULL,
+    recipient       TEXT,
+    payload         TEXT NOT NULL,
+    state           TEXT NOT NULL DEFAULT 'pending',
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    created_at      BIGINT NOT NULL,
+    delivered_at    BIGINT
+);
+CREATE INDEX trackc_outbox_due ON trackc_outbox (state, next_attempt_at);
+CREATE TABLE trackc_events (
+    seq        {id},
+    id         TEXT UNIQUE,
+    name       TEXT NOT NULL,
+    key        TEXT,
+    created_at BIGINT NOT NULL,
+    done_at    BIGINT
+);
+CREATE INDEX trackc_events_pending ON trackc_events (done_at, seq);
+CREATE TABLE trackc_owners (
+    track TEXT PRIMARY KEY,
+    node  BIGINT NOT NULL,
+    epoch BIGINT NOT NULL
+);
+CREATE INDEX trackc_runs_pass ON trackc_runs (pass_id, track);
+CREATE TABLE trackc_passes (
+    id          {id},
+    run_at      BIGINT NOT NULL,
+    finished_at BIGINT
+);
+CREATE TABLE trackc_marks (
+    track TEXT PRIMARY KEY,
+    mark  TEXT NOT NULL
+);
+",
+}];
+
+/// The migration's SQL for a dialect.
+pub fn sql_for(m: &Migration, postgres: bool) -> String {
+    let id = if postgres {
+        "BIGSERIAL PRIMARY KEY"
+    } else {
+        "INTEGER PRIMARY KEY"
+    };
+    m.sql.replace("{id}", id)
+}
+
+pub const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS trackc_migrations (
+    version    BIGINT PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at BIGINT NOT NULL
+)";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_increase_from_one() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "{}", m.name);
+        }
+    }
+}

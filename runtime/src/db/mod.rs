@@ -1,0 +1,344 @@
+//! Storage: one interface over SQLite (the embedded default) and
+//! PostgreSQL (the server a group shares).
+//!
+//! Both are synchronous: a run is a loop of "read a block, decide it, apply
+//! it in one transaction", and the SQLite side (rusqlite) is fastest called
+//! directly. The PostgreSQL side drives tokio-postgres on a runtime of its
+//! own, which lets it pipeline the statements of a block into few round
+//! trips. Each store holds two connections: one streams the source query of
+//! a run, the other applies blocks while it does.
+
+mod migrations;
+mod postgres;
+mod sqlite;
+mod timefmt;
+
+pub use timefmt::{format_sqlite_timestamp, parse_sqlite_timestamp};
+
+use crate::error::{Error, Result};
+use trackc_compiler::types::Type;
+use trackc_compiler::value::Value;
+
+/// Where the runtime's tables and the user's tables live.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DbUrl {
+    /// `sqlite:PATH` or `sqlite://PATH`.
+    Sqlite(String),
+    /// `postgres://…` or `postgresql://…`, as libpq writes it.
+    Postgres(String),
+}
+
+impl DbUrl {
+    pub fn parse(url: &str) -> Result<DbUrl> {
+        if let Some(path) = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+        {
+            if path.is_empty() {
+                return Err(Error::Config(format!(
+                    "`{url}`: the SQLite URL has no path (write sqlite:PATH)"
+                )));
+            }
+            return Ok(DbUrl::Sqlite(path.to_string()));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(DbUrl::Postgres(url.to_string()));
+        }
+        Err(Error::Config(format!(
+            "`{url}` is not a database URL: write sqlite:PATH or postgres://USER@HOST/DB"
+        )))
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            DbUrl::Sqlite(_) => Dialect::Sqlite,
+            DbUrl::Postgres(_) => Dialect::Postgres,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// Opens the database and brings the runtime's tables to the current
+/// version.
+pub fn open(url: &DbUrl) -> Result<Box<dyn Store>> {
+    let mut store: Box<dyn Store> = match url {
+        DbUrl::Sqlite(path) => Box::new(sqlite::SqliteStore::open(path)?),
+        DbUrl::Postgres(url) => Box::new(postgres::PgStore::open(url)?),
+    };
+    store.migrate()?;
+    Ok(store)
+}
+
+/// A statement with its `:name` parameters and their values.
+#[derive(Clone, Debug)]
+pub struct Statement {
+    /// The SQL as the track wrote it (with `:name` parameters); each store
+    /// rewrites it for its driver (see `sqltext`).
+    pub sql: String,
+    pub params: Vec<(String, Value)>,
+}
+
+/// A deployed track: its source and what the runtime needs to know about
+/// its steps without compiling it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeployedTrack {
+    pub name: String,
+    pub version: Option<i64>,
+    /// A hash of the source (`content_hash`), to tell versions apart.
+    pub hash: String,
+    /// The file it came from and its text.
+    pub file: String,
+    pub source: String,
+    pub steps: Vec<String>,
+}
+
+/// Where a record is in a track.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordState {
+    /// `None` once the record has ended.
+    pub step: Option<String>,
+    pub entered_at: i64,
+    pub wake_at: Option<i64>,
+    pub seq: i64,
+    /// The run that last changed it.
+    pub run_id: i64,
+}
+
+/// One run of a track: the instant it evaluates at, and the previous run's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunInfo {
+    pub id: i64,
+    pub track: String,
+    pub now: i64,
+    pub last_run: i64,
+    /// True when an interrupted run is being finished.
+    pub resumed: bool,
+    /// The event that started it, if one did.
+    pub event: Option<PendingEvent>,
+}
+
+/// The new state of one record and the effects that go with it, applied
+/// together or not at all.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub key: String,
+    /// The sequence number the record must still have (`None`: it must not
+    /// have a state yet). A change whose record moved on is skipped.
+    pub expected_seq: Option<i64>,
+    pub state: RecordState,
+    pub effects: Vec<EffectRow>,
+}
+
+#[derive(Clone, Debug)]
+pub enum EffectRow {
+    /// Action SQL, run in the block's transaction.
+    Sql(Statement),
+    /// An e-mail or webhook, delivered after commit.
+    Outbox(OutboxRow),
+    /// An event raised for a record.
+    Event {
+        id: String,
+        name: String,
+        key: String,
+        at: i64,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxRow {
+    /// Unique: `track/key/seq/n`; also the webhook's `Idempotency-Key`.
+    pub id: String,
+    pub kind: OutboxKind,
+    pub track: String,
+    pub key: String,
+    /// The template (e-mail) or URL (webhook).
+    pub target: String,
+    /// The recipient of an e-mail.
+    pub recipient: Option<String>,
+    /// The record's fields, as a JSON object.
+    pub payload: String,
+    /// The instant of the run that wrote it.
+    pub at: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutboxKind {
+    Email,
+    Webhook,
+}
+
+impl OutboxKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            OutboxKind::Email => "email",
+            OutboxKind::Webhook => "webhook",
+        }
+    }
+}
+
+/// What applying a block did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// Changes whose state was written (the others were already applied).
+    pub changes: u64,
+    pub stale: u64,
+    pub sql: u64,
+    pub outbox: u64,
+    pub events: u64,
+}
+
+/// An event waiting to run the tracks declared `on event NAME`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingEvent {
+    pub seq: i64,
+    pub name: String,
+    pub key: Option<String>,
+}
+
+/// The operations of a block that a run performs while it streams the
+/// source query (on the store's second connection).
+pub trait BlockWriter {
+    /// The states of `keys` in `track` (absent: no state yet).
+    fn load_states(
+        &mut self,
+        track: &str,
+        keys: &[String],
+    ) -> Result<std::collections::HashMap<String, RecordState>>;
+
+    /// Applies the changes of one block in one transaction: each state
+    /// write is conditional on the record's sequence number, and a change
+    /// whose condition fails brings none of its effects.
+    fn apply(&mut self, track: &str, changes: &[Change]) -> Result<Applied>;
+}
+
+/// Rows of a source query, converted to the track's field types.
+pub type Rows = Vec<Vec<Value>>;
+
+pub trait Store: BlockWriter + Send {
+    fn dialect(&self) -> Dialect;
+
+    /// Creates or upgrades the runtime's tables (idempotent).
+    fn migrate(&mut self) -> Result<()>;
+
+    /// The versions of the runtime's schema applied, oldest first.
+    fn migrations(&mut self) -> Result<Vec<i64>>;
+
+    /// Streams `query` in blocks of at most `block_records` rows, each
+    /// handed to `each` with the writer, so that memory is bounded by the
+    /// block, not by the result. `types` are the fields' types.
+    fn gather(
+        &mut self,
+        query: &Statement,
+        types: &[Type],
+        block_records: usize,
+        each: &mut dyn FnMut(&mut dyn BlockWriter, Rows) -> Result<()>,
+    ) -> Result<()>;
+
+    /// The tracks deployed now.
+    fn deployed(&mut self) -> Result<Vec<DeployedTrack>>;
+
+    /// Makes `tracks` the deployed versions (others stay), and renames
+    /// steps of records per `moves` (track, from, to), in one transaction.
+    fn deploy(
+        &mut self,
+        tracks: &[DeployedTrack],
+        moves: &[(String, String, String)],
+    ) -> Result<()>;
+
+    /// Records per step of `track` (`None`: ended).
+    fn step_counts(&mut self, track: &str) -> Result<Vec<(Option<String>, i64)>>;
+
+    /// The unfinished run of `track` if there is one (`resumed`); else
+    /// `None` if `event` or `pass` already ran this track; else a new run
+    /// at `now`.
+    fn open_run(
+        &mut self,
+        track: &str,
+        now: i64,
+        event: Option<&PendingEvent>,
+        pass: Option<i64>,
+    ) -> Result<Option<RunInfo>>;
+
+    /// The unfinished pass (`trackc run --once`) and its instant, or a new
+    /// one at `now`: a pass runs every track once, even across restarts.
+    fn open_pass(&mut self, now: i64) -> Result<(i64, i64)>;
+    fn finish_pass(&mut self, id: i64) -> Result<()>;
+
+    /// Marks a run finished with its counts.
+    fn finish_run(&mut self, run: &RunInfo, records: u64, changes: u64) -> Result<()>;
+
+    /// The instant of the last finished run of `track`, if any.
+    fn last_run(&mut self, track: &str) -> Result<Option<i64>>;
+
+    /// Runs a query and returns its rows as text (for `on change`).
+    fn query_fingerprint(&mut self, query: &Statement) -> Result<String>;
+
+    /// Per track, a value remembered between runs (the `on change` result).
+    fn get_mark(&mut self, track: &str) -> Result<Option<String>>;
+    fn set_mark(&mut self, track: &str, mark: &str) -> Result<()>;
+
+    /// Raises an event (from outside: `trackc emit`).
+    fn insert_event(&mut self, name: &str, key: Option<&str>, now: i64) -> Result<()>;
+
+    /// Events not yet handled, oldest first.
+    fn pending_events(&mut self, limit: usize) -> Result<Vec<PendingEvent>>;
+
+    /// Marks an event handled (every track on it has run).
+    fn event_done(&mut self, seq: i64, now: i64) -> Result<()>;
+
+    /// Outbox rows per (kind, state).
+    fn outbox_counts(&mut self) -> Result<Vec<(String, String, i64)>>;
+
+    /// Runs plain SQL (set-up scripts, tests).
+    fn execute_batch(&mut self, sql: &str) -> Result<()>;
+
+    /// One integer from a query without parameters (tests, summaries).
+    fn query_i64(&mut self, sql: &str) -> Result<i64>;
+}
+
+/// Converts one driver value to the field's type, or says why it cannot.
+pub(crate) fn mismatch(field_ty: Type, got: &str) -> Error {
+    Error::Data(format!(
+        "a {} field got a value of database type {got}",
+        field_ty.name()
+    ))
+}
+
+/// FNV-1a over `text`, as 16 hex digits.
+pub fn content_hash(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        assert_eq!(
+            DbUrl::parse("sqlite:a.db").unwrap(),
+            DbUrl::Sqlite("a.db".into())
+        );
+        assert_eq!(
+            DbUrl::parse("sqlite:///tmp/a.db").unwrap(),
+            DbUrl::Sqlite("/tmp/a.db".into())
+        );
+        assert!(matches!(
+            DbUrl::parse("postgres://postgres@127.0.0.1/x").unwrap(),
+            DbUrl::Postgres(_)
+        ));
+        let e = DbUrl::parse("mysql://x").unwrap_err().to_string();
+        assert!(e.contains("not a database URL"), "{e}");
+        assert!(DbUrl::parse("sqlite:").is_err());
+    }
+}

@@ -1,0 +1,1092 @@
+//! The server store: PostgreSQL through tokio-postgres, driven on a
+//! single-threaded tokio runtime of its own. A block's state writes go in
+//! one statement over arrays (`unnest`), its action SQL is pipelined, and
+//! the source query is read through a portal, a block at a time.
+
+use super::migrations::{sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
+use super::*;
+use crate::error::Context;
+use crate::sqltext;
+use bytes::{BufMut, BytesMut};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use tokio::runtime::Runtime;
+use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type as PgType};
+use tokio_postgres::{Client, IsolationLevel, NoTls};
+
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01).
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// Serializes migrations of several nodes starting at once.
+const MIGRATION_LOCK: i64 = 0x7472_6163_6b63;
+
+pub struct PgStore {
+    rt: Arc<Runtime>,
+    reader: Client,
+    writer: PgWriter,
+}
+
+pub struct PgWriter {
+    rt: Arc<Runtime>,
+    client: Client,
+    /// Prepared track SQL with its parameter names, by the text the track
+    /// wrote.
+    prepared: HashMap<String, (tokio_postgres::Statement, Vec<String>)>,
+}
+
+fn connect(rt: &Runtime, url: &str) -> Result<Client> {
+    let (client, connection) = rt
+        .block_on(tokio_postgres::connect(url, NoTls))
+        .context(|| format!("cannot connect to {}", redact(url)))?;
+    rt.spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("trackc: the PostgreSQL connection closed: {e}");
+        }
+    });
+    Ok(client)
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let user = &url[s + 3..at];
+            match user.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &user[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl PgStore {
+    pub fn open(url: &str) -> Result<PgStore> {
+        let rt = Arc::new(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::Io(format!("cannot start the I/O runtime: {e}")))?,
+        );
+        let reader = connect(&rt, url)?;
+        let client = connect(&rt, url)?;
+        Ok(PgStore {
+            writer: PgWriter {
+                rt: rt.clone(),
+                client,
+                prepared: HashMap::new(),
+            },
+            rt,
+            reader,
+        })
+    }
+
+    fn query<T>(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        what: impl FnOnce() -> String,
+        map: impl Fn(&tokio_postgres::Row) -> T,
+    ) -> Result<Vec<T>> {
+        let rows = self
+            .rt
+            .block_on(self.writer.client.query(sql, params))
+            .context(what)?;
+        Ok(rows.iter().map(map).collect())
+    }
+
+    fn execute(
+        &mut self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        what: impl FnOnce() -> String,
+    ) -> Result<u64> {
+        self.rt
+            .block_on(self.writer.client.execute(sql, params))
+            .context(what)
+    }
+}
+
+/// A language value bound to whatever type PostgreSQL infers for the
+/// parameter, converted where the conversion is exact.
+#[derive(Debug)]
+struct PgParam<'a>(&'a Value);
+
+type BoxError = Box<dyn std::error::Error + Sync + Send>;
+
+impl ToSql for PgParam<'_> {
+    fn to_sql(&self, ty: &PgType, out: &mut BytesMut) -> std::result::Result<IsNull, BoxError> {
+        let wrong = || -> BoxError {
+            format!(
+                "cannot bind the value {} to a parameter of type {ty}",
+                self.0
+            )
+            .into()
+        };
+        match (self.0, ty) {
+            (Value::Null, _) => return Ok(IsNull::Yes),
+            (Value::Int(i) | Value::Duration(i), &PgType::INT8) => out.put_i64(*i),
+            (Value::Int(i), &PgType::INT4) => out.put_i32(i32::try_from(*i)?),
+            (Value::Int(i), &PgType::INT2) => out.put_i16(i16::try_from(*i)?),
+            (Value::Int(i), &PgType::FLOAT8) => out.put_f64(*i as f64),
+            (Value::Int(i), &PgType::NUMERIC) => put_numeric(&i.to_string(), out)?,
+            (Value::Float(f), &PgType::FLOAT8) => out.put_f64(*f),
+            (Value::Float(f), &PgType::FLOAT4) => out.put_f32(*f as f32),
+            (Value::Float(f), &PgType::NUMERIC) if f.is_finite() => {
+                put_numeric(&f.to_string(), out)?
+            }
+            (Value::Bool(b), &PgType::BOOL) => out.put_u8(u8::from(*b)),
+            (Value::Text(s), _) if <&str as ToSql>::accepts(ty) => {
+                return s.as_str().to_sql(ty, out)
+            }
+            (Value::Timestamp(t), &PgType::TIMESTAMPTZ | &PgType::TIMESTAMP) => {
+                out.put_i64(t - PG_EPOCH_MICROS)
+            }
+            (Value::Duration(d), &PgType::INTERVAL) => {
+                out.put_i64(*d);
+                out.put_i32(0);
+                out.put_i32(0);
+            }
+            (v, t) if <&str as ToSql>::accepts(t) => return v.to_string().as_str().to_sql(ty, out),
+            _ => return Err(wrong()),
+        }
+        Ok(IsNull::No)
+    }
+
+    fn accepts(_: &PgType) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// PostgreSQL's binary NUMERIC from a plain decimal (`-12.340`).
+fn put_numeric(decimal: &str, out: &mut BytesMut) -> std::result::Result<(), BoxError> {
+    let (negative, digits) = match decimal.strip_prefix('-') {
+        Some(d) => (true, d),
+        None => (false, decimal),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if !int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit()) {
+        return Err(format!("`{decimal}` is not a decimal number").into());
+    }
+    let int = int.trim_start_matches('0');
+    let dscale = frac.len() as u16;
+    // Base-10000 groups: the integer part padded on the left, the fraction
+    // on the right.
+    let int_pad = (4 - int.len() % 4) % 4;
+    let frac_pad = (4 - frac.len() % 4) % 4;
+    let all = format!("{}{int}{frac}{}", "0".repeat(int_pad), "0".repeat(frac_pad));
+    let mut groups: Vec<i16> = all
+        .as_bytes()
+        .chunks(4)
+        .map(|c| {
+            std::str::from_utf8(c)
+                .expect("digits")
+                .parse()
+                .expect("digits")
+        })
+        .collect();
+    let mut weight = ((int.len() + int_pad) / 4) as i16 - 1;
+    while groups.first() == Some(&0) {
+        groups.remove(0);
+        weight -= 1;
+    }
+    while groups.last() == Some(&0) {
+        groups.pop();
+    }
+    if groups.is_empty() {
+        weight = 0;
+    }
+    out.put_i16(groups.len() as i16);
+    out.put_i16(weight);
+    out.put_u16(if negative && !groups.is_empty() {
+        0x4000
+    } else {
+        0
+    });
+    out.put_u16(dscale);
+    for g in groups {
+        out.put_i16(g);
+    }
+    Ok(())
+}
+
+/// A column value as PostgreSQL sent it, before it meets a field type.
+#[derive(Debug)]
+enum Raw {
+    Null,
+    Int(i64),
+    Float(f64),
+    Numeric(String),
+    Bool(bool),
+    Text(String),
+    Timestamp(i64),
+    Interval(i64),
+    Other(String),
+}
+
+impl<'a> FromSql<'a> for Raw {
+    fn from_sql(ty: &PgType, raw: &'a [u8]) -> std::result::Result<Raw, BoxError> {
+        Ok(match *ty {
+            PgType::INT8 => Raw::Int(i64::from_sql(ty, raw)?),
+            PgType::INT4 => Raw::Int(i32::from_sql(ty, raw)?.into()),
+            PgType::INT2 => Raw::Int(i16::from_sql(ty, raw)?.into()),
+            PgType::FLOAT8 => Raw::Float(f64::from_sql(ty, raw)?),
+            PgType::FLOAT4 => Raw::Float(f32::from_sql(ty, raw)?.into()),
+            PgType::NUMERIC => Raw::Numeric(numeric_text(raw)?),
+            PgType::BOOL => Raw::Bool(bool::from_sql(ty, raw)?),
+            PgType::TIMESTAMPTZ | PgType::TIMESTAMP => {
+                Raw::Timestamp(i64::from_sql(&PgType::INT8, raw)? + PG_EPOCH_MICROS)
+            }
+            PgType::DATE => {
+                let days = i32::from_sql(&PgType::INT4, raw)?;
+                Raw::Timestamp(i64::from(days) * 86_400_000_000 + PG_EPOCH_MICROS)
+            }
+            PgType::INTERVAL if raw.len() == 16 => {
+                let micros = i64::from_be_bytes(raw[..8].try_into()?);
+                let days = i32::from_be_bytes(raw[8..12].try_into()?);
+                let months = i32::from_be_bytes(raw[12..].try_into()?);
+                if months != 0 {
+                    return Err("an interval of months has no fixed length".into());
+                }
+                Raw::Interval(micros + i64::from(days) * 86_400_000_000)
+            }
+            _ if <&str as FromSql>::accepts(ty) => Raw::Text(<&str>::from_sql(ty, raw)?.into()),
+            _ => Raw::Other(ty.to_string()),
+        })
+    }
+
+    fn from_sql_null(_: &PgType) -> std::result::Result<Raw, BoxError> {
+        Ok(Raw::Null)
+    }
+
+    fn accepts(_: &PgType) -> bool {
+        true
+    }
+}
+
+/// The decimal text of a binary NUMERIC.
+fn numeric_text(raw: &[u8]) -> std::result::Result<String, BoxError> {
+    let word = |i: usize| -> std::result::Result<i16, BoxError> {
+        Ok(i16::from_be_bytes(
+            raw.get(i..i + 2).ok_or("short numeric")?.try_into()?,
+        ))
+    };
+    let (n, weight, sign, dscale) = (word(0)?, word(2)?, word(4)? as u16, word(6)? as usize);
+    if sign == 0xC000 {
+        return Ok("NaN".into());
+    }
+    let mut int = String::new();
+    let mut frac = String::new();
+    for i in 0..n as usize {
+        let g = word(8 + 2 * i)?;
+        let exponent = weight as i64 - i as i64;
+        if exponent >= 0 {
+            int.push_str(&format!("{g:04}"));
+        } else {
+            frac.push_str(&format!("{g:04}"));
+        }
+    }
+    // Groups between the last given one and the decimal point are zeros.
+    let given_int = int.len() / 4;
+    if weight >= 0 && (weight as usize + 1) > given_int {
+        int.push_str(&"0000".repeat(weight as usize + 1 - given_int));
+    }
+    if weight < -1 {
+        frac.insert_str(0, &"0000".repeat((-weight - 1) as usize));
+    }
+    let int = int.trim_start_matches('0');
+    let int = if int.is_empty() { "0" } else { int };
+    frac.truncate(dscale.min(frac.len()));
+    let sign = if sign == 0x4000 { "-" } else { "" };
+    Ok(if frac.is_empty() {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac}")
+    })
+}
+
+fn convert(raw: Raw, ty: Type) -> Result<Value> {
+    let bad = |got: &str| Err(mismatch(ty, got));
+    Ok(match (ty, raw) {
+        (_, Raw::Null) => Value::Null,
+        (Type::Int, Raw::Int(i)) => Value::Int(i),
+        (Type::Int, Raw::Numeric(n)) => match n.parse() {
+            Ok(i) => Value::Int(i),
+            Err(_) => return bad("numeric with a fraction"),
+        },
+        (Type::Float, Raw::Int(i)) => Value::Float(i as f64),
+        (Type::Float, Raw::Float(f)) => Value::float(f),
+        (Type::Float, Raw::Numeric(n)) => Value::float(n.parse().unwrap_or(f64::NAN)),
+        (Type::Bool, Raw::Bool(b)) => Value::Bool(b),
+        (Type::Text, Raw::Text(s)) => Value::Text(s),
+        (Type::Timestamp, Raw::Timestamp(t)) => Value::Timestamp(t),
+        (Type::Duration, Raw::Interval(d)) => Value::Duration(d),
+        (_, Raw::Other(t)) => return bad(&t),
+        (_, other) => return bad(&format!("{other:?}")),
+    })
+}
+
+/// The values of `names`, in order, from `params`.
+fn lookup<'a>(names: &[String], params: &'a [(String, Value)]) -> Result<Vec<PgParam<'a>>> {
+    names
+        .iter()
+        .map(|name| {
+            params
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| PgParam(v))
+                .ok_or_else(|| Error::Data(format!("no value for the SQL parameter :{name}")))
+        })
+        .collect()
+}
+
+fn refs<'a>(params: &'a [PgParam<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
+impl PgWriter {
+    fn prepare(&mut self, sql: &str) -> Result<(tokio_postgres::Statement, Vec<String>)> {
+        if let Some(p) = self.prepared.get(sql) {
+            return Ok(p.clone());
+        }
+        let (text, names) = sqltext::to_positional(sql)?;
+        let statement = self
+            .rt
+            .block_on(self.client.prepare(&text))
+            .context(|| format!("SQL `{}`", sql.trim()))?;
+        self.prepared
+            .insert(sql.to_string(), (statement.clone(), names.clone()));
+        Ok((statement, names))
+    }
+}
+
+impl BlockWriter for PgWriter {
+    fn load_states(
+        &mut self,
+        track: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, RecordState>> {
+        let rows = self
+            .rt
+            .block_on(self.client.query(
+                "SELECT key, step, entered_at, wake_at, seq, run_id FROM trackc_state
+                 WHERE track = $1 AND key = ANY($2)",
+                &[&track, &keys],
+            ))
+            .context(|| "reading record states".into())?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    RecordState {
+                        step: r.get(1),
+                        entered_at: r.get(2),
+                        wake_at: r.get(3),
+                        seq: r.get(4),
+                        run_id: r.get(5),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    fn apply(&mut self, track: &str, changes: &[Change]) -> Result<Applied> {
+        // Prepare every action statement first (outside the transaction).
+        let mut actions = Vec::new();
+        for c in changes {
+            for e in &c.effects {
+                if let EffectRow::Sql(s) = e {
+                    let prepared = self.prepare(&s.sql)?;
+                    actions.push((c.key.as_str(), prepared, s));
+                }
+            }
+        }
+        let (new, old): (Vec<&Change>, Vec<&Change>) =
+            changes.iter().partition(|c| c.expected_seq.is_none());
+        let column = |cs: &[&Change], f: &dyn Fn(&Change) -> Option<i64>| -> Vec<Option<i64>> {
+            cs.iter().map(|c| f(c)).collect()
+        };
+        let keys = |cs: &[&Change]| -> Vec<String> { cs.iter().map(|c| c.key.clone()).collect() };
+        let steps = |cs: &[&Change]| -> Vec<Option<String>> {
+            cs.iter().map(|c| c.state.step.clone()).collect()
+        };
+        let (new_keys, new_steps) = (keys(&new), steps(&new));
+        let new_entered = column(&new, &|c| Some(c.state.entered_at));
+        let new_wake = column(&new, &|c| c.state.wake_at);
+        let new_seq = column(&new, &|c| Some(c.state.seq));
+        let new_run = column(&new, &|c| Some(c.state.run_id));
+        let (old_keys, old_steps) = (keys(&old), steps(&old));
+        let old_entered = column(&old, &|c| Some(c.state.entered_at));
+        let old_wake = column(&old, &|c| c.state.wake_at);
+        let old_seq = column(&old, &|c| Some(c.state.seq));
+        let old_run = column(&old, &|c| Some(c.state.run_id));
+        let old_expected = column(&old, &|c| c.expected_seq);
+        let client = &mut self.client;
+        self.rt.block_on(async {
+            let tx = client
+                .transaction()
+                .await
+                .context(|| "starting a block's transaction".into())?;
+            let mut written: HashSet<String> = HashSet::new();
+            if !new.is_empty() {
+                let rows = tx
+                    .query(
+                        "INSERT INTO trackc_state (track, key, step, entered_at, wake_at, seq, run_id)
+                         SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int8[], $5::int8[],
+                                                  $6::int8[], $7::int8[])
+                         ON CONFLICT (track, key) DO NOTHING RETURNING key",
+                        &[&track, &new_keys, &new_steps, &new_entered, &new_wake, &new_seq, &new_run],
+                    )
+                    .await
+                    .context(|| format!("writing new record states of {track}"))?;
+                written.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+            }
+            if !old.is_empty() {
+                let rows = tx
+                    .query(
+                        "UPDATE trackc_state s SET step = u.step, entered_at = u.entered_at,
+                             wake_at = u.wake_at, seq = u.seq, run_id = u.run_id
+                         FROM unnest($2::text[], $3::text[], $4::int8[], $5::int8[], $6::int8[],
+                                     $7::int8[], $8::int8[])
+                              AS u(key, step, entered_at, wake_at, seq, run_id, expected)
+                         WHERE s.track = $1 AND s.key = u.key AND s.seq = u.expected
+                         RETURNING s.key",
+                        &[
+                            &track,
+                            &old_keys,
+                            &old_steps,
+                            &old_entered,
+                            &old_wake,
+                            &old_seq,
+                            &old_run,
+                            &old_expected,
+                        ],
+                    )
+                    .await
+                    .context(|| format!("writing record states of {track}"))?;
+                written.extend(rows.iter().map(|r| r.get::<_, String>(0)));
+            }
+            let mut applied = Applied {
+                changes: written.len() as u64,
+                stale: (changes.len() - written.len()) as u64,
+                ..Applied::default()
+            };
+            // Action SQL of the written records, pipelined in order.
+            let bound: Vec<(&tokio_postgres::Statement, Vec<PgParam<'_>>, &Statement)> = actions
+                .iter()
+                .filter(|(key, ..)| written.contains(*key))
+                .map(|(_, (st, names), s)| Ok((st, lookup(names, &s.params)?, *s)))
+                .collect::<Result<_>>()?;
+            let param_refs: Vec<Vec<&(dyn ToSql + Sync)>> =
+                bound.iter().map(|(_, p, _)| refs(p)).collect();
+            let tx_ref = &tx;
+            let futures = bound
+                .iter()
+                .zip(&param_refs)
+                .map(|((st, _, s), p)| async move {
+                    tx_ref
+                        .execute(*st, p)
+                        .await
+                        .context(|| format!("action SQL `{}`", s.sql.trim()))
+                });
+            applied.sql = futures_util::future::try_join_all(futures).await?.len() as u64;
+            let mut outbox: [Vec<String>; 8] = Default::default();
+            let mut outbox_at = Vec::new();
+            let mut events: [Vec<Option<String>>; 3] = Default::default();
+            let mut events_at = Vec::new();
+            for c in changes.iter().filter(|c| written.contains(&c.key)) {
+                for e in &c.effects {
+                    match e {
+                        EffectRow::Outbox(o) => {
+                            let fields = [
+                                &o.id,
+                                o.kind.name(),
+                                &o.track,
+                                &o.key,
+                                &o.target,
+                                o.recipient.as_deref().unwrap_or("\u{0}"),
+                                &o.payload,
+                            ];
+                            for (column, v) in outbox.iter_mut().zip(fields) {
+                                column.push(v.to_string());
+                            }
+                            outbox_at.push(o.at);
+                        }
+                        EffectRow::Event { id, name, key, at } => {
+                            events[0].push(Some(id.clone()));
+                            events[1].push(Some(name.clone()));
+                            events[2].push(Some(key.clone()));
+                            events_at.push(*at);
+                        }
+                        EffectRow::Sql(_) => {}
+                    }
+                }
+            }
+            if !outbox_at.is_empty() {
+                let recipients: Vec<Option<&str>> = outbox[5]
+                    .iter()
+                    .map(|r| (r != "\u{0}").then_some(r.as_str()))
+                    .collect();
+                applied.outbox = tx
+                    .execute(
+                        "INSERT INTO trackc_outbox
+                         (id, kind, track, key, target, recipient, payload, created_at)
+                         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[],
+                                              $5::text[], $6::text[], $7::text[], $8::int8[])
+                         ON CONFLICT (id) DO NOTHING",
+                        &[
+                            &outbox[0],
+                            &outbox[1],
+                            &outbox[2],
+                            &outbox[3],
+                            &outbox[4],
+                            &recipients,
+                            &outbox[6],
+                            &outbox_at,
+                        ],
+                    )
+                    .await
+                    .context(|| "writing outbox rows".into())?;
+            }
+            if !events_at.is_empty() {
+                applied.events = tx
+                    .execute(
+                        "INSERT INTO trackc_events (id, name, key, created_at)
+                         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[])
+                         ON CONFLICT (id) DO NOTHING",
+                        &[&events[0], &events[1], &events[2], &events_at],
+                    )
+                    .await
+                    .context(|| "raising events".into())?;
+            }
+            tx.commit()
+                .await
+                .context(|| "committing a block".into())?;
+            Ok(applied)
+        })
+    }
+}
+
+impl BlockWriter for PgStore {
+    fn load_states(
+        &mut self,
+        track: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, RecordState>> {
+        self.writer.load_states(track, keys)
+    }
+
+    fn apply(&mut self, track: &str, changes: &[Change]) -> Result<Applied> {
+        self.writer.apply(track, changes)
+    }
+}
+
+impl Store for PgStore {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let client = &mut self.writer.client;
+        self.rt.block_on(async {
+            let tx = client.transaction().await.context(|| "migrating".into())?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await
+                .context(|| "locking for migrations".into())?;
+            tx.batch_execute(CREATE_MIGRATIONS_TABLE)
+                .await
+                .context(|| "creating trackc_migrations".into())?;
+            for m in MIGRATIONS {
+                let done = tx
+                    .query_opt(
+                        "SELECT version FROM trackc_migrations WHERE version = $1",
+                        &[&m.version],
+                    )
+                    .await
+                    .context(|| "reading migrations".into())?;
+                if done.is_none() {
+                    tx.batch_execute(&sql_for(m, true))
+                        .await
+                        .context(|| format!("migration {} ({})", m.version, m.name))?;
+                    tx.execute(
+                        "INSERT INTO trackc_migrations (version, name, applied_at)
+                         VALUES ($1, $2, $3)",
+                        &[&m.version, &m.name, &crate::clock::now_micros()],
+                    )
+                    .await
+                    .context(|| format!("recording migration {}", m.version))?;
+                }
+            }
+            tx.commit().await.context(|| "committing migrations".into())
+        })
+    }
+
+    fn migrations(&mut self) -> Result<Vec<i64>> {
+        self.query(
+            "SELECT version FROM trackc_migrations ORDER BY version",
+            &[],
+            || "reading migrations".into(),
+            |r| r.get(0),
+        )
+    }
+
+    fn gather(
+        &mut self,
+        query: &Statement,
+        types: &[Type],
+        block_records: usize,
+        each: &mut dyn FnMut(&mut dyn BlockWriter, Rows) -> Result<()>,
+    ) -> Result<()> {
+        let (sql, names) = sqltext::to_positional(&query.sql)?;
+        let params = lookup(&names, &query.params)?;
+        let params = refs(&params);
+        let what = || format!("the source query `{}`", query.sql.trim());
+        let PgStore { rt, reader, writer } = self;
+        let tx = rt
+            .block_on(
+                reader
+                    .build_transaction()
+                    .isolation_level(IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start(),
+            )
+            .context(what)?;
+        let statement = rt.block_on(tx.prepare(&sql)).context(what)?;
+        if statement.columns().len() != types.len() {
+            return Err(Error::Data(format!(
+                "{} returns {} columns, the track has {} fields",
+                what(),
+                statement.columns().len(),
+                types.len()
+            )));
+        }
+        let portal = rt.block_on(tx.bind(&statement, &params)).context(what)?;
+        let mut number = 0u64;
+        loop {
+            let rows = rt
+                .block_on(tx.query_portal(&portal, block_records as i32))
+                .context(what)?;
+            let done = rows.len() < block_records;
+            let mut block = Vec::with_capacity(rows.len());
+            for row in &rows {
+                number += 1;
+                let mut record = Vec::with_capacity(types.len());
+                for (i, &ty) in types.iter().enumerate() {
+                    let name = row.columns()[i].name();
+                    let value = row
+                        .try_get::<_, Raw>(i)
+                        .map_err(|e| Error::Data(e.to_string()))
+                        .and_then(|raw| convert(raw, ty))
+                        .map_err(|e| {
+                            Error::Data(format!("row {number} of {}, column `{name}`: {e}", what()))
+                        })?;
+                    record.push(value);
+                }
+                block.push(record);
+            }
+            if !block.is_empty() {
+                each(writer, block)?;
+            }
+            if done {
+                break;
+            }
+        }
+        rt.block_on(tx.commit()).context(what)
+    }
+
+    fn deployed(&mut self) -> Result<Vec<DeployedTrack>> {
+        let rows = self.query(
+            "SELECT track, version, hash, file, source, steps FROM trackc_deployments
+             WHERE active ORDER BY track",
+            &[],
+            || "reading deployments".into(),
+            |r| {
+                (
+                    r.get::<_, String>(0),
+                    r.get::<_, Option<i64>>(1),
+                    r.get::<_, String>(2),
+                    r.get::<_, String>(3),
+                    r.get::<_, String>(4),
+                    r.get::<_, String>(5),
+                )
+            },
+        )?;
+        rows.into_iter()
+            .map(|(name, version, hash, file, source, steps)| {
+                Ok(DeployedTrack {
+                    name,
+                    version,
+                    hash,
+                    file,
+                    source,
+                    steps: serde_json::from_str(&steps)
+                        .map_err(|e| Error::Data(format!("deployment steps: {e}")))?,
+                })
+            })
+            .collect()
+    }
+
+    fn deploy(
+        &mut self,
+        tracks: &[DeployedTrack],
+        moves: &[(String, String, String)],
+    ) -> Result<()> {
+        let client = &mut self.writer.client;
+        self.rt.block_on(async {
+            let tx = client
+                .transaction()
+                .await
+                .context(|| "starting the deploy".into())?;
+            let now = crate::clock::now_micros();
+            for t in tracks {
+                let steps = serde_json::to_string(&t.steps).expect("strings serialize");
+                tx.execute(
+                    "UPDATE trackc_deployments SET active = FALSE WHERE track = $1 AND active",
+                    &[&t.name],
+                )
+                .await
+                .context(|| format!("deploying {}", t.name))?;
+                tx.execute(
+                    "INSERT INTO trackc_deployments
+                     (track, version, hash, file, source, steps, deployed_at, active)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE)",
+                    &[
+                        &t.name, &t.version, &t.hash, &t.file, &t.source, &steps, &now,
+                    ],
+                )
+                .await
+                .context(|| format!("deploying {}", t.name))?;
+            }
+            for (track, from, to) in moves {
+                tx.execute(
+                    "UPDATE trackc_state SET step = $3 WHERE track = $1 AND step = $2",
+                    &[track, from, to],
+                )
+                .await
+                .context(|| format!("moving records of {track} from {from} to {to}"))?;
+            }
+            tx.commit().await.context(|| "committing the deploy".into())
+        })
+    }
+
+    fn step_counts(&mut self, track: &str) -> Result<Vec<(Option<String>, i64)>> {
+        self.query(
+            "SELECT step, count(*) FROM trackc_state WHERE track = $1 GROUP BY step ORDER BY step",
+            &[&track],
+            || "counting records per step".into(),
+            |r| (r.get(0), r.get(1)),
+        )
+    }
+
+    fn open_run(
+        &mut self,
+        track: &str,
+        now: i64,
+        event: Option<&PendingEvent>,
+        pass: Option<i64>,
+    ) -> Result<Option<RunInfo>> {
+        let what = || format!("opening a run of {track}");
+        let client = &mut self.writer.client;
+        self.rt.block_on(async {
+            let tx = client.transaction().await.context(what)?;
+            // One opener at a time per track (the owner, in a group).
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext($1))",
+                &[&format!("trackc run {track}")],
+            )
+            .await
+            .context(what)?;
+            let unfinished = tx
+                .query_opt(
+                    "SELECT id, run_at, last_run, event_seq, event_key FROM trackc_runs
+                     WHERE track = $1 AND finished_at IS NULL ORDER BY id LIMIT 1",
+                    &[&track],
+                )
+                .await
+                .context(what)?;
+            if let Some(r) = unfinished {
+                return Ok(Some(RunInfo {
+                    id: r.get(0),
+                    track: track.to_string(),
+                    now: r.get(1),
+                    last_run: r.get(2),
+                    resumed: true,
+                    event: r.get::<_, Option<i64>>(3).map(|seq| PendingEvent {
+                        seq,
+                        name: String::new(),
+                        key: r.get(4),
+                    }),
+                }));
+            }
+            if let Some(e) = event {
+                let ran: i64 = tx
+                    .query_one(
+                        "SELECT count(*) FROM trackc_runs WHERE event_seq = $1 AND track = $2",
+                        &[&e.seq, &track],
+                    )
+                    .await
+                    .context(what)?
+                    .get(0);
+                if ran > 0 {
+                    return Ok(None);
+                }
+            }
+            if let Some(pass) = pass {
+                let ran: i64 = tx
+                    .query_one(
+                        "SELECT count(*) FROM trackc_runs WHERE pass_id = $1 AND track = $2",
+                        &[&pass, &track],
+                    )
+                    .await
+                    .context(what)?
+                    .get(0);
+                if ran > 0 {
+                    return Ok(None);
+                }
+            }
+            let last_run: i64 = tx
+                .query_one(
+                    "SELECT coalesce(max(run_at), 0)::int8 FROM trackc_runs
+                     WHERE track = $1 AND finished_at IS NOT NULL",
+                    &[&track],
+                )
+                .await
+                .context(what)?
+                .get(0);
+            let id: i64 = tx
+                .query_one(
+                    "INSERT INTO trackc_runs
+                     (track, event_seq, event_key, run_at, last_run, started_at, pass_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                    &[
+                        &track,
+                        &event.map(|e| e.seq),
+                        &event.and_then(|e| e.key.clone()),
+                        &now,
+                        &last_run,
+                        &crate::clock::now_micros(),
+                        &pass,
+                    ],
+                )
+                .await
+                .context(what)?
+                .get(0);
+            tx.commit().await.context(what)?;
+            Ok(Some(RunInfo {
+                id,
+                track: track.to_string(),
+                now,
+                last_run,
+                resumed: false,
+                event: event.cloned(),
+            }))
+        })
+    }
+
+    fn open_pass(&mut self, now: i64) -> Result<(i64, i64)> {
+        let what = || "opening a pass".to_string();
+        let client = &mut self.writer.client;
+        self.rt.block_on(async {
+            let tx = client.transaction().await.context(what)?;
+            tx.execute("SELECT pg_advisory_xact_lock(hashtext('trackc pass'))", &[])
+                .await
+                .context(what)?;
+            let open = tx
+                .query_opt(
+                    "SELECT id, run_at FROM trackc_passes WHERE finished_at IS NULL
+                     ORDER BY id LIMIT 1",
+                    &[],
+                )
+                .await
+                .context(what)?;
+            let pass = match open {
+                Some(r) => (r.get(0), r.get(1)),
+                None => {
+                    let r = tx
+                        .query_one(
+                            "INSERT INTO trackc_passes (run_at) VALUES ($1) RETURNING id",
+                            &[&now],
+                        )
+                        .await
+                        .context(what)?;
+                    (r.get(0), now)
+                }
+            };
+            tx.commit().await.context(what)?;
+            Ok(pass)
+        })
+    }
+
+    fn finish_pass(&mut self, id: i64) -> Result<()> {
+        self.execute(
+            "UPDATE trackc_passes SET finished_at = $2 WHERE id = $1",
+            &[&id, &crate::clock::now_micros()],
+            || format!("finishing pass {id}"),
+        )?;
+        Ok(())
+    }
+
+    fn finish_run(&mut self, run: &RunInfo, records: u64, changes: u64) -> Result<()> {
+        self.execute(
+            "UPDATE trackc_runs SET finished_at = $2, records = records + $3,
+             changes = changes + $4 WHERE id = $1",
+            &[
+                &run.id,
+                &crate::clock::now_micros(),
+                &(records as i64),
+                &(changes as i64),
+            ],
+            || format!("finishing run {} of {}", run.id, run.track),
+        )?;
+        Ok(())
+    }
+
+    fn last_run(&mut self, track: &str) -> Result<Option<i64>> {
+        let rows = self.query(
+            "SELECT max(run_at) FROM trackc_runs WHERE track = $1 AND finished_at IS NOT NULL
+             AND event_seq IS NULL",
+            &[&track],
+            || format!("reading the last run of {track}"),
+            |r| r.get::<_, Option<i64>>(0),
+        )?;
+        Ok(rows.into_iter().next().flatten())
+    }
+
+    fn query_fingerprint(&mut self, query: &Statement) -> Result<String> {
+        let (statement, names) = self.writer.prepare(&query.sql)?;
+        let params = lookup(&names, &query.params)?;
+        let rows = self
+            .rt
+            .block_on(self.writer.client.query(&statement, &refs(&params)))
+            .context(|| format!("the change query `{}`", query.sql.trim()))?;
+        let mut text = String::new();
+        for row in &rows {
+            for i in 0..row.len() {
+                let raw: Raw = row
+                    .try_get(i)
+                    .map_err(|e| Error::Data(format!("the change query: {e}")))?;
+                text.push_str(&format!("{raw:?}\u{1f}"));
+            }
+            text.push('\u{1e}');
+        }
+        Ok(content_hash(&text))
+    }
+
+    fn get_mark(&mut self, track: &str) -> Result<Option<String>> {
+        let rows = self.query(
+            "SELECT mark FROM trackc_marks WHERE track = $1",
+            &[&track],
+            || format!("reading the change mark of {track}"),
+            |r| r.get::<_, String>(0),
+        )?;
+        Ok(rows.into_iter().next())
+    }
+
+    fn set_mark(&mut self, track: &str, mark: &str) -> Result<()> {
+        self.execute(
+            "INSERT INTO trackc_marks (track, mark) VALUES ($1, $2)
+             ON CONFLICT (track) DO UPDATE SET mark = excluded.mark",
+            &[&track, &mark],
+            || format!("writing the change mark of {track}"),
+        )?;
+        Ok(())
+    }
+
+    fn insert_event(&mut self, name: &str, key: Option<&str>, now: i64) -> Result<()> {
+        self.execute(
+            "INSERT INTO trackc_events (name, key, created_at) VALUES ($1, $2, $3)",
+            &[&name, &key, &now],
+            || format!("raising event {name}"),
+        )?;
+        Ok(())
+    }
+
+    fn pending_events(&mut self, limit: usize) -> Result<Vec<PendingEvent>> {
+        self.query(
+            "SELECT seq, name, key FROM trackc_events WHERE done_at IS NULL ORDER BY seq LIMIT $1",
+            &[&(limit as i64)],
+            || "reading pending events".into(),
+            |r| PendingEvent {
+                seq: r.get(0),
+                name: r.get(1),
+                key: r.get(2),
+            },
+        )
+    }
+
+    fn event_done(&mut self, seq: i64, now: i64) -> Result<()> {
+        self.execute(
+            "UPDATE trackc_events SET done_at = $2 WHERE seq = $1",
+            &[&seq, &now],
+            || format!("marking event {seq} done"),
+        )?;
+        Ok(())
+    }
+
+    fn outbox_counts(&mut self) -> Result<Vec<(String, String, i64)>> {
+        self.query(
+            "SELECT kind, state, count(*) FROM trackc_outbox GROUP BY kind, state
+             ORDER BY kind, state",
+            &[],
+            || "counting the outbox".into(),
+            |r| (r.get(0), r.get(1), r.get(2)),
+        )
+    }
+
+    fn execute_batch(&mut self, sql: &str) -> Result<()> {
+        self.rt
+            .block_on(self.writer.client.batch_execute(sql))
+            .context(|| "running SQL".into())
+    }
+
+    fn query_i64(&mut self, sql: &str) -> Result<i64> {
+        let rows = self.query(
+            sql,
+            &[],
+            || format!("`{sql}`"),
+            |r| {
+                r.try_get::<_, i64>(0)
+                    .or_else(|_| r.try_get::<_, i32>(0).map(i64::from))
+            },
+        )?;
+        match rows.into_iter().next() {
+            Some(v) => v.map_err(|e| Error::Data(format!("`{sql}`: {e}"))),
+            None => Err(Error::Data(format!("`{sql}` returned no row"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numeric_round_trips_through_binary() {
+        for text in [
+            "0",
+            "1",
+            "-1",
+            "12.5",
+            "1234.5678",
+            "10000",
+            "0.0001",
+            "-0.25",
+            "99999999.99",
+            "100000000",
+            "0.00001234",
+        ] {
+            let mut out = BytesMut::new();
+            put_numeric(text, &mut out).unwrap();
+            assert_eq!(numeric_text(&out).unwrap(), text, "{text}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

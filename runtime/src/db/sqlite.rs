@@ -1,0 +1,759 @@
+//! The embedded store: one SQLite file in WAL mode, so that the run's
+//! reader keeps its snapshot while the writer commits block after block.
+
+use super::migrations::{sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
+use super::timefmt::{format_sqlite_timestamp, parse_sqlite_timestamp};
+use super::*;
+use crate::error::Context;
+use crate::sqltext;
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use std::collections::HashMap;
+
+pub struct SqliteStore {
+    path: String,
+    reader: Connection,
+    writer: SqliteWriter,
+}
+
+pub struct SqliteWriter {
+    conn: Connection,
+    /// Track SQL as SQLite runs it, by the text the track wrote.
+    rewritten: HashMap<String, String>,
+}
+
+fn connect(path: &str) -> Result<Connection> {
+    let conn =
+        Connection::open(path).context(|| format!("cannot open the SQLite file `{path}`"))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .context(|| format!("{path}: busy timeout"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .context(|| format!("{path}: cannot switch to WAL mode"))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .context(|| format!("{path}: synchronous"))?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    pub fn open(path: &str) -> Result<SqliteStore> {
+        Ok(SqliteStore {
+            path: path.to_string(),
+            reader: connect(path)?,
+            writer: SqliteWriter {
+                conn: connect(path)?,
+                rewritten: HashMap::new(),
+            },
+        })
+    }
+
+    fn conn(&mut self) -> &mut Connection {
+        &mut self.writer.conn
+    }
+}
+
+/// A value as SQLite stores it: timestamps as text in SQLite's format,
+/// booleans as 0/1, durations as microseconds.
+fn to_sqlite(v: &Value) -> ToSqlOutput<'_> {
+    ToSqlOutput::Owned(match v {
+        Value::Null => SqlValue::Null,
+        Value::Int(i) | Value::Duration(i) => SqlValue::Integer(*i),
+        Value::Float(f) => SqlValue::Real(*f),
+        Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        Value::Text(s) => return ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        Value::Timestamp(t) => SqlValue::Text(format_sqlite_timestamp(*t)),
+    })
+}
+
+/// A column value converted to a field's type.
+fn from_sqlite(v: ValueRef<'_>, ty: Type) -> Result<Value> {
+    let bad = |got: &str| Err(mismatch(ty, got));
+    Ok(match (ty, v) {
+        (_, ValueRef::Null) => Value::Null,
+        (Type::Int, ValueRef::Integer(i)) => Value::Int(i),
+        (Type::Int, ValueRef::Real(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+            Value::Int(f as i64)
+        }
+        (Type::Float, ValueRef::Integer(i)) => Value::Float(i as f64),
+        (Type::Float, ValueRef::Real(f)) => Value::float(f),
+        (Type::Bool, ValueRef::Integer(i)) => Value::Bool(i != 0),
+        (Type::Bool, ValueRef::Text(t)) => match t {
+            b"true" | b"t" | b"TRUE" | b"1" => Value::Bool(true),
+            b"false" | b"f" | b"FALSE" | b"0" => Value::Bool(false),
+            _ => return bad("text"),
+        },
+        (Type::Text, ValueRef::Text(t)) => match std::str::from_utf8(t) {
+            Ok(s) => Value::Text(s.to_string()),
+            Err(_) => return bad("text that is not UTF-8"),
+        },
+        (Type::Text, ValueRef::Integer(i)) => Value::Text(i.to_string()),
+        (Type::Text, ValueRef::Real(f)) => Value::Text(f.to_string()),
+        (Type::Timestamp, ValueRef::Text(t)) => {
+            match std::str::from_utf8(t).ok().and_then(parse_sqlite_timestamp) {
+                Some(t) => Value::Timestamp(t),
+                None => {
+                    return Err(Error::Data(format!(
+                        "a timestamp field got the text `{}`, which is no timestamp",
+                        String::from_utf8_lossy(t)
+                    )))
+                }
+            }
+        }
+        (Type::Timestamp, ValueRef::Integer(s)) => match s.checked_mul(1_000_000) {
+            Some(t) => Value::Timestamp(t),
+            None => return bad("integer out of range"),
+        },
+        (Type::Timestamp, ValueRef::Real(s)) => Value::Timestamp((s * 1e6) as i64),
+        (Type::Duration, ValueRef::Integer(i)) => Value::Duration(i),
+        (_, ValueRef::Real(_)) => return bad("real"),
+        (_, ValueRef::Text(_)) => return bad("text"),
+        (_, ValueRef::Blob(_)) => return bad("blob"),
+    })
+}
+
+/// Binds every `:name` of `stmt` from `params`.
+fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[(String, Value)]) -> Result<()> {
+    for i in 1..=stmt.parameter_count() {
+        let name = stmt.parameter_name(i).unwrap_or("?").to_string();
+        let plain = name.trim_start_matches([':', '@', '$']);
+        let value = params
+            .iter()
+            .find(|(n, _)| n == plain)
+            .map(|(_, v)| v)
+            .ok_or_else(|| Error::Data(format!("no value for the SQL parameter {name}")))?;
+        stmt.raw_bind_parameter(i, to_sqlite(value))
+            .context(|| format!("binding {name}"))?;
+    }
+    Ok(())
+}
+
+impl SqliteWriter {
+    fn rewrite(&mut self, sql: &str) -> Result<String> {
+        if let Some(s) = self.rewritten.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = sqltext::for_sqlite(sql)?;
+        self.rewritten.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+
+    fn execute(&mut self, statement: &Statement) -> Result<usize> {
+        let sql = self.rewrite(&statement.sql)?;
+        let mut stmt = self
+            .conn
+            .prepare_cached(&sql)
+            .context(|| format!("action SQL `{}`", statement.sql.trim()))?;
+        bind(&mut stmt, &statement.params)?;
+        stmt.raw_execute()
+            .context(|| format!("action SQL `{}`", statement.sql.trim()))
+    }
+
+    fn apply_one(&mut self, track: &str, c: &Change, applied: &mut Applied) -> Result<()> {
+        let s = &c.state;
+        let written = match c.expected_seq {
+            None => self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO trackc_state (track, key, step, entered_at, wake_at, seq, run_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT (track, key) DO NOTHING",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        track,
+                        c.key,
+                        s.step,
+                        s.entered_at,
+                        s.wake_at,
+                        s.seq,
+                        s.run_id
+                    ])
+                }),
+            Some(expected) => self
+                .conn
+                .prepare_cached(
+                    "UPDATE trackc_state SET step = ?3, entered_at = ?4, wake_at = ?5, seq = ?6,
+                     run_id = ?7 WHERE track = ?1 AND key = ?2 AND seq = ?8",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        track,
+                        c.key,
+                        s.step,
+                        s.entered_at,
+                        s.wake_at,
+                        s.seq,
+                        s.run_id,
+                        expected
+                    ])
+                }),
+        }
+        .context(|| format!("writing the state of `{}` in {track}", c.key))?;
+        if written == 0 {
+            applied.stale += 1;
+            return Ok(());
+        }
+        applied.changes += 1;
+        for effect in &c.effects {
+            match effect {
+                EffectRow::Sql(statement) => {
+                    self.execute(statement)?;
+                    applied.sql += 1;
+                }
+                EffectRow::Outbox(o) => {
+                    self.conn
+                        .prepare_cached(
+                            "INSERT INTO trackc_outbox
+                             (id, kind, track, key, target, recipient, payload, created_at)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT (id) DO NOTHING",
+                        )
+                        .and_then(|mut st| {
+                            st.execute(params![
+                                o.id,
+                                o.kind.name(),
+                                o.track,
+                                o.key,
+                                o.target,
+                                o.recipient,
+                                o.payload,
+                                o.at
+                            ])
+                        })
+                        .context(|| format!("writing outbox row {}", o.id))?;
+                    applied.outbox += 1;
+                }
+                EffectRow::Event { id, name, key, at } => {
+                    self.conn
+                        .prepare_cached(
+                            "INSERT INTO trackc_events (id, name, key, created_at)
+                             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING",
+                        )
+                        .and_then(|mut st| st.execute(params![id, name, key, at]))
+                        .context(|| format!("raising event {name} for `{key}`"))?;
+                    applied.events += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl BlockWriter for SqliteWriter {
+    fn load_states(
+        &mut self,
+        track: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, RecordState>> {
+        let keys_json = serde_json::to_string(keys).expect("strings serialize");
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT key, step, entered_at, wake_at, seq, run_id FROM trackc_state
+                 WHERE track = ?1 AND key IN (SELECT value FROM json_each(?2))",
+            )
+            .context(|| "reading record states".into())?;
+        let rows = stmt
+            .query_map(params![track, keys_json], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    RecordState {
+                        step: r.get(1)?,
+                        entered_at: r.get(2)?,
+                        wake_at: r.get(3)?,
+                        seq: r.get(4)?,
+                        run_id: r.get(5)?,
+                    },
+                ))
+            })
+            .context(|| "reading record states".into())?;
+        rows.collect::<rusqlite::Result<_>>()
+            .context(|| "reading record states".into())
+    }
+
+    fn apply(&mut self, track: &str, changes: &[Change]) -> Result<Applied> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .context(|| "starting a block's transaction".into())?;
+        let mut applied = Applied::default();
+        for c in changes {
+            if let Err(e) = self.apply_one(track, c, &mut applied) {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+        self.conn
+            .execute_batch("COMMIT")
+            .context(|| "committing a block".into())?;
+        Ok(applied)
+    }
+}
+
+impl BlockWriter for SqliteStore {
+    fn load_states(
+        &mut self,
+        track: &str,
+        keys: &[String],
+    ) -> Result<HashMap<String, RecordState>> {
+        self.writer.load_states(track, keys)
+    }
+
+    fn apply(&mut self, track: &str, changes: &[Change]) -> Result<Applied> {
+        self.writer.apply(track, changes)
+    }
+}
+
+impl Store for SqliteStore {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let conn = self.conn();
+        conn.execute_batch(CREATE_MIGRATIONS_TABLE)
+            .context(|| format!("{path}: creating trackc_migrations"))?;
+        for m in MIGRATIONS {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .context(|| format!("{path}: migration {}", m.version))?;
+            let done: Option<i64> = tx
+                .query_row(
+                    "SELECT version FROM trackc_migrations WHERE version = ?1",
+                    [m.version],
+                    |r| r.get(0),
+                )
+                .optional()
+                .context(|| format!("{path}: reading migrations"))?;
+            if done.is_none() {
+                tx.execute_batch(&sql_for(m, false))
+                    .context(|| format!("{path}: migration {} ({})", m.version, m.name))?;
+                tx.execute(
+                    "INSERT INTO trackc_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
+                    params![m.version, m.name, crate::clock::now_micros()],
+                )
+                .context(|| format!("{path}: recording migration {}", m.version))?;
+            }
+            tx.commit()
+                .context(|| format!("{path}: migration {}", m.version))?;
+        }
+        Ok(())
+    }
+
+    fn migrations(&mut self) -> Result<Vec<i64>> {
+        let mut stmt = self
+            .conn()
+            .prepare("SELECT version FROM trackc_migrations ORDER BY version")
+            .context(|| "reading migrations".into())?;
+        let rows = stmt
+            .query_map([], |r| r.get(0))
+            .context(|| "reading migrations".into())?;
+        rows.collect::<rusqlite::Result<_>>()
+            .context(|| "reading migrations".into())
+    }
+
+    fn gather(
+        &mut self,
+        query: &Statement,
+        types: &[Type],
+        block_records: usize,
+        each: &mut dyn FnMut(&mut dyn BlockWriter, Rows) -> Result<()>,
+    ) -> Result<()> {
+        let sql = self.writer.rewrite(&query.sql)?;
+        let what = || format!("the source query `{}`", query.sql.trim());
+        let mut stmt = self.reader.prepare(&sql).context(what)?;
+        if stmt.column_count() != types.len() {
+            return Err(Error::Data(format!(
+                "{} returns {} columns, the track has {} fields",
+                what(),
+                stmt.column_count(),
+                types.len()
+            )));
+        }
+        bind(&mut stmt, &query.params)?;
+        let mut rows = stmt.raw_query();
+        let mut block = Vec::with_capacity(block_records);
+        let mut number = 0u64;
+        while let Some(row) = rows.next().context(what)? {
+            number += 1;
+            let mut record = Vec::with_capacity(types.len());
+            for (i, &ty) in types.iter().enumerate() {
+                let v = row.get_ref(i).context(what)?;
+                let name = row.as_ref().column_name(i).unwrap_or("?").to_string();
+                record.push(from_sqlite(v, ty).map_err(|e| {
+                    Error::Data(format!("row {number} of {}, column `{name}`: {e}", what()))
+                })?);
+            }
+            block.push(record);
+            if block.len() == block_records {
+                each(&mut self.writer, std::mem::take(&mut block))?;
+            }
+        }
+        if !block.is_empty() {
+            each(&mut self.writer, block)?;
+        }
+        Ok(())
+    }
+
+    fn deployed(&mut self) -> Result<Vec<DeployedTrack>> {
+        let mut stmt = self
+            .conn()
+            .prepare(
+                "SELECT track, version, hash, file, source, steps FROM trackc_deployments
+                 WHERE active ORDER BY track",
+            )
+            .context(|| "reading deployments".into())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get::<_, String>(5)?,
+                ))
+            })
+            .context(|| "reading deployments".into())?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (name, version, hash, file, source, steps) =
+                row.context(|| "reading deployments".into())?;
+            out.push(DeployedTrack {
+                name,
+                version,
+                hash,
+                file,
+                source,
+                steps: serde_json::from_str(&steps)
+                    .map_err(|e| Error::Data(format!("deployment steps: {e}")))?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn deploy(
+        &mut self,
+        tracks: &[DeployedTrack],
+        moves: &[(String, String, String)],
+    ) -> Result<()> {
+        let tx = self
+            .conn()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(|| "starting the deploy".into())?;
+        let now = crate::clock::now_micros();
+        for t in tracks {
+            tx.execute(
+                "UPDATE trackc_deployments SET active = FALSE WHERE track = ?1 AND active",
+                [&t.name],
+            )
+            .context(|| format!("deploying {}", t.name))?;
+            tx.execute(
+                "INSERT INTO trackc_deployments
+                 (track, version, hash, file, source, steps, deployed_at, active)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, TRUE)",
+                params![
+                    t.name,
+                    t.version,
+                    t.hash,
+                    t.file,
+                    t.source,
+                    serde_json::to_string(&t.steps).expect("strings serialize"),
+                    now
+                ],
+            )
+            .context(|| format!("deploying {}", t.name))?;
+        }
+        for (track, from, to) in moves {
+            tx.execute(
+                "UPDATE trackc_state SET step = ?3 WHERE track = ?1 AND step = ?2",
+                params![track, from, to],
+            )
+            .context(|| format!("moving records of {track} from {from} to {to}"))?;
+        }
+        tx.commit().context(|| "committing the deploy".into())
+    }
+
+    fn step_counts(&mut self, track: &str) -> Result<Vec<(Option<String>, i64)>> {
+        let mut stmt = self
+            .conn()
+            .prepare_cached(
+                "SELECT step, count(*) FROM trackc_state WHERE track = ?1 GROUP BY step ORDER BY step",
+            )
+            .context(|| "counting records per step".into())?;
+        let rows = stmt
+            .query_map([track], |r| Ok((r.get(0)?, r.get(1)?)))
+            .context(|| "counting records per step".into())?;
+        rows.collect::<rusqlite::Result<_>>()
+            .context(|| "counting records per step".into())
+    }
+
+    fn open_run(
+        &mut self,
+        track: &str,
+        now: i64,
+        event: Option<&PendingEvent>,
+        pass: Option<i64>,
+    ) -> Result<Option<RunInfo>> {
+        let what = || format!("opening a run of {track}");
+        let tx = self
+            .conn()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(what)?;
+        let unfinished = tx
+            .query_row(
+                "SELECT id, run_at, last_run, event_seq, event_key FROM trackc_runs
+                 WHERE track = ?1 AND finished_at IS NULL ORDER BY id LIMIT 1",
+                [track],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                    ))
+                },
+            )
+            .optional()
+            .context(what)?;
+        if let Some((id, run_at, last_run, event_seq, event_key)) = unfinished {
+            return Ok(Some(RunInfo {
+                id,
+                track: track.to_string(),
+                now: run_at,
+                last_run,
+                resumed: true,
+                event: event_seq.map(|seq| PendingEvent {
+                    seq,
+                    name: String::new(),
+                    key: event_key,
+                }),
+            }));
+        }
+        if let Some(e) = event {
+            let ran: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM trackc_runs WHERE event_seq = ?1 AND track = ?2",
+                    params![e.seq, track],
+                    |r| r.get(0),
+                )
+                .context(what)?;
+            if ran > 0 {
+                return Ok(None);
+            }
+        }
+        if let Some(pass) = pass {
+            let ran: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM trackc_runs WHERE pass_id = ?1 AND track = ?2",
+                    params![pass, track],
+                    |r| r.get(0),
+                )
+                .context(what)?;
+            if ran > 0 {
+                return Ok(None);
+            }
+        }
+        let last_run: i64 = tx
+            .query_row(
+                "SELECT coalesce(max(run_at), 0) FROM trackc_runs
+                 WHERE track = ?1 AND finished_at IS NOT NULL",
+                [track],
+                |r| r.get(0),
+            )
+            .context(what)?;
+        tx.execute(
+            "INSERT INTO trackc_runs
+             (track, event_seq, event_key, run_at, last_run, started_at, pass_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                track,
+                event.map(|e| e.seq),
+                event.and_then(|e| e.key.clone()),
+                now,
+                last_run,
+                crate::clock::now_micros(),
+                pass
+            ],
+        )
+        .context(what)?;
+        let id = tx.last_insert_rowid();
+        tx.commit().context(what)?;
+        Ok(Some(RunInfo {
+            id,
+            track: track.to_string(),
+            now,
+            last_run,
+            resumed: false,
+            event: event.cloned(),
+        }))
+    }
+
+    fn open_pass(&mut self, now: i64) -> Result<(i64, i64)> {
+        let what = || "opening a pass".to_string();
+        let tx = self
+            .conn()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(what)?;
+        let open = tx
+            .query_row(
+                "SELECT id, run_at FROM trackc_passes WHERE finished_at IS NULL ORDER BY id LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .context(what)?;
+        let pass = match open {
+            Some(p) => p,
+            None => {
+                tx.execute("INSERT INTO trackc_passes (run_at) VALUES (?1)", [now])
+                    .context(what)?;
+                (tx.last_insert_rowid(), now)
+            }
+        };
+        tx.commit().context(what)?;
+        Ok(pass)
+    }
+
+    fn finish_pass(&mut self, id: i64) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE trackc_passes SET finished_at = ?2 WHERE id = ?1",
+                params![id, crate::clock::now_micros()],
+            )
+            .context(|| format!("finishing pass {id}"))?;
+        Ok(())
+    }
+
+    fn finish_run(&mut self, run: &RunInfo, records: u64, changes: u64) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE trackc_runs SET finished_at = ?2, records = records + ?3,
+                 changes = changes + ?4 WHERE id = ?1",
+                params![
+                    run.id,
+                    crate::clock::now_micros(),
+                    records as i64,
+                    changes as i64
+                ],
+            )
+            .context(|| format!("finishing run {} of {}", run.id, run.track))?;
+        Ok(())
+    }
+
+    fn last_run(&mut self, track: &str) -> Result<Option<i64>> {
+        self.conn()
+            .query_row(
+                "SELECT max(run_at) FROM trackc_runs WHERE track = ?1 AND finished_at IS NOT NULL
+                 AND event_seq IS NULL",
+                [track],
+                |r| r.get(0),
+            )
+            .context(|| format!("reading the last run of {track}"))
+    }
+
+    fn query_fingerprint(&mut self, query: &Statement) -> Result<String> {
+        let sql = self.writer.rewrite(&query.sql)?;
+        let what = || format!("the change query `{}`", query.sql.trim());
+        let mut stmt = self.reader.prepare(&sql).context(what)?;
+        bind(&mut stmt, &query.params)?;
+        let columns = stmt.column_count();
+        let mut rows = stmt.raw_query();
+        let mut text = String::new();
+        while let Some(row) = rows.next().context(what)? {
+            for i in 0..columns {
+                text.push_str(&format!("{:?}\u{1f}", row.get_ref(i).context(what)?));
+            }
+            text.push('\u{1e}');
+        }
+        Ok(content_hash(&text))
+    }
+
+    fn get_mark(&mut self, track: &str) -> Result<Option<String>> {
+        self.conn()
+            .query_row(
+                "SELECT mark FROM trackc_marks WHERE track = ?1",
+                [track],
+                |r| r.get(0),
+            )
+            .optional()
+            .context(|| format!("reading the change mark of {track}"))
+    }
+
+    fn set_mark(&mut self, track: &str, mark: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO trackc_marks (track, mark) VALUES (?1, ?2)
+                 ON CONFLICT (track) DO UPDATE SET mark = excluded.mark",
+                [track, mark],
+            )
+            .context(|| format!("writing the change mark of {track}"))?;
+        Ok(())
+    }
+
+    fn insert_event(&mut self, name: &str, key: Option<&str>, now: i64) -> Result<()> {
+        self.conn()
+            .execute(
+                "INSERT INTO trackc_events (name, key, created_at) VALUES (?1, ?2, ?3)",
+                params![name, key, now],
+            )
+            .context(|| format!("raising event {name}"))?;
+        Ok(())
+    }
+
+    fn pending_events(&mut self, limit: usize) -> Result<Vec<PendingEvent>> {
+        let mut stmt = self
+            .conn()
+            .prepare_cached(
+                "SELECT seq, name, key FROM trackc_events WHERE done_at IS NULL
+                 ORDER BY seq LIMIT ?1",
+            )
+            .context(|| "reading pending events".into())?;
+        let rows = stmt
+            .query_map([limit as i64], |r| {
+                Ok(PendingEvent {
+                    seq: r.get(0)?,
+                    name: r.get(1)?,
+                    key: r.get(2)?,
+                })
+            })
+            .context(|| "reading pending events".into())?;
+        rows.collect::<rusqlite::Result<_>>()
+            .context(|| "reading pending events".into())
+    }
+
+    fn event_done(&mut self, seq: i64, now: i64) -> Result<()> {
+        self.conn()
+            .execute(
+                "UPDATE trackc_events SET done_at = ?2 WHERE seq = ?1",
+                params![seq, now],
+            )
+            .context(|| format!("marking event {seq} done"))?;
+        Ok(())
+    }
+
+    fn outbox_counts(&mut self) -> Result<Vec<(String, String, i64)>> {
+        let mut stmt = self
+            .conn()
+            .prepare(
+                "SELECT kind, state, count(*) FROM trackc_outbox GROUP BY kind, state
+                 ORDER BY kind, state",
+            )
+            .context(|| "counting the outbox".into())?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .context(|| "counting the outbox".into())?;
+        rows.collect::<rusqlite::Result<_>>()
+            .context(|| "counting the outbox".into())
+    }
+
+    fn execute_batch(&mut self, sql: &str) -> Result<()> {
+        self.conn()
+            .execute_batch(sql)
+            .context(|| "running SQL".into())
+    }
+
+    fn query_i64(&mut self, sql: &str) -> Result<i64> {
+        self.conn()
+            .query_row(sql, [], |r| r.get(0))
+            .context(|| format!("`{sql}`"))
+    }
+}

@@ -1,0 +1,216 @@
+//! One node's work loop: which tracks are due (their triggers), events,
+//! and `trackc run --once`.
+
+use crate::bundle::LoadedTrack;
+use crate::clock::now_micros;
+use crate::db::{Statement, Store};
+use crate::error::{Error, Result};
+use crate::run::{RunStats, Runner};
+use chrono::{DateTime, Utc};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use trackc_compiler::ir::Trigger;
+use trackc_compiler::value::Value;
+
+/// Events handled per round; rounds go on while events keep coming.
+const EVENTS_PER_ROUND: usize = 100;
+/// A bound on rounds of events raising events, per call.
+const MAX_EVENT_ROUNDS: usize = 1_000;
+
+/// Runs every track once now, with all chained steps, then the events
+/// raised (and the events those raise). A track that only listens for
+/// events runs for its events, not over all its records. An interrupted
+/// pass is finished, not repeated: tracks it already ran are not run again.
+pub fn run_once(runner: &mut Runner<'_>) -> Result<RunStats> {
+    let (pass, now) = runner.store.open_pass(now_micros())?;
+    let mut stats = RunStats::default();
+    for t in 0..runner.tracks.len() {
+        if runner.stop.load(Ordering::SeqCst) {
+            return Ok(stats);
+        }
+        let triggers = &runner.tracks[t].ir.triggers;
+        let events_only =
+            !triggers.is_empty() && triggers.iter().all(|tr| matches!(tr, Trigger::Event(_)));
+        if events_only {
+            continue;
+        }
+        run_guarded(runner, t, now, None, Some(pass), &mut stats);
+    }
+    stats.add(process_events(runner, now)?);
+    if !runner.stop.load(Ordering::SeqCst) {
+        runner.store.finish_pass(pass)?;
+    }
+    Ok(stats)
+}
+
+/// Runs one track; a failure of the track (its source query fails, a
+/// table is missing) is noted and the other tracks go on.
+fn run_guarded(
+    runner: &mut Runner<'_>,
+    t: usize,
+    now: i64,
+    event: Option<&crate::db::PendingEvent>,
+    pass: Option<i64>,
+    stats: &mut RunStats,
+) {
+    match runner.run_track(t, now, event, pass) {
+        Ok(s) => stats.add(s),
+        Err(e) => stats
+            .errors
+            .push(format!("track {}: {e}", runner.tracks[t].ir.name)),
+    }
+}
+
+/// Handles pending events: each runs the tracks declared `on event NAME`
+/// for the event's key (once per track, even across restarts).
+pub fn process_events(runner: &mut Runner<'_>, now: i64) -> Result<RunStats> {
+    let mut stats = RunStats::default();
+    for _ in 0..MAX_EVENT_ROUNDS {
+        let events = runner.store.pending_events(EVENTS_PER_ROUND)?;
+        if events.is_empty() {
+            break;
+        }
+        for event in events {
+            if runner.stop.load(Ordering::SeqCst) {
+                return Ok(stats);
+            }
+            for t in 0..runner.tracks.len() {
+                let listens = runner.tracks[t]
+                    .ir
+                    .triggers
+                    .iter()
+                    .any(|tr| matches!(tr, Trigger::Event(n) if *n == event.name));
+                if listens {
+                    run_guarded(runner, t, now, Some(&event), None, &mut stats);
+                }
+            }
+            if !runner.stop.load(Ordering::SeqCst) {
+                runner.store.event_done(event.seq, now)?;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Runs tracks by their triggers until `runner.stop` is set, checking
+/// every `tick`. `report` sees each round's work.
+pub fn serve(runner: &mut Runner<'_>, tick: Duration, report: &dyn Fn(&RunStats)) -> Result<()> {
+    let started = now_micros();
+    while !runner.stop.load(Ordering::SeqCst) {
+        let now = now_micros();
+        let mut stats = RunStats::default();
+        for t in 0..runner.tracks.len() {
+            match due(runner.store, runner.tracks, t, now, started) {
+                Ok(Due::No) => {}
+                Ok(Due::Yes { mark }) => {
+                    let before = stats.errors.len();
+                    run_guarded(runner, t, now, None, None, &mut stats);
+                    if let (Some(mark), true) = (mark, stats.errors.len() == before) {
+                        runner.store.set_mark(&runner.tracks[t].ir.name, &mark)?;
+                    }
+                }
+                Err(e) => stats
+                    .errors
+                    .push(format!("track {}: {e}", runner.tracks[t].ir.name)),
+            }
+        }
+        stats.add(process_events(runner, now)?);
+        report(&stats);
+        let mut slept = Duration::ZERO;
+        while slept < tick && !runner.stop.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(50));
+            slept += Duration::from_millis(50);
+        }
+    }
+    Ok(())
+}
+
+enum Due {
+    No,
+    /// Run now; after a clean run, remember `mark` (the `on change` result).
+    Yes {
+        mark: Option<String>,
+    },
+}
+
+/// Whether a trigger of track `t` calls for a run at `now`. A schedule
+/// missed while nothing ran is due once: the next tick after the last run.
+fn due(
+    store: &mut dyn Store,
+    tracks: &[LoadedTrack],
+    t: usize,
+    now: i64,
+    started: i64,
+) -> Result<Due> {
+    let ir = &tracks[t].ir;
+    let last = store.last_run(&ir.name)?;
+    for trigger in &ir.triggers {
+        let yes = match trigger {
+            Trigger::Every(d) => last.is_none_or(|l| now >= l.saturating_add(*d)),
+            Trigger::Cron { expr, tz } => {
+                let next = next_cron(expr, tz.as_deref(), last.unwrap_or(started))?;
+                next <= now
+            }
+            Trigger::At(at) => now >= *at && last.is_none_or(|l| l < *at),
+            Trigger::Event(_) => false,
+            Trigger::Change(sql) => {
+                let statement = Statement {
+                    sql: sql.text.clone(),
+                    params: vec![
+                        ("now".into(), Value::Timestamp(now)),
+                        ("last_run".into(), Value::Timestamp(last.unwrap_or(0))),
+                    ],
+                };
+                let mark = store.query_fingerprint(&statement)?;
+                if store.get_mark(&ir.name)?.as_deref() != Some(mark.as_str()) {
+                    return Ok(Due::Yes { mark: Some(mark) });
+                }
+                false
+            }
+        };
+        if yes {
+            return Ok(Due::Yes { mark: None });
+        }
+    }
+    Ok(Due::No)
+}
+
+/// The first instant after `after` (µs) that `expr` matches in `tz`.
+pub fn next_cron(expr: &str, tz: Option<&str>, after: i64) -> Result<i64> {
+    let cron = croner::parser::CronParser::new()
+        .parse(expr)
+        .map_err(|e| Error::Config(format!("cron '{expr}': {e}")))?;
+    let tz: chrono_tz::Tz = tz
+        .unwrap_or("UTC")
+        .parse()
+        .map_err(|e| Error::Config(format!("time zone: {e}")))?;
+    let start: DateTime<Utc> = DateTime::from_timestamp_micros(after)
+        .ok_or_else(|| Error::Config(format!("instant {after} out of range")))?;
+    let next = cron
+        .find_next_occurrence(&start.with_timezone(&tz), false)
+        .map_err(|e| Error::Config(format!("cron '{expr}': {e}")))?;
+    Ok(next.with_timezone(&Utc).timestamp_micros())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros()
+    }
+
+    #[test]
+    fn cron_in_a_time_zone() {
+        // 09:00 on weekdays in Berlin (UTC+1 in winter): Monday 08:00 UTC.
+        let next = next_cron(
+            "0 9 * * 1-5",
+            Some("Europe/Berlin"),
+            at("2026-11-21T12:00:00Z"),
+        )
+        .unwrap();
+        assert_eq!(next, at("2026-11-23T08:00:00Z"));
+        let next = next_cron("*/15 * * * *", None, at("2026-11-23T10:07:00Z")).unwrap();
+        assert_eq!(next, at("2026-11-23T10:15:00Z"));
+    }
+}

@@ -1,0 +1,217 @@
+//! Rewrites of track SQL before it runs, on its syntax tree (sqlparser),
+//! never by pasting strings into it:
+//! - `:name` parameters to PostgreSQL's `$n` (SQLite binds `:name` itself);
+//! - `ts ± INTERVAL '…'` to SQLite's date arithmetic on SQLite, which has no
+//!   intervals (tracks are written in PostgreSQL's dialect by default);
+//! - a source query limited to one key, for an event that carries one.
+
+use crate::error::{Error, Result};
+use sqlparser::ast::{
+    visit_expressions_mut, BinaryOperator, DateTimeField, Expr, Interval, Query, SetExpr,
+    Statement, TableFactor, Value,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use std::ops::ControlFlow;
+
+/// The parameter an event's key is bound to in a key-limited source.
+pub const EVENT_KEY_PARAM: &str = "trackc_event_key";
+
+fn parse_one(sql: &str) -> Result<Statement> {
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .map_err(|e| Error::Data(format!("cannot parse the SQL `{}`: {e}", sql.trim())))?;
+    if statements.len() != 1 {
+        return Err(Error::Data(format!(
+            "expected one SQL statement, found {}: `{}`",
+            statements.len(),
+            sql.trim()
+        )));
+    }
+    Ok(statements.remove(0))
+}
+
+/// `sql` with `:name` parameters numbered `$1, $2, …` in order of first
+/// use, and the names in that order.
+pub fn to_positional(sql: &str) -> Result<(String, Vec<String>)> {
+    let mut statement = parse_one(sql)?;
+    let mut names: Vec<String> = Vec::new();
+    let _ = visit_expressions_mut(&mut statement, |expr| {
+        if let Expr::Value(v) = expr {
+            if let Value::Placeholder(p) = &mut v.value {
+                if let Some(name) = p.strip_prefix(':') {
+                    let n = match names.iter().position(|x| x == name) {
+                        Some(i) => i + 1,
+                        None => {
+                            names.push(name.to_string());
+                            names.len()
+                        }
+                    };
+                    *p = format!("${n}");
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Ok((statement.to_string(), names))
+}
+
+/// `sql` runnable on SQLite: `x + INTERVAL '30 days'` becomes
+/// `strftime('%Y-%m-%d %H:%M:%f', x, '+30 days')`. SQL without `INTERVAL`
+/// is returned as written.
+pub fn for_sqlite(sql: &str) -> Result<String> {
+    if !sql.to_ascii_lowercase().contains("interval") {
+        return Ok(sql.to_string());
+    }
+    let mut statement = parse_one(sql)?;
+    let mut failure = None;
+    let _ = visit_expressions_mut(&mut statement, |expr| {
+        if let Expr::BinaryOp { left, op, right } = expr {
+            let sign = match op {
+                BinaryOperator::Plus => 1,
+                BinaryOperator::Minus => -1,
+                _ => return ControlFlow::Continue(()),
+            };
+            if let Expr::Interval(interval) = right.as_ref() {
+                match sqlite_modifier(interval, sign) {
+                    Ok(modifier) => {
+                        let text = format!("strftime('%Y-%m-%d %H:%M:%f', {left}, '{modifier}')");
+                        match Parser::new(&PostgreSqlDialect {})
+                            .try_with_sql(&text)
+                            .and_then(|mut p| p.parse_expr())
+                        {
+                            Ok(e) => *expr = e,
+                            Err(e) => failure = Some(e.to_string()),
+                        }
+                    }
+                    Err(e) => failure = Some(e),
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    match failure {
+        Some(e) => Err(Error::Data(format!(
+            "cannot run `{}` on SQLite: {e}",
+            sql.trim()
+        ))),
+        None => Ok(statement.to_string()),
+    }
+}
+
+/// SQLite's date modifier for `sign * interval`: `'+30 days'`.
+fn sqlite_modifier(interval: &Interval, sign: i64) -> std::result::Result<String, String> {
+    let text = match interval.value.as_ref() {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => s.clone(),
+            Value::Number(n, _) => n.clone(),
+            other => return Err(format!("unsupported interval value {other}")),
+        },
+        other => return Err(format!("unsupported interval value {other}")),
+    };
+    let mut words = text.split_whitespace();
+    let amount: i64 = words
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("the interval '{text}' does not start with a whole number"))?;
+    let unit = match (words.next(), &interval.leading_field) {
+        (Some(unit), None) => unit.to_ascii_lowercase(),
+        (None, Some(field)) => match field {
+            DateTimeField::Second | DateTimeField::Seconds => "seconds".into(),
+            DateTimeField::Minute | DateTimeField::Minutes => "minutes".into(),
+            DateTimeField::Hour | DateTimeField::Hours => "hours".into(),
+            DateTimeField::Day | DateTimeField::Days => "days".into(),
+            DateTimeField::Week(_) | DateTimeField::Weeks => "weeks".into(),
+            DateTimeField::Month | DateTimeField::Months => "months".into(),
+            DateTimeField::Year | DateTimeField::Years => "years".into(),
+            other => return Err(format!("unsupported interval unit {other}")),
+        },
+        _ => return Err(format!("unsupported interval '{text}'")),
+    };
+    let unit = unit.trim_end_matches('s');
+    let (amount, unit) = match unit {
+        "second" | "sec" => (amount, "seconds"),
+        "minute" | "min" => (amount, "minutes"),
+        "hour" => (amount, "hours"),
+        "day" => (amount, "days"),
+        "week" => (amount * 7, "days"),
+        "month" | "mon" => (amount, "months"),
+        "year" => (amount, "years"),
+        other => return Err(format!("unsupported interval unit `{other}`")),
+    };
+    let amount = amount * sign;
+    Ok(format!("{amount:+} {unit}"))
+}
+
+/// `source` limited to the record whose `key` column equals the parameter
+/// `:trackc_event_key`: `SELECT * FROM (source) AS trackc_source WHERE
+/// trackc_source.key = :trackc_event_key`, built as a tree.
+pub fn filter_by_key(source: &str, key: &str) -> Result<String> {
+    let Statement::Query(inner) = parse_one(source)? else {
+        return Err(Error::Data("the source is not a query".into()));
+    };
+    let template = format!(
+        "SELECT * FROM (SELECT 1) AS trackc_source WHERE trackc_source.{} = :{EVENT_KEY_PARAM}",
+        sqlparser::ast::Ident::with_quote('"', key)
+    );
+    let Statement::Query(mut outer) = parse_one(&template)? else {
+        unreachable!("the template is a query")
+    };
+    replace_derived(&mut outer, inner)?;
+    Ok(outer.to_string())
+}
+
+fn replace_derived(outer: &mut Query, inner: Box<Query>) -> Result<()> {
+    if let SetExpr::Select(select) = outer.body.as_mut() {
+        if let Some(TableFactor::Derived { subquery, .. }) =
+            select.from.first_mut().map(|t| &mut t.relation)
+        {
+            *subquery = inner;
+            return Ok(());
+        }
+    }
+    Err(Error::Data(
+        "internal: the key filter template changed".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_become_positional_in_order_of_first_use() {
+        let (sql, names) =
+            to_positional("UPDATE t SET a = :x, b = :y WHERE id = :x AND s = ':z'").unwrap();
+        assert_eq!(
+            sql,
+            "UPDATE t SET a = $1, b = $2 WHERE id = $1 AND s = ':z'"
+        );
+        assert_eq!(names, ["x", "y"]);
+    }
+
+    #[test]
+    fn intervals_become_sqlite_date_arithmetic() {
+        let sql = for_sqlite(
+            "SELECT id FROM c WHERE s > :last_run - INTERVAL '30 days' AND r < :now + INTERVAL '1 week'",
+        )
+        .unwrap();
+        assert_eq!(
+            sql,
+            "SELECT id FROM c WHERE s > strftime('%Y-%m-%d %H:%M:%f', :last_run, '-30 days') \
+             AND r < strftime('%Y-%m-%d %H:%M:%f', :now, '+7 days')"
+        );
+        assert_eq!(for_sqlite("SELECT 1").unwrap(), "SELECT 1");
+        let e = for_sqlite("SELECT :now - INTERVAL 'soon'").unwrap_err();
+        assert!(e.to_string().contains("whole number"), "{e}");
+    }
+
+    #[test]
+    fn key_filter_wraps_the_source() {
+        let sql = filter_by_key("SELECT o.id AS order_id FROM orders o", "order_id").unwrap();
+        assert_eq!(
+            sql,
+            "SELECT * FROM (SELECT o.id AS order_id FROM orders o) AS trackc_source \
+             WHERE trackc_source.\"order_id\" = :trackc_event_key"
+        );
+    }
+}
