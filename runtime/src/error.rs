@@ -18,6 +18,8 @@ pub enum Error {
     /// Track files with errors, or a deploy that would lose records.
     Deploy(String),
     Io(String),
+    /// SIGINT/SIGTERM: the work stopped after the current block.
+    Stopped,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -36,6 +38,7 @@ impl fmt::Display for Error {
         match self {
             Error::Config(m) | Error::Data(m) | Error::Deploy(m) | Error::Io(m) => f.write_str(m),
             Error::Db { context, message } => write!(f, "{context}: {message}"),
+            Error::Stopped => f.write_str("stopped"),
         }
     }
 }

@@ -12,8 +12,8 @@
 
 use crate::bundle::LoadedTrack;
 use crate::db::{
-    BlockWriter, Change, EffectRow, OutboxKind, OutboxRow, PendingEvent, RecordState, Rows,
-    RunInfo, Statement, Store,
+    Applied, BlockWriter, Change, EffectRow, OutboxKind, OutboxRow, PendingEvent, RecordState,
+    Rows, RunInfo, Statement, Store,
 };
 use crate::error::{Error, Result};
 use crate::sqltext::{filter_by_key, EVENT_KEY_PARAM};
@@ -60,6 +60,14 @@ impl RunStats {
         self.events += other.events;
         self.waiting += other.waiting;
         self.errors.extend(other.errors);
+    }
+
+    fn add_applied(&mut self, a: Applied) {
+        self.changes += a.changes;
+        self.stale += a.stale;
+        self.sql += a.sql;
+        self.outbox += a.outbox;
+        self.events += a.events;
     }
 }
 
@@ -135,7 +143,7 @@ impl Runner<'_> {
             .store
             .gather(&query, &track.types, block_records, &mut |writer, rows| {
                 if stop.load(Ordering::SeqCst) {
-                    return Err(Error::Io("stopped".into()));
+                    return Err(Error::Stopped);
                 }
                 let block = decide_block(track, run, rows, writer, &mut stats)?;
                 apply(writer, &ir.name, &block, &mut stats)?;
@@ -143,9 +151,8 @@ impl Runner<'_> {
                 Ok(())
             });
         match result {
-            Err(Error::Io(m)) if m == "stopped" => Ok(stats),
+            Ok(()) | Err(Error::Stopped) => Ok(stats),
             Err(e) => Err(e),
-            Ok(()) => Ok(stats),
         }
     }
 }
@@ -161,19 +168,12 @@ fn apply(
     if changes.is_empty() {
         return Ok(());
     }
-    let add = |a: crate::db::Applied, stats: &mut RunStats| {
-        stats.changes += a.changes;
-        stats.stale += a.stale;
-        stats.sql += a.sql;
-        stats.outbox += a.outbox;
-        stats.events += a.events;
-    };
     match writer.apply(track, changes) {
-        Ok(a) => add(a, stats),
+        Ok(a) => stats.add_applied(a),
         Err(Error::Db { .. }) | Err(Error::Data(_)) if changes.len() > 1 => {
             for c in changes {
                 match writer.apply(track, std::slice::from_ref(c)) {
-                    Ok(a) => add(a, stats),
+                    Ok(a) => stats.add_applied(a),
                     Err(e) => note(
                         stats,
                         format!(

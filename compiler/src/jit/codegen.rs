@@ -991,12 +991,8 @@ impl<'a, 'f> StepCodegen<'a, 'f> {
         };
         let unaligned = MemFlagsData::new().with_notrap().with_readonly();
         let mut eq = same_len;
-        let offsets = if width == n {
-            vec![0]
-        } else {
-            vec![0, n - width]
-        };
-        for offset in offsets {
+        let offsets: &[usize] = if width == n { &[0] } else { &[0, n - width] };
+        for &offset in offsets {
             let mut word = [0u8; 8];
             word[..width].copy_from_slice(&c[offset..offset + width]);
             let expected = i64::from_ne_bytes(word);

@@ -97,6 +97,35 @@ pub struct DeployedTrack {
     pub steps: Vec<String>,
 }
 
+/// A row of `trackc_deployments` as both stores read it.
+pub(crate) struct DeployedRow {
+    pub name: String,
+    pub version: Option<i64>,
+    pub hash: String,
+    pub file: String,
+    pub source: String,
+    /// A JSON array of step names.
+    pub steps: String,
+}
+
+impl DeployedRow {
+    pub fn track(self) -> Result<DeployedTrack> {
+        Ok(DeployedTrack {
+            steps: serde_json::from_str(&self.steps).map_err(|e| {
+                Error::Data(format!(
+                    "the deployment of {} lists its steps badly: {e}",
+                    self.name
+                ))
+            })?,
+            name: self.name,
+            version: self.version,
+            hash: self.hash,
+            file: self.file,
+            source: self.source,
+        })
+    }
+}
+
 /// Where a record is in a track.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RecordState {
@@ -219,7 +248,7 @@ pub trait BlockWriter {
 /// Rows of a source query, converted to the track's field types.
 pub type Rows = Vec<Vec<Value>>;
 
-pub trait Store: BlockWriter + Send {
+pub trait Store: Send {
     fn dialect(&self) -> Dialect;
 
     /// Creates or upgrades the runtime's tables (idempotent).

@@ -347,19 +347,78 @@ fn refs<'a>(params: &'a [PgParam<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
 }
 
 impl PgWriter {
-    fn prepare(&mut self, sql: &str) -> Result<(tokio_postgres::Statement, Vec<String>)> {
-        if let Some(p) = self.prepared.get(sql) {
-            return Ok(p.clone());
+    /// Prepares `sql` (with its parameters made positional) once per text;
+    /// `self.prepared[sql]` holds it afterwards.
+    fn ensure_prepared(&mut self, sql: &str) -> Result<()> {
+        if self.prepared.contains_key(sql) {
+            return Ok(());
         }
         let (text, names) = sqltext::to_positional(sql)?;
         let statement = self
             .rt
             .block_on(self.client.prepare(&text))
             .context(|| format!("SQL `{}`", sql.trim()))?;
-        self.prepared
-            .insert(sql.to_string(), (statement.clone(), names.clone()));
-        Ok((statement, names))
+        self.prepared.insert(sql.to_string(), (statement, names));
+        Ok(())
     }
+}
+
+/// The state writes of a block as arrays, one per column (`unnest`).
+struct StateColumns<'a> {
+    keys: Vec<&'a str>,
+    steps: Vec<Option<&'a str>>,
+    entered_at: Vec<i64>,
+    wake_at: Vec<Option<i64>>,
+    seq: Vec<i64>,
+    run_id: Vec<i64>,
+    expected_seq: Vec<Option<i64>>,
+}
+
+impl<'a> StateColumns<'a> {
+    fn of(changes: &[&'a Change]) -> StateColumns<'a> {
+        StateColumns {
+            keys: changes.iter().map(|c| c.key.as_str()).collect(),
+            steps: changes.iter().map(|c| c.state.step.as_deref()).collect(),
+            entered_at: changes.iter().map(|c| c.state.entered_at).collect(),
+            wake_at: changes.iter().map(|c| c.state.wake_at).collect(),
+            seq: changes.iter().map(|c| c.state.seq).collect(),
+            run_id: changes.iter().map(|c| c.state.run_id).collect(),
+            expected_seq: changes.iter().map(|c| c.expected_seq).collect(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct OutboxColumns<'a> {
+    ids: Vec<&'a str>,
+    kinds: Vec<&'static str>,
+    tracks: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    targets: Vec<&'a str>,
+    recipients: Vec<Option<&'a str>>,
+    payloads: Vec<&'a str>,
+    at: Vec<i64>,
+}
+
+impl<'a> OutboxColumns<'a> {
+    fn push(&mut self, o: &'a OutboxRow) {
+        self.ids.push(&o.id);
+        self.kinds.push(o.kind.name());
+        self.tracks.push(&o.track);
+        self.keys.push(&o.key);
+        self.targets.push(&o.target);
+        self.recipients.push(o.recipient.as_deref());
+        self.payloads.push(&o.payload);
+        self.at.push(o.at);
+    }
+}
+
+#[derive(Default)]
+struct EventColumns<'a> {
+    ids: Vec<&'a str>,
+    names: Vec<&'a str>,
+    keys: Vec<&'a str>,
+    at: Vec<i64>,
 }
 
 impl BlockWriter for PgWriter {
@@ -395,35 +454,17 @@ impl BlockWriter for PgWriter {
 
     fn apply(&mut self, track: &str, changes: &[Change]) -> Result<Applied> {
         // Prepare every action statement first (outside the transaction).
-        let mut actions = Vec::new();
         for c in changes {
             for e in &c.effects {
                 if let EffectRow::Sql(s) = e {
-                    let prepared = self.prepare(&s.sql)?;
-                    actions.push((c.key.as_str(), prepared, s));
+                    self.ensure_prepared(&s.sql)?;
                 }
             }
         }
         let (new, old): (Vec<&Change>, Vec<&Change>) =
             changes.iter().partition(|c| c.expected_seq.is_none());
-        let column = |cs: &[&Change], f: &dyn Fn(&Change) -> Option<i64>| -> Vec<Option<i64>> {
-            cs.iter().map(|c| f(c)).collect()
-        };
-        let keys = |cs: &[&Change]| -> Vec<String> { cs.iter().map(|c| c.key.clone()).collect() };
-        let steps = |cs: &[&Change]| -> Vec<Option<String>> {
-            cs.iter().map(|c| c.state.step.clone()).collect()
-        };
-        let (new_keys, new_steps) = (keys(&new), steps(&new));
-        let new_entered = column(&new, &|c| Some(c.state.entered_at));
-        let new_wake = column(&new, &|c| c.state.wake_at);
-        let new_seq = column(&new, &|c| Some(c.state.seq));
-        let new_run = column(&new, &|c| Some(c.state.run_id));
-        let (old_keys, old_steps) = (keys(&old), steps(&old));
-        let old_entered = column(&old, &|c| Some(c.state.entered_at));
-        let old_wake = column(&old, &|c| c.state.wake_at);
-        let old_seq = column(&old, &|c| Some(c.state.seq));
-        let old_run = column(&old, &|c| Some(c.state.run_id));
-        let old_expected = column(&old, &|c| c.expected_seq);
+        let (new, old) = (StateColumns::of(&new), StateColumns::of(&old));
+        let prepared = &self.prepared;
         let client = &mut self.client;
         self.rt.block_on(async {
             let tx = client
@@ -431,20 +472,28 @@ impl BlockWriter for PgWriter {
                 .await
                 .context(|| "starting a block's transaction".into())?;
             let mut written: HashSet<String> = HashSet::new();
-            if !new.is_empty() {
+            if !new.keys.is_empty() {
                 let rows = tx
                     .query(
                         "INSERT INTO trackc_state (track, key, step, entered_at, wake_at, seq, run_id)
                          SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int8[], $5::int8[],
                                                   $6::int8[], $7::int8[])
                          ON CONFLICT (track, key) DO NOTHING RETURNING key",
-                        &[&track, &new_keys, &new_steps, &new_entered, &new_wake, &new_seq, &new_run],
+                        &[
+                            &track,
+                            &new.keys,
+                            &new.steps,
+                            &new.entered_at,
+                            &new.wake_at,
+                            &new.seq,
+                            &new.run_id,
+                        ],
                     )
                     .await
                     .context(|| format!("writing new record states of {track}"))?;
                 written.extend(rows.iter().map(|r| r.get::<_, String>(0)));
             }
-            if !old.is_empty() {
+            if !old.keys.is_empty() {
                 let rows = tx
                     .query(
                         "UPDATE trackc_state s SET step = u.step, entered_at = u.entered_at,
@@ -456,13 +505,13 @@ impl BlockWriter for PgWriter {
                          RETURNING s.key",
                         &[
                             &track,
-                            &old_keys,
-                            &old_steps,
-                            &old_entered,
-                            &old_wake,
-                            &old_seq,
-                            &old_run,
-                            &old_expected,
+                            &old.keys,
+                            &old.steps,
+                            &old.entered_at,
+                            &old.wake_at,
+                            &old.seq,
+                            &old.run_id,
+                            &old.expected_seq,
                         ],
                     )
                     .await
@@ -475,11 +524,16 @@ impl BlockWriter for PgWriter {
                 ..Applied::default()
             };
             // Action SQL of the written records, pipelined in order.
-            let bound: Vec<(&tokio_postgres::Statement, Vec<PgParam<'_>>, &Statement)> = actions
-                .iter()
-                .filter(|(key, ..)| written.contains(*key))
-                .map(|(_, (st, names), s)| Ok((st, lookup(names, &s.params)?, *s)))
-                .collect::<Result<_>>()?;
+            let mut bound: Vec<(&tokio_postgres::Statement, Vec<PgParam<'_>>, &Statement)> =
+                Vec::new();
+            for c in changes.iter().filter(|c| written.contains(&c.key)) {
+                for e in &c.effects {
+                    if let EffectRow::Sql(s) = e {
+                        let (statement, names) = &prepared[&s.sql];
+                        bound.push((statement, lookup(names, &s.params)?, s));
+                    }
+                }
+            }
             let param_refs: Vec<Vec<&(dyn ToSql + Sync)>> =
                 bound.iter().map(|(_, p, _)| refs(p)).collect();
             let tx_ref = &tx;
@@ -493,43 +547,23 @@ impl BlockWriter for PgWriter {
                         .context(|| format!("action SQL `{}`", s.sql.trim()))
                 });
             applied.sql = futures_util::future::try_join_all(futures).await?.len() as u64;
-            let mut outbox: [Vec<String>; 8] = Default::default();
-            let mut outbox_at = Vec::new();
-            let mut events: [Vec<Option<String>>; 3] = Default::default();
-            let mut events_at = Vec::new();
+            let mut outbox = OutboxColumns::default();
+            let mut events = EventColumns::default();
             for c in changes.iter().filter(|c| written.contains(&c.key)) {
                 for e in &c.effects {
                     match e {
-                        EffectRow::Outbox(o) => {
-                            let fields = [
-                                &o.id,
-                                o.kind.name(),
-                                &o.track,
-                                &o.key,
-                                &o.target,
-                                o.recipient.as_deref().unwrap_or("\u{0}"),
-                                &o.payload,
-                            ];
-                            for (column, v) in outbox.iter_mut().zip(fields) {
-                                column.push(v.to_string());
-                            }
-                            outbox_at.push(o.at);
-                        }
+                        EffectRow::Outbox(o) => outbox.push(o),
                         EffectRow::Event { id, name, key, at } => {
-                            events[0].push(Some(id.clone()));
-                            events[1].push(Some(name.clone()));
-                            events[2].push(Some(key.clone()));
-                            events_at.push(*at);
+                            events.ids.push(id);
+                            events.names.push(name);
+                            events.keys.push(key);
+                            events.at.push(*at);
                         }
                         EffectRow::Sql(_) => {}
                     }
                 }
             }
-            if !outbox_at.is_empty() {
-                let recipients: Vec<Option<&str>> = outbox[5]
-                    .iter()
-                    .map(|r| (r != "\u{0}").then_some(r.as_str()))
-                    .collect();
+            if !outbox.ids.is_empty() {
                 applied.outbox = tx
                     .execute(
                         "INSERT INTO trackc_outbox
@@ -538,26 +572,26 @@ impl BlockWriter for PgWriter {
                                               $5::text[], $6::text[], $7::text[], $8::int8[])
                          ON CONFLICT (id) DO NOTHING",
                         &[
-                            &outbox[0],
-                            &outbox[1],
-                            &outbox[2],
-                            &outbox[3],
-                            &outbox[4],
-                            &recipients,
-                            &outbox[6],
-                            &outbox_at,
+                            &outbox.ids,
+                            &outbox.kinds,
+                            &outbox.tracks,
+                            &outbox.keys,
+                            &outbox.targets,
+                            &outbox.recipients,
+                            &outbox.payloads,
+                            &outbox.at,
                         ],
                     )
                     .await
                     .context(|| "writing outbox rows".into())?;
             }
-            if !events_at.is_empty() {
+            if !events.ids.is_empty() {
                 applied.events = tx
                     .execute(
                         "INSERT INTO trackc_events (id, name, key, created_at)
                          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[])
                          ON CONFLICT (id) DO NOTHING",
-                        &[&events[0], &events[1], &events[2], &events_at],
+                        &[&events.ids, &events.names, &events.keys, &events.at],
                     )
                     .await
                     .context(|| "raising events".into())?;
@@ -567,20 +601,6 @@ impl BlockWriter for PgWriter {
                 .context(|| "committing a block".into())?;
             Ok(applied)
         })
-    }
-}
-
-impl BlockWriter for PgStore {
-    fn load_states(
-        &mut self,
-        track: &str,
-        keys: &[String],
-    ) -> Result<HashMap<String, RecordState>> {
-        self.writer.load_states(track, keys)
-    }
-
-    fn apply(&mut self, track: &str, changes: &[Change]) -> Result<Applied> {
-        self.writer.apply(track, changes)
     }
 }
 
@@ -698,35 +718,23 @@ impl Store for PgStore {
     }
 
     fn deployed(&mut self) -> Result<Vec<DeployedTrack>> {
-        let rows = self.query(
+        self.query(
             "SELECT track, version, hash, file, source, steps FROM trackc_deployments
              WHERE active ORDER BY track",
             &[],
             || "reading deployments".into(),
-            |r| {
-                (
-                    r.get::<_, String>(0),
-                    r.get::<_, Option<i64>>(1),
-                    r.get::<_, String>(2),
-                    r.get::<_, String>(3),
-                    r.get::<_, String>(4),
-                    r.get::<_, String>(5),
-                )
+            |r| DeployedRow {
+                name: r.get(0),
+                version: r.get(1),
+                hash: r.get(2),
+                file: r.get(3),
+                source: r.get(4),
+                steps: r.get(5),
             },
-        )?;
-        rows.into_iter()
-            .map(|(name, version, hash, file, source, steps)| {
-                Ok(DeployedTrack {
-                    name,
-                    version,
-                    hash,
-                    file,
-                    source,
-                    steps: serde_json::from_str(&steps)
-                        .map_err(|e| Error::Data(format!("deployment steps: {e}")))?,
-                })
-            })
-            .collect()
+        )?
+        .into_iter()
+        .map(DeployedRow::track)
+        .collect()
     }
 
     fn deploy(
@@ -821,31 +829,18 @@ impl Store for PgStore {
                     }),
                 }));
             }
-            if let Some(e) = event {
-                let ran: i64 = tx
-                    .query_one(
-                        "SELECT count(*) FROM trackc_runs WHERE event_seq = $1 AND track = $2",
-                        &[&e.seq, &track],
-                    )
-                    .await
-                    .context(what)?
-                    .get(0);
-                if ran > 0 {
-                    return Ok(None);
-                }
-            }
-            if let Some(pass) = pass {
-                let ran: i64 = tx
-                    .query_one(
-                        "SELECT count(*) FROM trackc_runs WHERE pass_id = $1 AND track = $2",
-                        &[&pass, &track],
-                    )
-                    .await
-                    .context(what)?
-                    .get(0);
-                if ran > 0 {
-                    return Ok(None);
-                }
+            // Already run for this event or in this pass (NULL matches nothing).
+            let ran: i64 = tx
+                .query_one(
+                    "SELECT count(*) FROM trackc_runs
+                     WHERE track = $1 AND (event_seq = $2 OR pass_id = $3)",
+                    &[&track, &event.map(|e| e.seq), &pass],
+                )
+                .await
+                .context(what)?
+                .get(0);
+            if ran > 0 {
+                return Ok(None);
             }
             let last_run: i64 = tx
                 .query_one(
@@ -956,11 +951,12 @@ impl Store for PgStore {
     }
 
     fn query_fingerprint(&mut self, query: &Statement) -> Result<String> {
-        let (statement, names) = self.writer.prepare(&query.sql)?;
-        let params = lookup(&names, &query.params)?;
+        self.writer.ensure_prepared(&query.sql)?;
+        let (statement, names) = &self.writer.prepared[&query.sql];
+        let params = lookup(names, &query.params)?;
         let rows = self
             .rt
-            .block_on(self.writer.client.query(&statement, &refs(&params)))
+            .block_on(self.writer.client.query(statement, &refs(&params)))
             .context(|| format!("the change query `{}`", query.sql.trim()))?;
         let mut text = String::new();
         for row in &rows {

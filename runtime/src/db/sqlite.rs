@@ -110,6 +110,29 @@ fn from_sqlite(v: ValueRef<'_>, ty: Type) -> Result<Value> {
     })
 }
 
+/// Every row of `sql`, mapped; `what` names the work in errors.
+fn query_all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    what: &str,
+    map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).context(|| what.to_string())?;
+    let rows = stmt.query_map(params, map).context(|| what.to_string())?;
+    rows.collect::<rusqlite::Result<_>>()
+        .context(|| what.to_string())
+}
+
+/// Track SQL as SQLite runs it (`sqltext::for_sqlite`), rewritten once per
+/// text.
+fn rewritten<'c>(cache: &'c mut HashMap<String, String>, sql: &str) -> Result<&'c str> {
+    if !cache.contains_key(sql) {
+        cache.insert(sql.to_string(), sqltext::for_sqlite(sql)?);
+    }
+    Ok(&cache[sql])
+}
+
 /// Binds every `:name` of `stmt` from `params`.
 fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[(String, Value)]) -> Result<()> {
     for i in 1..=stmt.parameter_count() {
@@ -127,20 +150,11 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[(String, Value)]) -> Resul
 }
 
 impl SqliteWriter {
-    fn rewrite(&mut self, sql: &str) -> Result<String> {
-        if let Some(s) = self.rewritten.get(sql) {
-            return Ok(s.clone());
-        }
-        let s = sqltext::for_sqlite(sql)?;
-        self.rewritten.insert(sql.to_string(), s.clone());
-        Ok(s)
-    }
-
     fn execute(&mut self, statement: &Statement) -> Result<usize> {
-        let sql = self.rewrite(&statement.sql)?;
+        let sql = rewritten(&mut self.rewritten, &statement.sql)?;
         let mut stmt = self
             .conn
-            .prepare_cached(&sql)
+            .prepare_cached(sql)
             .context(|| format!("action SQL `{}`", statement.sql.trim()))?;
         bind(&mut stmt, &statement.params)?;
         stmt.raw_execute()
@@ -243,15 +257,13 @@ impl BlockWriter for SqliteWriter {
         keys: &[String],
     ) -> Result<HashMap<String, RecordState>> {
         let keys_json = serde_json::to_string(keys).expect("strings serialize");
-        let mut stmt = self
-            .conn
-            .prepare_cached(
-                "SELECT key, step, entered_at, wake_at, seq, run_id FROM trackc_state
-                 WHERE track = ?1 AND key IN (SELECT value FROM json_each(?2))",
-            )
-            .context(|| "reading record states".into())?;
-        let rows = stmt
-            .query_map(params![track, keys_json], |r| {
+        let rows = query_all(
+            &self.conn,
+            "SELECT key, step, entered_at, wake_at, seq, run_id FROM trackc_state
+             WHERE track = ?1 AND key IN (SELECT value FROM json_each(?2))",
+            params![track, keys_json],
+            "reading record states",
+            |r| {
                 Ok((
                     r.get::<_, String>(0)?,
                     RecordState {
@@ -262,10 +274,9 @@ impl BlockWriter for SqliteWriter {
                         run_id: r.get(5)?,
                     },
                 ))
-            })
-            .context(|| "reading record states".into())?;
-        rows.collect::<rusqlite::Result<_>>()
-            .context(|| "reading record states".into())
+            },
+        )?;
+        Ok(rows.into_iter().collect())
     }
 
     fn apply(&mut self, track: &str, changes: &[Change]) -> Result<Applied> {
@@ -283,20 +294,6 @@ impl BlockWriter for SqliteWriter {
             .execute_batch("COMMIT")
             .context(|| "committing a block".into())?;
         Ok(applied)
-    }
-}
-
-impl BlockWriter for SqliteStore {
-    fn load_states(
-        &mut self,
-        track: &str,
-        keys: &[String],
-    ) -> Result<HashMap<String, RecordState>> {
-        self.writer.load_states(track, keys)
-    }
-
-    fn apply(&mut self, track: &str, changes: &[Change]) -> Result<Applied> {
-        self.writer.apply(track, changes)
     }
 }
 
@@ -338,15 +335,13 @@ impl Store for SqliteStore {
     }
 
     fn migrations(&mut self) -> Result<Vec<i64>> {
-        let mut stmt = self
-            .conn()
-            .prepare("SELECT version FROM trackc_migrations ORDER BY version")
-            .context(|| "reading migrations".into())?;
-        let rows = stmt
-            .query_map([], |r| r.get(0))
-            .context(|| "reading migrations".into())?;
-        rows.collect::<rusqlite::Result<_>>()
-            .context(|| "reading migrations".into())
+        query_all(
+            self.conn(),
+            "SELECT version FROM trackc_migrations ORDER BY version",
+            [],
+            "reading migrations",
+            |r| r.get(0),
+        )
     }
 
     fn gather(
@@ -356,9 +351,9 @@ impl Store for SqliteStore {
         block_records: usize,
         each: &mut dyn FnMut(&mut dyn BlockWriter, Rows) -> Result<()>,
     ) -> Result<()> {
-        let sql = self.writer.rewrite(&query.sql)?;
+        let sql = rewritten(&mut self.writer.rewritten, &query.sql)?;
         let what = || format!("the source query `{}`", query.sql.trim());
-        let mut stmt = self.reader.prepare(&sql).context(what)?;
+        let mut stmt = self.reader.prepare(sql).context(what)?;
         if stmt.column_count() != types.len() {
             return Err(Error::Data(format!(
                 "{} returns {} columns, the track has {} fields",
@@ -376,8 +371,8 @@ impl Store for SqliteStore {
             let mut record = Vec::with_capacity(types.len());
             for (i, &ty) in types.iter().enumerate() {
                 let v = row.get_ref(i).context(what)?;
-                let name = row.as_ref().column_name(i).unwrap_or("?").to_string();
                 record.push(from_sqlite(v, ty).map_err(|e| {
+                    let name = row.as_ref().column_name(i).unwrap_or("?");
                     Error::Data(format!("row {number} of {}, column `{name}`: {e}", what()))
                 })?);
             }
@@ -393,40 +388,26 @@ impl Store for SqliteStore {
     }
 
     fn deployed(&mut self) -> Result<Vec<DeployedTrack>> {
-        let mut stmt = self
-            .conn()
-            .prepare(
-                "SELECT track, version, hash, file, source, steps FROM trackc_deployments
-                 WHERE active ORDER BY track",
-            )
-            .context(|| "reading deployments".into())?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get::<_, String>(5)?,
-                ))
-            })
-            .context(|| "reading deployments".into())?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (name, version, hash, file, source, steps) =
-                row.context(|| "reading deployments".into())?;
-            out.push(DeployedTrack {
-                name,
-                version,
-                hash,
-                file,
-                source,
-                steps: serde_json::from_str(&steps)
-                    .map_err(|e| Error::Data(format!("deployment steps: {e}")))?,
-            });
-        }
-        Ok(out)
+        query_all(
+            self.conn(),
+            "SELECT track, version, hash, file, source, steps FROM trackc_deployments
+             WHERE active ORDER BY track",
+            [],
+            "reading deployments",
+            |r| {
+                Ok(DeployedRow {
+                    name: r.get(0)?,
+                    version: r.get(1)?,
+                    hash: r.get(2)?,
+                    file: r.get(3)?,
+                    source: r.get(4)?,
+                    steps: r.get(5)?,
+                })
+            },
+        )?
+        .into_iter()
+        .map(DeployedRow::track)
+        .collect()
     }
 
     fn deploy(
@@ -472,17 +453,13 @@ impl Store for SqliteStore {
     }
 
     fn step_counts(&mut self, track: &str) -> Result<Vec<(Option<String>, i64)>> {
-        let mut stmt = self
-            .conn()
-            .prepare_cached(
-                "SELECT step, count(*) FROM trackc_state WHERE track = ?1 GROUP BY step ORDER BY step",
-            )
-            .context(|| "counting records per step".into())?;
-        let rows = stmt
-            .query_map([track], |r| Ok((r.get(0)?, r.get(1)?)))
-            .context(|| "counting records per step".into())?;
-        rows.collect::<rusqlite::Result<_>>()
-            .context(|| "counting records per step".into())
+        query_all(
+            self.conn(),
+            "SELECT step, count(*) FROM trackc_state WHERE track = ?1 GROUP BY step ORDER BY step",
+            [track],
+            "counting records per step",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
     }
 
     fn open_run(
@@ -528,29 +505,17 @@ impl Store for SqliteStore {
                 }),
             }));
         }
-        if let Some(e) = event {
-            let ran: i64 = tx
-                .query_row(
-                    "SELECT count(*) FROM trackc_runs WHERE event_seq = ?1 AND track = ?2",
-                    params![e.seq, track],
-                    |r| r.get(0),
-                )
-                .context(what)?;
-            if ran > 0 {
-                return Ok(None);
-            }
-        }
-        if let Some(pass) = pass {
-            let ran: i64 = tx
-                .query_row(
-                    "SELECT count(*) FROM trackc_runs WHERE pass_id = ?1 AND track = ?2",
-                    params![pass, track],
-                    |r| r.get(0),
-                )
-                .context(what)?;
-            if ran > 0 {
-                return Ok(None);
-            }
+        // Already run for this event or in this pass (NULL matches nothing).
+        let ran: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM trackc_runs
+                 WHERE track = ?1 AND (event_seq = ?2 OR pass_id = ?3)",
+                params![track, event.map(|e| e.seq), pass],
+                |r| r.get(0),
+            )
+            .context(what)?;
+        if ran > 0 {
+            return Ok(None);
         }
         let last_run: i64 = tx
             .query_row(
@@ -651,9 +616,9 @@ impl Store for SqliteStore {
     }
 
     fn query_fingerprint(&mut self, query: &Statement) -> Result<String> {
-        let sql = self.writer.rewrite(&query.sql)?;
+        let sql = rewritten(&mut self.writer.rewritten, &query.sql)?;
         let what = || format!("the change query `{}`", query.sql.trim());
-        let mut stmt = self.reader.prepare(&sql).context(what)?;
+        let mut stmt = self.reader.prepare(sql).context(what)?;
         bind(&mut stmt, &query.params)?;
         let columns = stmt.column_count();
         let mut rows = stmt.raw_query();
@@ -700,24 +665,20 @@ impl Store for SqliteStore {
     }
 
     fn pending_events(&mut self, limit: usize) -> Result<Vec<PendingEvent>> {
-        let mut stmt = self
-            .conn()
-            .prepare_cached(
-                "SELECT seq, name, key FROM trackc_events WHERE done_at IS NULL
-                 ORDER BY seq LIMIT ?1",
-            )
-            .context(|| "reading pending events".into())?;
-        let rows = stmt
-            .query_map([limit as i64], |r| {
+        query_all(
+            self.conn(),
+            "SELECT seq, name, key FROM trackc_events WHERE done_at IS NULL
+             ORDER BY seq LIMIT ?1",
+            [limit as i64],
+            "reading pending events",
+            |r| {
                 Ok(PendingEvent {
                     seq: r.get(0)?,
                     name: r.get(1)?,
                     key: r.get(2)?,
                 })
-            })
-            .context(|| "reading pending events".into())?;
-        rows.collect::<rusqlite::Result<_>>()
-            .context(|| "reading pending events".into())
+            },
+        )
     }
 
     fn event_done(&mut self, seq: i64, now: i64) -> Result<()> {
@@ -731,18 +692,14 @@ impl Store for SqliteStore {
     }
 
     fn outbox_counts(&mut self) -> Result<Vec<(String, String, i64)>> {
-        let mut stmt = self
-            .conn()
-            .prepare(
-                "SELECT kind, state, count(*) FROM trackc_outbox GROUP BY kind, state
-                 ORDER BY kind, state",
-            )
-            .context(|| "counting the outbox".into())?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .context(|| "counting the outbox".into())?;
-        rows.collect::<rusqlite::Result<_>>()
-            .context(|| "counting the outbox".into())
+        query_all(
+            self.conn(),
+            "SELECT kind, state, count(*) FROM trackc_outbox GROUP BY kind, state
+             ORDER BY kind, state",
+            [],
+            "counting the outbox",
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
     }
 
     fn execute_batch(&mut self, sql: &str) -> Result<()> {
