@@ -81,6 +81,9 @@ enum Command {
     },
     /// Run tracks on one node against a database, by their triggers.
     Run(operate::RunArgs),
+    /// The outbox of e-mails and webhooks: list it, deliver it, re-queue parked rows.
+    #[command(subcommand)]
+    Outbox(operate::OutboxCommand),
     /// The zero-set-up tour: synthetic contacts in SQLite, the example tracks run over them.
     Demo(operate::DemoArgs),
 }
@@ -155,6 +158,7 @@ fn main() -> ExitCode {
         ),
         Command::Run(args) => operate::run(&args),
         Command::Demo(args) => operate::demo(&args),
+        Command::Outbox(command) => operate::outbox(&command),
     };
     match result {
         Ok(code) => code,

@@ -1,4 +1,5 @@
-//! `trackc run` and `trackc demo`: the runtime on one node.
+//! `trackc run`, `trackc outbox` and `trackc demo`: the runtime on one
+//! node.
 
 use crate::{usage, UsageError};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -10,6 +11,7 @@ use std::time::{Duration, Instant};
 use trackc_compiler::jit::Jit;
 use trackc_runtime::bundle::{self, LoadedTrack};
 use trackc_runtime::db::{self, DbUrl, Store};
+use trackc_runtime::deliver::{Deliverer, DeliveryConfig, DeliveryStats, Templates};
 use trackc_runtime::engine;
 use trackc_runtime::run::{RunStats, Runner, BLOCK_RECORDS};
 
@@ -30,9 +32,109 @@ pub struct RunArgs {
     /// Records per block.
     #[arg(long, default_value_t = BLOCK_RECORDS)]
     block: usize,
+    /// Only write the outbox; deliver nothing (another process delivers).
+    #[arg(long)]
+    no_deliver: bool,
+    #[command(flatten)]
+    delivery: DeliveryArgs,
     /// Track files, or directories of them.
     #[arg(required = true, value_name = "DIR|FILES")]
     paths: Vec<PathBuf>,
+}
+
+/// How the outbox is delivered (`trackc run`, `trackc outbox deliver`).
+#[derive(clap::Args)]
+pub struct DeliveryArgs {
+    /// SMTP server for `email` actions: smtp://HOST:PORT (plain), smtp://HOST?tls=required,
+    /// smtps://USER:PASS@HOST. Without it e-mails wait in the outbox.
+    #[arg(long, value_name = "URL")]
+    smtp: Option<String>,
+    /// The From of every e-mail.
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        default_value = "trackc <trackc@localhost>"
+    )]
+    smtp_from: String,
+    /// Folder of e-mail templates: NAME.txt (first line `Subject: …`), optional NAME.html
+    /// [default: ./templates if it exists].
+    #[arg(long, value_name = "DIR")]
+    templates: Option<PathBuf>,
+    /// Time limit of one delivery attempt (an HTTP request, an SMTP exchange).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    delivery_timeout: Duration,
+    /// Attempts before a failing delivery is parked.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    max_attempts: i64,
+    /// Wait before the first retry; it doubles with each attempt, up to 1h.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    retry_backoff: Duration,
+}
+
+impl DeliveryArgs {
+    fn config(&self) -> DeliveryConfig {
+        let default_templates = PathBuf::from("templates");
+        DeliveryConfig {
+            smtp: self.smtp.clone(),
+            from: self.smtp_from.clone(),
+            templates: self
+                .templates
+                .clone()
+                .or_else(|| default_templates.is_dir().then_some(default_templates)),
+            timeout: self.delivery_timeout,
+            max_attempts: self.max_attempts,
+            backoff: self.retry_backoff,
+            ..DeliveryConfig::default()
+        }
+    }
+}
+
+/// `500ms`, `10s`, `2m`, `1h`.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("`{text}` has no unit: write 500ms, 10s, 2m or 1h"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{text}`: write a whole number and a unit (500ms, 10s, 2m, 1h)"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("`{text}`: the unit is one of ms, s, m, h")),
+    }
+}
+
+#[derive(clap::Subcommand)]
+pub enum OutboxCommand {
+    /// List outbox rows, oldest first, with their attempts and last error.
+    List {
+        #[arg(long, value_name = "URL", default_value = "sqlite:trackc.db")]
+        db: String,
+        /// Only rows in this state.
+        #[arg(long, value_parser = ["pending", "sending", "delivered", "parked"])]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Deliver what is due now, then exit.
+    Deliver {
+        #[arg(long, value_name = "URL", default_value = "sqlite:trackc.db")]
+        db: String,
+        #[command(flatten)]
+        delivery: DeliveryArgs,
+    },
+    /// Put parked rows back in the queue, due now: one by id, or all.
+    Retry {
+        #[arg(long, value_name = "URL", default_value = "sqlite:trackc.db")]
+        db: String,
+        #[arg(value_name = "ID", required_unless_present = "all")]
+        id: Option<String>,
+        #[arg(long, conflicts_with = "id")]
+        all: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -84,6 +186,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
     if !changed.is_empty() {
         eprintln!("deployed: {}", changed.join(", "));
     }
+    let deliverer = if args.no_deliver {
+        None
+    } else {
+        Some(deliverer_for(&args.delivery, &tracks)?)
+    };
     let stop = stop_flag()?;
     let mut runner = Runner {
         store: store.as_mut(),
@@ -96,7 +203,15 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
     if args.once {
         let stats = engine::run_once(&mut runner).map_err(failed)?;
         print_errors(&stats);
-        println!("{}", one_line(&stats, started.elapsed()));
+        let delivered = match &deliverer {
+            Some(d) => deliver(d, store.as_mut(), &stop)?,
+            None => DeliveryStats::default(),
+        };
+        println!(
+            "{} {}",
+            one_line(&stats, started.elapsed()),
+            delivery_line(&delivered)
+        );
         return Ok(if stats.errors.is_empty() {
             ExitCode::SUCCESS
         } else {
@@ -107,14 +222,152 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         "running {} track(s); Ctrl-C stops after the current block",
         tracks.len()
     );
-    engine::serve(&mut runner, Duration::from_secs(1), &|stats| {
+    let stop_ref: &AtomicBool = &stop;
+    engine::serve(&mut runner, Duration::from_secs(1), &mut |store, stats| {
         print_errors(stats);
-        if stats.runs > 0 {
-            println!("{}", one_line(stats, Duration::ZERO));
+        let delivered = match &deliverer {
+            Some(d) => d.deliver_due(store, stop_ref)?,
+            None => DeliveryStats::default(),
+        };
+        for f in &delivered.failures {
+            eprintln!("warning: {f}");
         }
+        if stats.runs > 0 || delivered != DeliveryStats::default() {
+            println!(
+                "{} {}",
+                one_line(stats, Duration::ZERO),
+                delivery_line(&delivered)
+            );
+        }
+        Ok(())
     })
     .map_err(failed)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A deliverer for `args`; warns about e-mail templates the tracks use
+/// that the templates folder lacks (those e-mails would be parked).
+fn deliverer_for(args: &DeliveryArgs, tracks: &[LoadedTrack]) -> Result<Deliverer, UsageError> {
+    let config = args.config();
+    if config.smtp.is_some() {
+        let templates = Templates::load(config.templates.as_deref()).map_err(failed)?;
+        let mut wanted: Vec<&str> = tracks
+            .iter()
+            .flat_map(|t| &t.ir.steps)
+            .flat_map(|s| &s.rules)
+            .flat_map(|r| &r.effects)
+            .filter_map(|e| match e {
+                trackc_compiler::ir::Effect::Email { template, .. } => Some(template.as_str()),
+                _ => None,
+            })
+            .collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        for name in templates.missing(wanted) {
+            eprintln!(
+                "warning: no e-mail template `{name}.txt` in {}: such e-mails will be parked",
+                config
+                    .templates
+                    .as_deref()
+                    .map_or("(no --templates folder)".into(), |p| p
+                        .display()
+                        .to_string())
+            );
+        }
+    }
+    Deliverer::new(config).map_err(failed)
+}
+
+/// Delivers what is due now, reporting each failure.
+fn deliver(
+    deliverer: &Deliverer,
+    store: &mut dyn Store,
+    stop: &AtomicBool,
+) -> Result<DeliveryStats, UsageError> {
+    let stats = deliverer.deliver_due(store, stop).map_err(failed)?;
+    for f in &stats.failures {
+        eprintln!("warning: {f}");
+    }
+    if !deliverer.kinds().email {
+        let waiting: i64 = store
+            .outbox_counts()
+            .map_err(failed)?
+            .iter()
+            .filter(|(kind, state, _)| kind == "email" && state == "pending")
+            .map(|(_, _, n)| n)
+            .sum();
+        if waiting > 0 {
+            eprintln!("note: {waiting} e-mail(s) wait in the outbox: give --smtp URL to send them");
+        }
+    }
+    Ok(stats)
+}
+
+fn delivery_line(d: &DeliveryStats) -> String {
+    format!(
+        "delivered={} retrying={} parked={}",
+        d.delivered, d.retried, d.parked
+    )
+}
+
+pub fn outbox(command: &OutboxCommand) -> Result<ExitCode, UsageError> {
+    match command {
+        OutboxCommand::List { db, state, limit } => {
+            let (_, mut store) = open(db)?;
+            let rows = store
+                .list_outbox(state.as_deref(), *limit)
+                .map_err(failed)?;
+            println!(
+                "{:<32} {:<8} {:<10} {:>8}  {:<28} target / last error",
+                "id", "kind", "state", "attempts", "next attempt (UTC)"
+            );
+            for r in rows {
+                let next = if r.state == "pending" || r.state == "sending" {
+                    db::format_sqlite_timestamp(r.next_attempt_at)
+                } else {
+                    "-".into()
+                };
+                println!(
+                    "{:<32} {:<8} {:<10} {:>8}  {:<28} {}{}",
+                    r.id,
+                    r.kind,
+                    r.state,
+                    r.attempts,
+                    next,
+                    r.target,
+                    r.recipient
+                        .map(|to| format!(" to {to}"))
+                        .unwrap_or_default()
+                );
+                if let Some(e) = r.last_error {
+                    println!("{:<32} {e}", "");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        OutboxCommand::Deliver { db, delivery } => {
+            let (_, mut store) = open(db)?;
+            let deliverer = Deliverer::new(delivery.config()).map_err(failed)?;
+            let stop = stop_flag()?;
+            let stats = deliver(&deliverer, store.as_mut(), &stop)?;
+            println!("{}", delivery_line(&stats));
+            Ok(ExitCode::SUCCESS)
+        }
+        OutboxCommand::Retry { db, id, all: _ } => {
+            let (_, mut store) = open(db)?;
+            let n = store
+                .retry_parked(id.as_deref(), trackc_runtime::clock::now_micros())
+                .map_err(failed)?;
+            if n == 0 {
+                return Err(usage(match id {
+                    Some(id) => format!("no parked outbox row `{id}`"),
+                    None => "no parked outbox rows".into(),
+                }));
+            }
+            println!("{n} row(s) due again");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn one_line(s: &RunStats, elapsed: Duration) -> String {
@@ -210,8 +463,10 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, UsageError> {
     );
     println!(
         "\nnext: look inside with `sqlite3 {}` (tables trackc_state, trackc_outbox, trackc_events),\n\
+         the e-mails and webhooks waiting for delivery with `trackc outbox list --db {}`,\n\
          run it again (waiting records stay put), or write your own track and `trackc run --once --db {} DIR`",
         args.db.trim_start_matches("sqlite:"),
+        args.db,
         args.db
     );
     Ok(ExitCode::SUCCESS)

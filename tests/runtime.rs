@@ -8,9 +8,14 @@
 //! PostgreSQL tests say so and skip, unless `TRACKC_REQUIRE_POSTGRES=1`
 //! (as `.ci/run` sets), where they fail.
 
+#[path = "support/receivers.rs"]
+mod receivers;
+
+use receivers::{HttpReceiver, SmtpSink};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn trackc() -> Command {
     Command::new(env!("CARGO_BIN_EXE_trackc"))
@@ -27,6 +32,58 @@ fn temp_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A copy of fixture folder `name` in which `RECEIVER` is `receiver`'s
+/// address (the webhooks' host).
+fn tracks_dir(test: &str, name: &str, receiver: &HttpReceiver) -> PathBuf {
+    fn copy(from: &Path, to: &Path, addr: &str) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let path = entry.unwrap().path();
+            let target = to.join(path.file_name().unwrap());
+            if path.is_dir() {
+                copy(&path, &target, addr);
+            } else {
+                let text = std::fs::read_to_string(&path).unwrap();
+                std::fs::write(target, text.replace("RECEIVER", addr)).unwrap();
+            }
+        }
+    }
+    let dir = temp_dir(&format!("{test}-tracks")).join(name);
+    copy(&fixture(name), &dir, &receiver.addr);
+    dir
+}
+
+/// Receivers for the crash fixture's webhooks and e-mails, and the
+/// arguments that deliver to them.
+struct Receivers {
+    http: HttpReceiver,
+    smtp: SmtpSink,
+    tracks: PathBuf,
+}
+
+impl Receivers {
+    fn start(test: &str) -> Receivers {
+        let http = HttpReceiver::start();
+        let tracks = tracks_dir(test, "crash", &http);
+        Receivers {
+            http,
+            smtp: SmtpSink::start(),
+            tracks,
+        }
+    }
+
+    fn delivery_args(&self) -> Vec<String> {
+        vec![
+            "--smtp".into(),
+            self.smtp.url.clone(),
+            "--templates".into(),
+            self.tracks.join("templates").display().to_string(),
+            "--delivery-timeout".into(),
+            "1s".into(),
+        ]
+    }
 }
 
 fn text(out: &Output) -> String {
@@ -155,12 +212,75 @@ fn pg_admin(url: &str, sql: &str) -> Result<(), String> {
     })
 }
 
-fn run_once(db: &Db, extra: &[&str]) -> Output {
-    let mut cmd = trackc();
-    cmd.args(["run", "--once", "--db", &db.url])
+fn run_once(db: &Db, receivers: &Receivers, extra: &[&str]) -> Output {
+    trackc()
+        .args(["run", "--once", "--db", &db.url])
+        .args(receivers.delivery_args())
         .args(extra)
-        .arg(fixture("crash"));
-    cmd.output().unwrap()
+        .arg(&receivers.tracks)
+        .output()
+        .unwrap()
+}
+
+/// Delivers what is left (rows whose deliverer was killed are due again
+/// when their lease ends) until every row is delivered.
+fn deliver_the_rest(db: &mut Db, receivers: &Receivers) {
+    let started = Instant::now();
+    loop {
+        let out = trackc()
+            .args(["outbox", "deliver", "--db", &db.url])
+            .args(receivers.delivery_args())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        if db.count("SELECT count(*) FROM trackc_outbox WHERE state <> 'delivered'") == 0 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "outbox not delivered: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Every webhook and e-mail of the outbox reached its receiver, each under
+/// its own id (sent again only after a crash: `duplicates` says how often).
+fn check_delivered(db: &mut Db, receivers: &Receivers, n: i64) -> usize {
+    let count = |p: &dyn Fn(i64) -> bool| (1..=n).filter(|&i| p(i)).count();
+    let hooks = receivers.http.hooks();
+    let keys: HashSet<&str> = hooks
+        .iter()
+        .map(|h| h.idempotency_key.as_deref().expect("Idempotency-Key"))
+        .collect();
+    assert_eq!(keys.len(), count(&|i| i % 3 == 0));
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM trackc_outbox WHERE kind = 'webhook' AND state = 'delivered'"
+        ),
+        keys.len() as i64
+    );
+    for h in &hooks {
+        let body: serde_json::Value = serde_json::from_str(&h.body).unwrap();
+        assert_eq!(body["id"], h.idempotency_key.as_deref().unwrap());
+        assert_eq!(body["record"]["n"].as_i64().unwrap() % 3, 0, "{}", h.body);
+    }
+    let mails = receivers.smtp.mails();
+    let ids: HashSet<String> = mails
+        .iter()
+        .map(|m| m.header("Message-ID").expect("Message-ID"))
+        .collect();
+    assert_eq!(ids.len(), count(&|i| i % 3 == 1));
+    for m in &mails {
+        let item = m.header("Subject").unwrap();
+        let item: i64 = item.trim_start_matches("Hello item ").parse().unwrap();
+        assert_eq!(m.to, [format!("item{item}@example.com")]);
+        assert!(m
+            .data
+            .contains(&format!("Item {item} has n = {item} (track three_steps).")));
+    }
+    hooks.len() - keys.len() + mails.len() - ids.len()
 }
 
 /// What one full pass over items 1..=n must have done, exactly.
@@ -179,8 +299,14 @@ fn check_exactly_once(db: &mut Db, n: i64) {
         ("SELECT count(*) FROM trackc_outbox WHERE kind = 'webhook'", count(&|i| i % 3 == 0)),
         ("SELECT count(*) FROM trackc_outbox WHERE kind = 'email'", count(&|i| i % 3 == 1)),
         ("SELECT count(*) FROM trackc_events WHERE name = 'noticed'", count(&|i| i % 3 == 2)),
-        ("SELECT count(*) FROM trackc_state WHERE step = 'finish'", count(&|i| i % 5 == 0)),
-        ("SELECT count(*) FROM trackc_state WHERE step IS NULL", count(&|i| i % 5 != 0)),
+        (
+            "SELECT count(*) FROM trackc_state WHERE track = 'three_steps' AND step = 'finish'",
+            count(&|i| i % 5 == 0),
+        ),
+        (
+            "SELECT count(*) FROM trackc_state WHERE track = 'three_steps' AND step IS NULL",
+            count(&|i| i % 5 != 0),
+        ),
         ("SELECT count(*) FROM trackc_runs WHERE finished_at IS NULL", 0),
     ];
     for (sql, want) in expect {
@@ -188,21 +314,35 @@ fn check_exactly_once(db: &mut Db, n: i64) {
     }
 }
 
-fn runs_once_and_not_twice(db: &mut Db) {
+fn runs_once_and_not_twice(db: &mut Db, test: &str) {
     let n = 3000;
+    let receivers = Receivers::start(test);
     db.execute(&items_sql(n));
-    let out = run_once(db, &["--block", "100"]);
+    let out = run_once(db, &receivers, &["--block", "100"]);
     assert!(out.status.success(), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
+    let hooks = (1..=n).filter(|i| i % 3 == 0).count();
+    let mails = (1..=n).filter(|i| i % 3 == 1).count();
     assert!(
-        stdout.contains(&format!("records={n} record_steps={}", 3 * n)),
+        stdout.contains(&format!("records={n} record_steps={}", 3 * n))
+            && stdout.contains(&format!("delivered={} retrying=0 parked=0", hooks + mails)),
         "{}",
         text(&out)
     );
     check_exactly_once(db, n);
+    assert_eq!(
+        check_delivered(db, &receivers, n),
+        0,
+        "nothing was sent twice"
+    );
     // A second pass: ended records are done; those that stay fire again.
-    let out = run_once(db, &[]);
+    let out = run_once(db, &receivers, &[]);
     assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("delivered=0 "),
+        "{}",
+        text(&out)
+    );
     assert_eq!(db.count("SELECT count(*) FROM effects"), n + n - n / 5);
     assert_eq!(
         db.count("SELECT CAST(coalesce(sum(counter), 0) AS BIGINT) FROM items"),
@@ -212,20 +352,22 @@ fn runs_once_and_not_twice(db: &mut Db) {
 
 #[test]
 fn sqlite_runs_once_and_not_twice() {
-    runs_once_and_not_twice(&mut Db::sqlite("once"));
+    runs_once_and_not_twice(&mut Db::sqlite("once"), "sqlite-once");
 }
 
 #[test]
 fn postgres_runs_once_and_not_twice() {
     if let Some(mut db) = Db::postgres("once") {
-        runs_once_and_not_twice(&mut db);
+        runs_once_and_not_twice(&mut db, "pg-once");
     }
 }
 
 /// `trackc run --once` killed with SIGKILL at random moments, again and
-/// again, then run to the end: every effect exactly once.
-fn survives_kill_9(db: &mut Db, seed: u64) {
+/// again, then run to the end: every effect exactly once, every webhook and
+/// e-mail delivered under its own id.
+fn survives_kill_9(db: &mut Db, test: &str, seed: u64) {
     let n = 20_000;
+    let receivers = Receivers::start(test);
     db.execute(&items_sql(n));
     let mut rng = seed;
     let mut kills = 0;
@@ -239,7 +381,8 @@ fn survives_kill_9(db: &mut Db, seed: u64) {
         let delay = 30 + (rng >> 33) % 400;
         let mut child = trackc()
             .args(["run", "--once", "--block", "64", "--db", &db.url])
-            .arg(fixture("crash"))
+            .args(receivers.delivery_args())
+            .arg(&receivers.tracks)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
@@ -253,33 +396,67 @@ fn survives_kill_9(db: &mut Db, seed: u64) {
             finished = true;
             break;
         }
+        // Killed while delivering, after the pass was done: what is left
+        // is delivery (another `--once` would be a new pass).
+        if db.count("SELECT count(*) FROM trackc_passes WHERE finished_at IS NOT NULL") > 0 {
+            finished = true;
+            break;
+        }
     }
     if !finished {
-        let out = run_once(db, &[]);
+        let out = run_once(db, &receivers, &[]);
         assert!(out.status.success(), "{}", text(&out));
     }
     assert!(kills > 0, "no attempt was killed: make the work longer");
-    eprintln!("killed {kills} times (seed {seed})");
+    // Delivery killed too: rows a killed deliverer had claimed are
+    // claimed again when their lease ends.
+    let mut delivery_kills = 0;
+    for _ in 0..4 {
+        rng = rng
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let mut child = trackc()
+            .args(["outbox", "deliver", "--db", &db.url])
+            .args(receivers.delivery_args())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20 + (rng >> 33) % 200));
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        delivery_kills += 1;
+    }
+    deliver_the_rest(db, &receivers);
     check_exactly_once(db, n);
+    let resent = check_delivered(db, &receivers, n);
+    eprintln!(
+        "seed {seed}: runs killed {kills} times, deliveries {delivery_kills} times; \
+         {resent} deliveries sent again after a kill"
+    );
 }
 
 #[test]
 fn sqlite_survives_kill_9() {
-    survives_kill_9(&mut Db::sqlite("kill"), 7);
+    survives_kill_9(&mut Db::sqlite("kill"), "sqlite-kill", 7);
 }
 
 #[test]
 fn postgres_survives_kill_9() {
     if let Some(mut db) = Db::postgres("kill") {
-        survives_kill_9(&mut db, 11);
+        survives_kill_9(&mut db, "pg-kill", 11);
     }
 }
 
 #[test]
 fn bad_input_is_a_clear_error() {
     let db = Db::sqlite("bad");
+    let receivers = Receivers::start("bad");
     // The user's table is missing: the track's run fails, said plainly.
-    let out = run_once(&db, &[]);
+    let out = run_once(&db, &receivers, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -318,7 +495,7 @@ fn null_keys_are_skipped_and_reported() {
     db.execute("CREATE TABLE items (id BIGINT, n BIGINT NOT NULL, email TEXT, counter BIGINT NOT NULL DEFAULT 0);
                 CREATE TABLE effects (item BIGINT NOT NULL, what TEXT NOT NULL);
                 INSERT INTO items (id, n) VALUES (1, 1), (NULL, 2), (3, 3);");
-    let out = run_once(&db, &[]);
+    let out = run_once(&db, &Receivers::start("nullkey"), &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("key `id` is NULL"),
@@ -347,4 +524,204 @@ fn demo_runs_twice() {
             "{stdout}"
         );
     }
+}
+
+/// Retries with backoff, parking with the reason, a receiver that hangs
+/// (the others are delivered meanwhile), re-queueing parked rows.
+#[test]
+fn failed_deliveries_are_retried_then_parked_never_dropped() {
+    let mut db = Db::sqlite("delivery");
+    let http = HttpReceiver::start();
+    let smtp = SmtpSink::start();
+    let tracks = tracks_dir("delivery", "delivery", &http);
+    // n = 4 has no e-mail address; 6..=40 are plain deliveries.
+    let mut sql = std::fs::read_to_string(tracks.join("schema.sql")).unwrap();
+    sql.push_str("INSERT INTO items (id, n, email) VALUES (4, 4, NULL);\n");
+    for i in (1..=40).filter(|&i| i != 4) {
+        sql.push_str(&format!(
+            "INSERT INTO items (id, n, email) VALUES ({i}, {i}, 'item{i}@example.com');\n"
+        ));
+    }
+    db.execute(&sql);
+    let templates = fixture("crash/templates").display().to_string();
+    let delivery = [
+        "--smtp",
+        &smtp.url,
+        "--templates",
+        &templates,
+        "--delivery-timeout",
+        "1s",
+        "--max-attempts",
+        "3",
+        "--retry-backoff",
+        "200ms",
+    ];
+    let started = Instant::now();
+    let out = trackc()
+        .args(["run", "--once", "--db", &db.url])
+        .args(delivery)
+        .arg(&tracks)
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The templates folder lacks `missing`: said before anything runs.
+    assert!(
+        stderr.contains("no e-mail template `missing.txt`"),
+        "{stderr}"
+    );
+    // Items 6..=40 each send a webhook and an e-mail: all delivered in the
+    // first round, while the receiver of item 3's webhook hangs.
+    assert_eq!(
+        http.hooks().iter().filter(|h| h.path == "/hook").count(),
+        35
+    );
+    assert_eq!(smtp.mails().len(), 35);
+    assert!(took < Duration::from_secs(8), "took {took:?}");
+    // Attempt 1 of /flaky failed (500) and /hang timed out: both retry;
+    // /gone (404), no recipient and no template are parked at once.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("delivered=70 retrying=2 parked=3"),
+        "{}",
+        text(&out)
+    );
+    for part in [
+        "webhook deliveries/1/1/0 (http://",
+        "the receiver answered 500 Internal Server Error; attempt 1 of 3, will retry",
+        "parked: the receiver answered 404 Not Found",
+        "parked: the record has no recipient",
+        "parked: no template `missing.txt`",
+    ] {
+        assert!(stderr.contains(part), "{part}\n{stderr}");
+    }
+    // Later rounds: /flaky succeeds at its third attempt, /hang gives up.
+    let started = Instant::now();
+    while db.count("SELECT count(*) FROM trackc_outbox WHERE state IN ('pending', 'sending')") > 0 {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(300));
+        let out = trackc()
+            .args(["outbox", "deliver", "--db", &db.url])
+            .args(delivery)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    let flaky: Vec<_> = http
+        .hooks()
+        .into_iter()
+        .filter(|h| h.path == "/flaky")
+        .collect();
+    assert_eq!(flaky.len(), 3);
+    assert_eq!(
+        db.count("SELECT count(*) FROM trackc_outbox WHERE state = 'delivered'"),
+        71
+    );
+    let out = trackc()
+        .args(["outbox", "list", "--state", "parked", "--db", &db.url])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    for part in [
+        "deliveries/2/1/0",
+        "404 Not Found",
+        "deliveries/3/1/0",
+        "gave up after 3 attempts",
+        "deliveries/4/1/0",
+        "deliveries/5/1/0",
+    ] {
+        assert!(list.contains(part), "{part}\n{list}");
+    }
+    assert_eq!(
+        db.count("SELECT count(*) FROM trackc_outbox WHERE state = 'parked'"),
+        4
+    );
+    // Re-queued, a parked row is attempted again (and parked again: the
+    // receiver still answers 404).
+    let out = trackc()
+        .args(["outbox", "retry", "deliveries/2/1/0", "--db", &db.url])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let out = trackc()
+        .args(["outbox", "deliver", "--db", &db.url])
+        .args(delivery)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("delivered=0 retrying=0 parked=1"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(http.hooks().iter().filter(|h| h.path == "/gone").count(), 2);
+    let out = trackc()
+        .args(["outbox", "retry", "nope", "--db", &db.url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no parked outbox row `nope`"));
+}
+
+/// `trackc run` without `--once`: runs by triggers, handles events as they
+/// come, delivers, and stops cleanly on SIGTERM.
+#[test]
+fn serves_until_sigterm() {
+    let mut db = Db::sqlite("serve");
+    let receivers = Receivers::start("serve");
+    std::fs::copy(
+        fixture("serve/pinged.dt"),
+        receivers.tracks.join("pinged.dt"),
+    )
+    .unwrap();
+    let n = 300;
+    db.execute(&items_sql(n));
+    let child = trackc()
+        .args(["run", "--db", &db.url])
+        .args(receivers.delivery_args())
+        .arg(&receivers.tracks)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let wait_for = |db: &mut Db, sql: &str, want: i64| {
+        let started = Instant::now();
+        while db.count(sql) != want {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{sql} is {} (want {want})",
+                db.count(sql)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // `on every 1h` is due at once; its webhooks and e-mails go out.
+    wait_for(
+        &mut db,
+        "SELECT count(*) FROM trackc_outbox WHERE state = 'delivered'",
+        n / 3 + n / 3,
+    );
+    // An event for key 7 runs `pinged` for that record only, once.
+    db.store
+        .as_mut()
+        .unwrap()
+        .insert_event("ping", Some("7"), trackc_runtime::clock::now_micros())
+        .unwrap();
+    wait_for(
+        &mut db,
+        "SELECT count(*) FROM effects WHERE what = 'pinged'",
+        1,
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM effects WHERE what = 'pinged' AND item = 7"),
+        1
+    );
+    let pid = child.id().to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    check_exactly_once(&mut db, n);
+    assert_eq!(check_delivered(&mut db, &receivers, n), 0);
 }

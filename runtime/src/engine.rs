@@ -93,8 +93,13 @@ pub fn process_events(runner: &mut Runner<'_>, now: i64) -> Result<RunStats> {
 }
 
 /// Runs tracks by their triggers until `runner.stop` is set, checking
-/// every `tick`. `report` sees each round's work.
-pub fn serve(runner: &mut Runner<'_>, tick: Duration, report: &dyn Fn(&RunStats)) -> Result<()> {
+/// every `tick`. `between` is called after each round with the store and
+/// the round's work (outbox delivery, reports).
+pub fn serve(
+    runner: &mut Runner<'_>,
+    tick: Duration,
+    between: &mut dyn FnMut(&mut dyn Store, &RunStats) -> Result<()>,
+) -> Result<()> {
     let started = now_micros();
     while !runner.stop.load(Ordering::SeqCst) {
         let now = now_micros();
@@ -115,7 +120,7 @@ pub fn serve(runner: &mut Runner<'_>, tick: Duration, report: &dyn Fn(&RunStats)
             }
         }
         stats.add(process_events(runner, now)?);
-        report(&stats);
+        between(runner.store, &stats)?;
         let mut slept = Duration::ZERO;
         while slept < tick && !runner.stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(50));

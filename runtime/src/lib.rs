@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod clock;
 pub mod db;
+pub mod deliver;
 pub mod engine;
 pub mod error;
 pub mod run;

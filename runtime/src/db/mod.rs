@@ -9,10 +9,12 @@
 //! a run, the other applies blocks while it does.
 
 mod migrations;
+mod outbox;
 mod postgres;
 mod sqlite;
 mod timefmt;
 
+pub use outbox::{Kinds, OutboxItem, OutboxListing, Outcome, Settled};
 pub use timefmt::{format_sqlite_timestamp, parse_sqlite_timestamp};
 
 use crate::error::{Error, Result};
@@ -322,6 +324,28 @@ pub trait Store: Send {
 
     /// Outbox rows per (kind, state).
     fn outbox_counts(&mut self) -> Result<Vec<(String, String, i64)>>;
+
+    /// Claims up to `limit` rows of `kinds` due at `now` (pending, or
+    /// sending with an expired lease) for one attempt each, leased until
+    /// `lease_until`; oldest due first.
+    fn claim_outbox(
+        &mut self,
+        kinds: Kinds,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>>;
+
+    /// Records the outcomes of attempts, in one transaction; an outcome
+    /// whose lease was taken over (another attempt since) is ignored.
+    fn settle_outbox(&mut self, settled: &[Settled], now: i64) -> Result<()>;
+
+    /// Outbox rows in `state` (all with `None`), oldest first.
+    fn list_outbox(&mut self, state: Option<&str>, limit: usize) -> Result<Vec<OutboxListing>>;
+
+    /// Puts parked rows (`id`, or all with `None`) back in the queue, due
+    /// at `now`; returns how many.
+    fn retry_parked(&mut self, id: Option<&str>, now: i64) -> Result<u64>;
 
     /// Runs plain SQL (set-up scripts, tests).
     fn execute_batch(&mut self, sql: &str) -> Result<()>;

@@ -4,6 +4,7 @@
 //! the source query is read through a portal, a block at a time.
 
 use super::migrations::{sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
+use super::outbox as ob;
 use super::*;
 use crate::error::Context;
 use crate::sqltext;
@@ -1030,6 +1031,90 @@ impl Store for PgStore {
             || "counting the outbox".into(),
             |r| (r.get(0), r.get(1), r.get(2)),
         )
+    }
+
+    fn claim_outbox(
+        &mut self,
+        kinds: Kinds,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>> {
+        let sql = ob::CLAIM.replace("/*lock*/", "FOR UPDATE SKIP LOCKED");
+        let rows = self.query(
+            &sql,
+            &[
+                &(limit as i64),
+                &now,
+                &lease_until,
+                &kinds.email,
+                &kinds.webhook,
+            ],
+            || "claiming outbox rows".into(),
+            |r| {
+                (
+                    r.get::<_, String>(1),
+                    OutboxItem {
+                        id: r.get(0),
+                        kind: OutboxKind::Email,
+                        track: r.get(2),
+                        key: r.get(3),
+                        target: r.get(4),
+                        recipient: r.get(5),
+                        payload: r.get(6),
+                        attempt: r.get(7),
+                    },
+                )
+            },
+        )?;
+        rows.into_iter()
+            .map(|(kind, item)| {
+                Ok(OutboxItem {
+                    kind: ob::kind_of(&kind)?,
+                    ..item
+                })
+            })
+            .collect()
+    }
+
+    fn settle_outbox(&mut self, settled: &[Settled], now: i64) -> Result<()> {
+        let client = &mut self.writer.client;
+        self.rt
+            .block_on(async {
+                let tx = client.transaction().await?;
+                let stmt = tx.prepare(ob::SETTLE).await?;
+                for s in settled {
+                    let (state, next, error) = ob::settle_columns(&s.outcome);
+                    tx.execute(&stmt, &[&s.id, &s.attempt, &now, &state, &next, &error])
+                        .await?;
+                }
+                tx.commit().await
+            })
+            .context(|| "settling outbox rows".into())
+    }
+
+    fn list_outbox(&mut self, state: Option<&str>, limit: usize) -> Result<Vec<OutboxListing>> {
+        self.query(
+            ob::LIST,
+            &[&state.unwrap_or(""), &(limit as i64)],
+            || "listing the outbox".into(),
+            |r| OutboxListing {
+                id: r.get(0),
+                kind: r.get(1),
+                target: r.get(2),
+                recipient: r.get(3),
+                state: r.get(4),
+                attempts: r.get(5),
+                next_attempt_at: r.get(6),
+                last_error: r.get(7),
+            },
+        )
+    }
+
+    fn retry_parked(&mut self, id: Option<&str>, now: i64) -> Result<u64> {
+        self.execute(ob::RETRY_PARKED, &[&now, &id.unwrap_or("")], || {
+            "re-queueing parked outbox rows".into()
+        })
     }
 
     fn execute_batch(&mut self, sql: &str) -> Result<()> {

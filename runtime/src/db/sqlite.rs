@@ -2,6 +2,7 @@
 //! reader keeps its snapshot while the writer commits block after block.
 
 use super::migrations::{sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
+use super::outbox::{self as ob, sqlite_placeholders};
 use super::timefmt::{format_sqlite_timestamp, parse_sqlite_timestamp};
 use super::*;
 use crate::error::Context;
@@ -700,6 +701,95 @@ impl Store for SqliteStore {
             "counting the outbox",
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
+    }
+
+    fn claim_outbox(
+        &mut self,
+        kinds: Kinds,
+        now: i64,
+        lease_until: i64,
+        limit: usize,
+    ) -> Result<Vec<OutboxItem>> {
+        let sql = sqlite_placeholders(&ob::CLAIM.replace("/*lock*/", ""));
+        let rows = query_all(
+            self.conn(),
+            &sql,
+            params![limit as i64, now, lease_until, kinds.email, kinds.webhook],
+            "claiming outbox rows",
+            |r| {
+                Ok((
+                    r.get::<_, String>(1)?,
+                    OutboxItem {
+                        id: r.get(0)?,
+                        kind: OutboxKind::Email,
+                        track: r.get(2)?,
+                        key: r.get(3)?,
+                        target: r.get(4)?,
+                        recipient: r.get(5)?,
+                        payload: r.get(6)?,
+                        attempt: r.get(7)?,
+                    },
+                ))
+            },
+        )?;
+        rows.into_iter()
+            .map(|(kind, item)| {
+                Ok(OutboxItem {
+                    kind: ob::kind_of(&kind)?,
+                    ..item
+                })
+            })
+            .collect()
+    }
+
+    fn settle_outbox(&mut self, settled: &[Settled], now: i64) -> Result<()> {
+        let tx = self
+            .conn()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .context(|| "settling outbox rows".into())?;
+        {
+            let mut stmt = tx
+                .prepare_cached(&sqlite_placeholders(ob::SETTLE))
+                .context(|| "settling outbox rows".into())?;
+            for s in settled {
+                let (state, next, error) = ob::settle_columns(&s.outcome);
+                stmt.execute(params![s.id, s.attempt, now, state, next, error])
+                    .context(|| format!("settling outbox row {}", s.id))?;
+            }
+        }
+        tx.commit().context(|| "settling outbox rows".into())
+    }
+
+    fn list_outbox(&mut self, state: Option<&str>, limit: usize) -> Result<Vec<OutboxListing>> {
+        query_all(
+            self.conn(),
+            &sqlite_placeholders(ob::LIST),
+            params![state.unwrap_or(""), limit as i64],
+            "listing the outbox",
+            |r| {
+                Ok(OutboxListing {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    target: r.get(2)?,
+                    recipient: r.get(3)?,
+                    state: r.get(4)?,
+                    attempts: r.get(5)?,
+                    next_attempt_at: r.get(6)?,
+                    last_error: r.get(7)?,
+                })
+            },
+        )
+    }
+
+    fn retry_parked(&mut self, id: Option<&str>, now: i64) -> Result<u64> {
+        let n = self
+            .conn()
+            .execute(
+                &sqlite_placeholders(ob::RETRY_PARKED),
+                params![now, id.unwrap_or("")],
+            )
+            .context(|| "re-queueing parked outbox rows".into())?;
+        Ok(n as u64)
     }
 
     fn execute_batch(&mut self, sql: &str) -> Result<()> {
