@@ -225,8 +225,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
     let stop_ref: &AtomicBool = &stop;
     engine::serve(&mut runner, Duration::from_secs(1), &mut |store, stats| {
         print_errors(stats);
+        // A backlog is delivered a few seconds at a time, so that tracks
+        // due meanwhile are not held up by it.
         let delivered = match &deliverer {
-            Some(d) => d.deliver_due(store, stop_ref)?,
+            Some(d) => d.deliver_due(store, stop_ref, Some(Duration::from_secs(5)))?,
             None => DeliveryStats::default(),
         };
         for f in &delivered.failures {
@@ -239,7 +241,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
                 delivery_line(&delivered)
             );
         }
-        Ok(())
+        Ok(delivered.more)
     })
     .map_err(failed)?;
     Ok(ExitCode::SUCCESS)
@@ -284,7 +286,7 @@ fn deliver(
     store: &mut dyn Store,
     stop: &AtomicBool,
 ) -> Result<DeliveryStats, UsageError> {
-    let stats = deliverer.deliver_due(store, stop).map_err(failed)?;
+    let stats = deliverer.deliver_due(store, stop, None).map_err(failed)?;
     for f in &stats.failures {
         eprintln!("warning: {f}");
     }

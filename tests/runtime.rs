@@ -725,3 +725,47 @@ fn serves_until_sigterm() {
     check_exactly_once(&mut db, n);
     assert_eq!(check_delivered(&mut db, &receivers, n), 0);
 }
+
+/// A new version that removes a step still holding records is refused,
+/// changing nothing, unless `--map` says where the records go.
+#[test]
+fn deploy_removing_an_occupied_step_needs_a_mapping() {
+    let mut db = Db::sqlite("deploy");
+    let receivers = Receivers::start("deploy");
+    let n = 100;
+    db.execute(&items_sql(n));
+    let out = run_once(&db, &receivers, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let in_finish = "SELECT count(*) FROM trackc_state WHERE step = 'finish'";
+    assert_eq!(db.count(in_finish), n / 5);
+    // Version 2: `notify` ends the record; `finish` is gone.
+    let file = receivers.tracks.join("three_steps.dt");
+    let v1 = std::fs::read_to_string(&file).unwrap();
+    let cut = v1.find("    step finish").unwrap();
+    let v2 = format!("{}}}\n", &v1[..cut]).replace("goto finish", "end");
+    std::fs::write(&file, v2).unwrap();
+    let effects = db.count("SELECT count(*) FROM effects");
+    let out = run_once(&db, &receivers, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("deploy refused, nothing changed")
+            && stderr.contains("step `finish` holds 20 record(s)")
+            && stderr.contains("--map three_steps.finish=STEP"),
+        "{stderr}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM effects"), effects);
+    assert_eq!(db.count(in_finish), n / 5);
+    // A mapping to a step that does not exist is refused too.
+    let out = run_once(&db, &receivers, &["--map", "three_steps.finish=nowhere"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("names no step of the new version"));
+    // Mapped to `notify`, the records are decided there in the same run.
+    let out = run_once(&db, &receivers, &["--map", "three_steps.finish=notify"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(db.count(in_finish), 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM trackc_state WHERE step IS NULL"),
+        n
+    );
+}

@@ -94,11 +94,12 @@ pub fn process_events(runner: &mut Runner<'_>, now: i64) -> Result<RunStats> {
 
 /// Runs tracks by their triggers until `runner.stop` is set, checking
 /// every `tick`. `between` is called after each round with the store and
-/// the round's work (outbox delivery, reports).
+/// the round's work (outbox delivery, reports); it returns true when it
+/// has more to do, and the next round then starts without waiting.
 pub fn serve(
     runner: &mut Runner<'_>,
     tick: Duration,
-    between: &mut dyn FnMut(&mut dyn Store, &RunStats) -> Result<()>,
+    between: &mut dyn FnMut(&mut dyn Store, &RunStats) -> Result<bool>,
 ) -> Result<()> {
     let started = now_micros();
     while !runner.stop.load(Ordering::SeqCst) {
@@ -120,9 +121,9 @@ pub fn serve(
             }
         }
         stats.add(process_events(runner, now)?);
-        between(runner.store, &stats)?;
+        let busy = between(runner.store, &stats)?;
         let mut slept = Duration::ZERO;
-        while slept < tick && !runner.stop.load(Ordering::SeqCst) {
+        while !busy && slept < tick && !runner.stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(50));
             slept += Duration::from_millis(50);
         }

@@ -33,7 +33,14 @@ pub struct PgWriter {
     /// Prepared track SQL with its parameter names, by the text the track
     /// wrote.
     prepared: HashMap<String, (tokio_postgres::Statement, Vec<String>)>,
+    /// States this writer has written, and that count when it last had
+    /// `trackc_state` analyzed (see `analyze_when_grown`).
+    states_written: u64,
+    analyzed_at: u64,
 }
+
+/// States written before the first `ANALYZE` of `trackc_state`.
+const ANALYZE_AFTER: u64 = 50_000;
 
 fn connect(rt: &Runtime, url: &str) -> Result<Client> {
     let (client, connection) = rt
@@ -76,6 +83,8 @@ impl PgStore {
                 rt: rt.clone(),
                 client,
                 prepared: HashMap::new(),
+                states_written: 0,
+                analyzed_at: 0,
             },
             rt,
             reader,
@@ -348,6 +357,22 @@ fn refs<'a>(params: &'a [PgParam<'a>]) -> Vec<&'a (dyn ToSql + Sync)> {
 }
 
 impl PgWriter {
+    /// Has `trackc_state` analyzed each time this writer's writes have
+    /// doubled since the last time (from `ANALYZE_AFTER` on): a first run
+    /// over a big table grows it faster than autovacuum looks, and plans
+    /// made from the statistics of a small table scan it whole. A handful
+    /// of samples over a million records, each a fraction of a second.
+    fn analyze_when_grown(&mut self, written: u64) -> Result<()> {
+        self.states_written += written;
+        if self.states_written < ANALYZE_AFTER.max(2 * self.analyzed_at) {
+            return Ok(());
+        }
+        self.analyzed_at = self.states_written;
+        self.rt
+            .block_on(self.client.batch_execute("ANALYZE trackc_state"))
+            .context(|| "analyzing trackc_state".into())
+    }
+
     /// Prepares `sql` (with its parameters made positional) once per text;
     /// `self.prepared[sql]` holds it afterwards.
     fn ensure_prepared(&mut self, sql: &str) -> Result<()> {
@@ -431,8 +456,16 @@ impl BlockWriter for PgWriter {
         let rows = self
             .rt
             .block_on(self.client.query(
-                "SELECT key, step, entered_at, wake_at, seq, run_id FROM trackc_state
-                 WHERE track = $1 AND key = ANY($2)",
+                // One primary-key probe per key (a lateral join), whatever
+                // the statistics say: `key = ANY($2)` or a plain join let
+                // the planner, with statistics from when the table was
+                // small, hash the whole track's states for every block,
+                // which made a first run over a big table quadratic.
+                "SELECT s.key, s.step, s.entered_at, s.wake_at, s.seq, s.run_id
+                 FROM unnest($2::text[]) AS k(key)
+                 CROSS JOIN LATERAL (
+                     SELECT * FROM trackc_state
+                     WHERE track = $1 AND key = k.key LIMIT 1) s",
                 &[&track, &keys],
             ))
             .context(|| "reading record states".into())?;
@@ -467,7 +500,7 @@ impl BlockWriter for PgWriter {
         let (new, old) = (StateColumns::of(&new), StateColumns::of(&old));
         let prepared = &self.prepared;
         let client = &mut self.client;
-        self.rt.block_on(async {
+        let applied = self.rt.block_on(async {
             let tx = client
                 .transaction()
                 .await
@@ -600,8 +633,10 @@ impl BlockWriter for PgWriter {
             tx.commit()
                 .await
                 .context(|| "committing a block".into())?;
-            Ok(applied)
-        })
+            Ok::<_, Error>(applied)
+        })?;
+        self.analyze_when_grown(applied.changes)?;
+        Ok(applied)
     }
 }
 

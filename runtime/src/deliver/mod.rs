@@ -73,6 +73,8 @@ pub struct DeliveryStats {
     pub parked: u64,
     /// One line per failed attempt, for the operator.
     pub failures: Vec<String>,
+    /// The time budget ran out with rows perhaps still due.
+    pub more: bool,
 }
 
 impl DeliveryStats {
@@ -81,6 +83,7 @@ impl DeliveryStats {
         self.retried += other.retried;
         self.parked += other.parked;
         self.failures.extend(other.failures);
+        self.more |= other.more;
     }
 }
 
@@ -148,10 +151,21 @@ impl Deliverer {
     }
 
     /// Attempts every row due now, round after round until none is left
-    /// (rows retried later are not waited for) or `stop` is set.
-    pub fn deliver_due(&self, store: &mut dyn Store, stop: &AtomicBool) -> Result<DeliveryStats> {
+    /// (rows retried later are not waited for), `stop` is set, or rounds
+    /// have taken `budget` (then `more` is set: there may be rows left).
+    pub fn deliver_due(
+        &self,
+        store: &mut dyn Store,
+        stop: &AtomicBool,
+        budget: Option<Duration>,
+    ) -> Result<DeliveryStats> {
+        let started = std::time::Instant::now();
         let mut stats = DeliveryStats::default();
         while !stop.load(Ordering::SeqCst) {
+            if budget.is_some_and(|b| started.elapsed() >= b) {
+                stats.more = true;
+                break;
+            }
             let now = now_micros();
             // An attempt ends within `timeout` + 1 s (see `attempt`).
             let lease = self.config.timeout + Duration::from_secs(2);
