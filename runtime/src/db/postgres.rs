@@ -3,7 +3,7 @@
 //! one statement over arrays (`unnest`), its action SQL is pipelined, and
 //! the source query is read through a portal, a block at a time.
 
-use super::migrations::{sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
+use super::migrations::{runs_sql, sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
 use super::outbox as ob;
 use super::*;
 use crate::error::Context;
@@ -868,8 +868,7 @@ impl Store for PgStore {
             // Already run for this event or in this pass (NULL matches nothing).
             let ran: i64 = tx
                 .query_one(
-                    "SELECT count(*) FROM trackc_runs
-                     WHERE track = $1 AND (event_seq = $2 OR pass_id = $3)",
+                    runs_sql::ALREADY_RAN,
                     &[&track, &event.map(|e| e.seq), &pass],
                 )
                 .await
@@ -879,14 +878,10 @@ impl Store for PgStore {
                 return Ok(None);
             }
             let last_run: i64 = tx
-                .query_one(
-                    "SELECT coalesce(max(run_at), 0)::int8 FROM trackc_runs
-                     WHERE track = $1 AND finished_at IS NOT NULL",
-                    &[&track],
-                )
+                .query_opt(runs_sql::LATEST_FINISHED, &[&track])
                 .await
                 .context(what)?
-                .get(0);
+                .map_or(0, |r| r.get(0));
             let id: i64 = tx
                 .query_one(
                     "INSERT INTO trackc_runs
@@ -977,8 +972,7 @@ impl Store for PgStore {
 
     fn last_run(&mut self, track: &str) -> Result<Option<i64>> {
         let rows = self.query(
-            "SELECT max(run_at) FROM trackc_runs WHERE track = $1 AND finished_at IS NOT NULL
-             AND event_seq IS NULL",
+            runs_sql::LATEST_SCHEDULED,
             &[&track],
             || format!("reading the last run of {track}"),
             |r| r.get::<_, Option<i64>>(0),

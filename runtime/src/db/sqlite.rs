@@ -1,7 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode, so that the run's
 //! reader keeps its snapshot while the writer commits block after block.
 
-use super::migrations::{sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
+use super::migrations::{runs_sql, sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
 use super::outbox::{self as ob, sqlite_placeholders};
 use super::timefmt::{format_sqlite_timestamp, parse_sqlite_timestamp};
 use super::*;
@@ -509,8 +509,7 @@ impl Store for SqliteStore {
         // Already run for this event or in this pass (NULL matches nothing).
         let ran: i64 = tx
             .query_row(
-                "SELECT count(*) FROM trackc_runs
-                 WHERE track = ?1 AND (event_seq = ?2 OR pass_id = ?3)",
+                &sqlite_placeholders(runs_sql::ALREADY_RAN),
                 params![track, event.map(|e| e.seq), pass],
                 |r| r.get(0),
             )
@@ -520,12 +519,13 @@ impl Store for SqliteStore {
         }
         let last_run: i64 = tx
             .query_row(
-                "SELECT coalesce(max(run_at), 0) FROM trackc_runs
-                 WHERE track = ?1 AND finished_at IS NOT NULL",
+                &sqlite_placeholders(runs_sql::LATEST_FINISHED),
                 [track],
                 |r| r.get(0),
             )
-            .context(what)?;
+            .optional()
+            .context(what)?
+            .unwrap_or(0);
         tx.execute(
             "INSERT INTO trackc_runs
              (track, event_seq, event_key, run_at, last_run, started_at, pass_id)
@@ -608,11 +608,11 @@ impl Store for SqliteStore {
     fn last_run(&mut self, track: &str) -> Result<Option<i64>> {
         self.conn()
             .query_row(
-                "SELECT max(run_at) FROM trackc_runs WHERE track = ?1 AND finished_at IS NOT NULL
-                 AND event_seq IS NULL",
+                &sqlite_placeholders(runs_sql::LATEST_SCHEDULED),
                 [track],
                 |r| r.get(0),
             )
+            .optional()
             .context(|| format!("reading the last run of {track}"))
     }
 
