@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use trackc_compiler::jit::Jit;
 use trackc_runtime::bundle::{self, LoadedTrack};
 use trackc_runtime::db::{self, DbUrl, Store};
-use trackc_runtime::deliver::{Deliverer, DeliveryConfig, DeliveryStats, Templates};
+use trackc_runtime::deliver::{Deliverer, DeliveryConfig, DeliveryStats};
 use trackc_runtime::engine;
 use trackc_runtime::run::{RunStats, Runner, BLOCK_RECORDS};
 
@@ -204,7 +204,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         let stats = engine::run_once(&mut runner).map_err(failed)?;
         print_errors(&stats);
         let delivered = match &deliverer {
-            Some(d) => deliver(d, store.as_mut(), &stop)?,
+            Some(d) => {
+                let delivered = deliver(d, store.as_mut(), &stop, None).map_err(failed)?;
+                note_waiting_email(d, store.as_mut())?;
+                delivered
+            }
             None => DeliveryStats::default(),
         };
         println!(
@@ -228,12 +232,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         // A backlog is delivered a few seconds at a time, so that tracks
         // due meanwhile are not held up by it.
         let delivered = match &deliverer {
-            Some(d) => d.deliver_due(store, stop_ref, Some(Duration::from_secs(5)))?,
+            Some(d) => deliver(d, store, stop_ref, Some(Duration::from_secs(5)))?,
             None => DeliveryStats::default(),
         };
-        for f in &delivered.failures {
-            eprintln!("warning: {f}");
-        }
         if stats.runs > 0 || delivered != DeliveryStats::default() {
             println!(
                 "{} {}",
@@ -250,59 +251,57 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
 /// A deliverer for `args`; warns about e-mail templates the tracks use
 /// that the templates folder lacks (those e-mails would be parked).
 fn deliverer_for(args: &DeliveryArgs, tracks: &[LoadedTrack]) -> Result<Deliverer, UsageError> {
-    let config = args.config();
-    if config.smtp.is_some() {
-        let templates = Templates::load(config.templates.as_deref()).map_err(failed)?;
-        let mut wanted: Vec<&str> = tracks
-            .iter()
-            .flat_map(|t| &t.ir.steps)
-            .flat_map(|s| &s.rules)
-            .flat_map(|r| &r.effects)
-            .filter_map(|e| match e {
-                trackc_compiler::ir::Effect::Email { template, .. } => Some(template.as_str()),
-                _ => None,
-            })
-            .collect();
-        wanted.sort_unstable();
-        wanted.dedup();
-        for name in templates.missing(wanted) {
-            eprintln!(
-                "warning: no e-mail template `{name}.txt` in {}: such e-mails will be parked",
-                config
-                    .templates
-                    .as_deref()
-                    .map_or("(no --templates folder)".into(), |p| p
-                        .display()
-                        .to_string())
-            );
-        }
+    let deliverer = Deliverer::new(args.config()).map_err(failed)?;
+    let mut wanted: Vec<&str> = tracks
+        .iter()
+        .flat_map(|t| &t.ir.steps)
+        .flat_map(|s| &s.rules)
+        .flat_map(|r| &r.effects)
+        .filter_map(|e| match e {
+            trackc_compiler::ir::Effect::Email { template, .. } => Some(template.as_str()),
+            _ => None,
+        })
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    for (name, folder) in deliverer.missing_templates(wanted) {
+        eprintln!(
+            "warning: no e-mail template `{name}.txt` in {folder}: such e-mails will be parked"
+        );
     }
-    Deliverer::new(config).map_err(failed)
+    Ok(deliverer)
 }
 
-/// Delivers what is due now, reporting each failure.
+/// Delivers what is due now (for at most `budget`), reporting each failure.
 fn deliver(
     deliverer: &Deliverer,
     store: &mut dyn Store,
     stop: &AtomicBool,
-) -> Result<DeliveryStats, UsageError> {
-    let stats = deliverer.deliver_due(store, stop, None).map_err(failed)?;
+    budget: Option<Duration>,
+) -> trackc_runtime::Result<DeliveryStats> {
+    let stats = deliverer.deliver_due(store, stop, budget)?;
     for f in &stats.failures {
         eprintln!("warning: {f}");
     }
-    if !deliverer.kinds().email {
-        let waiting: i64 = store
-            .outbox_counts()
-            .map_err(failed)?
-            .iter()
-            .filter(|(kind, state, _)| kind == "email" && state == "pending")
-            .map(|(_, _, n)| n)
-            .sum();
-        if waiting > 0 {
-            eprintln!("note: {waiting} e-mail(s) wait in the outbox: give --smtp URL to send them");
-        }
-    }
     Ok(stats)
+}
+
+/// Says how many e-mails wait because no SMTP server was given.
+fn note_waiting_email(deliverer: &Deliverer, store: &mut dyn Store) -> Result<(), UsageError> {
+    if deliverer.kinds().email {
+        return Ok(());
+    }
+    let waiting: i64 = store
+        .outbox_counts()
+        .map_err(failed)?
+        .iter()
+        .filter(|(kind, state, _)| kind == "email" && state == "pending")
+        .map(|(_, _, n)| n)
+        .sum();
+    if waiting > 0 {
+        eprintln!("note: {waiting} e-mail(s) wait in the outbox: give --smtp URL to send them");
+    }
+    Ok(())
 }
 
 fn delivery_line(d: &DeliveryStats) -> String {
@@ -351,7 +350,8 @@ pub fn outbox(command: &OutboxCommand) -> Result<ExitCode, UsageError> {
             let (_, mut store) = open(db)?;
             let deliverer = Deliverer::new(delivery.config()).map_err(failed)?;
             let stop = stop_flag()?;
-            let stats = deliver(&deliverer, store.as_mut(), &stop)?;
+            let stats = deliver(&deliverer, store.as_mut(), &stop, None).map_err(failed)?;
+            note_waiting_email(&deliverer, store.as_mut())?;
             println!("{}", delivery_line(&stats));
             Ok(ExitCode::SUCCESS)
         }

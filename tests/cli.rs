@@ -166,34 +166,23 @@ fn bad_bytes_and_deep_nesting_are_diagnostics_not_crashes() {
 
 #[test]
 fn build_emits_ir_and_ast() {
-    let out = trackc(&[
-        "build",
-        "--schema",
-        "tracks/schema.sql",
-        "--emit",
-        "ir",
-        "tracks/onboarding.dt",
-    ]);
+    let build = |emit: &str| {
+        trackc(&[
+            "build",
+            "--schema",
+            "tracks/schema.sql",
+            "--emit",
+            emit,
+            "tracks/onboarding.dt",
+        ])
+    };
+    let out = build("ir");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("track onboarding\n  key id\n"));
-    let out = trackc(&[
-        "build",
-        "--schema",
-        "tracks/schema.sql",
-        "--emit",
-        "ast",
-        "tracks/onboarding.dt",
-    ]);
+    let out = build("ast");
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("name: \"onboarding\""));
-    let out = trackc(&[
-        "build",
-        "--emit",
-        "clif",
-        "--schema",
-        "tracks/schema.sql",
-        "tracks/onboarding.dt",
-    ]);
+    let out = build("clif");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stdout(&out).starts_with("; track onboarding, step welcome\n"));
     assert!(stdout(&out).contains("function %step(i64)"));

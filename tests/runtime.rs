@@ -222,27 +222,63 @@ fn run_once(db: &Db, receivers: &Receivers, extra: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Delivers what is left (rows whose deliverer was killed are due again
-/// when their lease ends) until every row is delivered.
-fn deliver_the_rest(db: &mut Db, receivers: &Receivers) {
+/// `trackc outbox deliver` with `delivery`'s options.
+fn deliver_once<S: AsRef<std::ffi::OsStr>>(db: &Db, delivery: &[S]) -> Output {
+    trackc()
+        .args(["outbox", "deliver", "--db", &db.url])
+        .args(delivery)
+        .output()
+        .unwrap()
+}
+
+/// Delivers again and again until `remaining` (a count of rows) is 0:
+/// rows whose deliverer was killed are due again when their lease ends,
+/// retries when their backoff has passed.
+fn deliver_until_none<S: AsRef<std::ffi::OsStr>>(
+    db: &mut Db,
+    delivery: &[S],
+    remaining: &str,
+    limit: Duration,
+) {
     let started = Instant::now();
     loop {
-        let out = trackc()
-            .args(["outbox", "deliver", "--db", &db.url])
-            .args(receivers.delivery_args())
-            .output()
-            .unwrap();
+        let out = deliver_once(db, delivery);
         assert!(out.status.success(), "{}", text(&out));
-        if db.count("SELECT count(*) FROM trackc_outbox WHERE state <> 'delivered'") == 0 {
+        if db.count(remaining) == 0 {
             return;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(60),
+            started.elapsed() < limit,
             "outbox not delivered: {}",
             text(&out)
         );
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(300));
     }
+}
+
+/// The next number of a seeded sequence (an LCG's high bits).
+fn next_random(state: &mut u64) -> u64 {
+    *state = state
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    *state >> 33
+}
+
+/// Starts `cmd`, waits `delay`, and kills it with SIGKILL if it is still
+/// running; true when it was killed.
+fn kill_after(cmd: &mut Command, delay: Duration) -> bool {
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(delay);
+    if child.try_wait().unwrap().is_some() {
+        return false;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    true
 }
 
 /// Every webhook and e-mail of the outbox reached its receiver, each under
@@ -375,27 +411,16 @@ fn survives_kill_9(db: &mut Db, test: &str, seed: u64) {
     // pass is done; the next `--once` would be a new pass).
     let mut finished = false;
     for _ in 0..8 {
-        rng = rng
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let delay = 30 + (rng >> 33) % 400;
-        let mut child = trackc()
-            .args(["run", "--once", "--block", "64", "--db", &db.url])
+        let delay = 30 + next_random(&mut rng) % 400;
+        let mut run = trackc();
+        run.args(["run", "--once", "--block", "64", "--db", &db.url])
             .args(receivers.delivery_args())
-            .arg(&receivers.tracks)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            kills += 1;
-            child.wait().unwrap();
-        } else {
+            .arg(&receivers.tracks);
+        if !kill_after(&mut run, Duration::from_millis(delay)) {
             finished = true;
             break;
         }
+        kills += 1;
         // Killed while delivering, after the pass was done: what is left
         // is delivery (another `--once` would be a new pass).
         if db.count("SELECT count(*) FROM trackc_passes WHERE finished_at IS NOT NULL") > 0 {
@@ -412,25 +437,22 @@ fn survives_kill_9(db: &mut Db, test: &str, seed: u64) {
     // claimed again when their lease ends.
     let mut delivery_kills = 0;
     for _ in 0..4 {
-        rng = rng
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        let mut child = trackc()
+        let delay = 20 + next_random(&mut rng) % 200;
+        let mut deliver = trackc();
+        deliver
             .args(["outbox", "deliver", "--db", &db.url])
-            .args(receivers.delivery_args())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(20 + (rng >> 33) % 200));
-        if child.try_wait().unwrap().is_some() {
+            .args(receivers.delivery_args());
+        if !kill_after(&mut deliver, Duration::from_millis(delay)) {
             break;
         }
-        child.kill().unwrap();
-        child.wait().unwrap();
         delivery_kills += 1;
     }
-    deliver_the_rest(db, &receivers);
+    deliver_until_none(
+        db,
+        &receivers.delivery_args(),
+        "SELECT count(*) FROM trackc_outbox WHERE state <> 'delivered'",
+        Duration::from_secs(60),
+    );
     check_exactly_once(db, n);
     let resent = check_delivered(db, &receivers, n);
     eprintln!(
@@ -534,6 +556,7 @@ fn failed_deliveries_are_retried_then_parked_never_dropped() {
     let http = HttpReceiver::start();
     let smtp = SmtpSink::start();
     let tracks = tracks_dir("delivery", "delivery", &http);
+    std::fs::copy(fixture("crash/schema.sql"), tracks.join("schema.sql")).unwrap();
     // n = 4 has no e-mail address; 6..=40 are plain deliveries.
     let mut sql = std::fs::read_to_string(tracks.join("schema.sql")).unwrap();
     sql.push_str("INSERT INTO items (id, n, email) VALUES (4, 4, NULL);\n");
@@ -597,17 +620,12 @@ fn failed_deliveries_are_retried_then_parked_never_dropped() {
         assert!(stderr.contains(part), "{part}\n{stderr}");
     }
     // Later rounds: /flaky succeeds at its third attempt, /hang gives up.
-    let started = Instant::now();
-    while db.count("SELECT count(*) FROM trackc_outbox WHERE state IN ('pending', 'sending')") > 0 {
-        assert!(started.elapsed() < Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(300));
-        let out = trackc()
-            .args(["outbox", "deliver", "--db", &db.url])
-            .args(delivery)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-    }
+    deliver_until_none(
+        &mut db,
+        &delivery,
+        "SELECT count(*) FROM trackc_outbox WHERE state IN ('pending', 'sending')",
+        Duration::from_secs(30),
+    );
     let flaky: Vec<_> = http
         .hooks()
         .into_iter()
@@ -645,11 +663,7 @@ fn failed_deliveries_are_retried_then_parked_never_dropped() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let out = trackc()
-        .args(["outbox", "deliver", "--db", &db.url])
-        .args(delivery)
-        .output()
-        .unwrap();
+    let out = deliver_once(&db, &delivery);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("delivered=0 retrying=0 parked=1"),
         "{}",

@@ -182,12 +182,7 @@ fn track(w: &Workload) -> Track {
          fields {{ {FIELDS} }}\n    step s {{\n{rules}    }}\n}}\n"
     );
     let compilation = trackc_compiler::compile_str("bench.dt", &source, None);
-    let errors: Vec<_> = compilation
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
-        .map(|d| d.message.clone())
-        .collect();
+    let errors: Vec<_> = compilation.errors().map(|d| d.message.clone()).collect();
     assert!(errors.is_empty(), "{errors:?}\n{source}");
     compilation.program.tracks.into_iter().next().unwrap()
 }

@@ -49,8 +49,13 @@ pub struct Compilation {
 }
 
 impl Compilation {
+    /// The diagnostics that are errors (not warnings).
+    pub fn errors(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics.iter().filter(|d| d.is_error())
+    }
+
     pub fn error_count(&self) -> usize {
-        self.diagnostics.iter().filter(|d| d.is_error()).count()
+        self.errors().count()
     }
 
     pub fn warning_count(&self) -> usize {

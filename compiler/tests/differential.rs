@@ -474,9 +474,7 @@ fn run_case(conn: Option<&Connection>, jit: &Jit, seed: u64) {
     );
     let compilation = trackc_compiler::compile_str("oracle.dt", &track, None);
     let errors: Vec<String> = compilation
-        .diagnostics
-        .iter()
-        .filter(|d| d.is_error())
+        .errors()
         .map(|d| format!("{} {}", d.code, d.message))
         .collect();
     assert!(

@@ -78,9 +78,7 @@ pub fn load(
     let compilation = compile(inputs, options);
     if compilation.error_count() > 0 {
         let text: String = compilation
-            .diagnostics
-            .iter()
-            .filter(|d| d.is_error())
+            .errors()
             .map(|d| render_human(d, &compilation.files, false))
             .collect();
         return Err(Error::Deploy(format!(

@@ -9,6 +9,22 @@ use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Listens on a free loopback port and serves each connection on a thread
+/// of its own, recording into the list it returns with the address.
+fn listen<T: Send + 'static>(serve: fn(TcpStream, &Mutex<Vec<T>>)) -> (String, Arc<Mutex<Vec<T>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let got: Arc<Mutex<Vec<T>>> = Arc::default();
+    let shared = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let shared = shared.clone();
+            std::thread::spawn(move || serve(stream, &shared));
+        }
+    });
+    (addr, got)
+}
+
 /// A webhook as the receiver got it.
 #[derive(Clone, Debug)]
 pub struct Hook {
@@ -26,16 +42,7 @@ pub struct HttpReceiver {
 
 impl HttpReceiver {
     pub fn start() -> HttpReceiver {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let hooks: Arc<Mutex<Vec<Hook>>> = Arc::default();
-        let seen = hooks.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let seen = seen.clone();
-                std::thread::spawn(move || serve_http(stream, &seen));
-            }
-        });
+        let (addr, hooks) = listen(serve_http);
         HttpReceiver { addr, hooks }
     }
 
@@ -134,19 +141,13 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub fn start() -> SmtpSink {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("smtp://{}", listener.local_addr().unwrap());
-        let mails: Arc<Mutex<Vec<Mail>>> = Arc::default();
-        let got = mails.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let got = got.clone();
-                std::thread::spawn(move || {
-                    let _ = serve_smtp(stream, &got);
-                });
-            }
+        let (addr, mails) = listen(|stream, got| {
+            let _ = serve_smtp(stream, got);
         });
-        SmtpSink { url, mails }
+        SmtpSink {
+            url: format!("smtp://{addr}"),
+            mails,
+        }
     }
 
     pub fn mails(&self) -> Vec<Mail> {

@@ -483,12 +483,7 @@ mod tests {
     /// The fields and steps of the one track in `source`.
     fn track(source: &str) -> crate::ir::Track {
         let compilation = crate::compile_str("test.dt", source, None);
-        let errors: Vec<_> = compilation
-            .diagnostics
-            .iter()
-            .filter(|d| d.is_error())
-            .map(|d| d.message.clone())
-            .collect();
+        let errors: Vec<_> = compilation.errors().map(|d| d.message.clone()).collect();
         assert!(errors.is_empty(), "{errors:?}");
         compilation.program.tracks.into_iter().next().unwrap()
     }

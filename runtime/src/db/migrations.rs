@@ -103,27 +103,6 @@ CREATE INDEX trackc_runs_scheduled ON trackc_runs (track, event_seq, run_at);
     },
 ];
 
-/// Queries of the run history both stores make, written so that each is a
-/// walk of one index from its newest end, not a pass over every run of
-/// the track (each event runs its tracks once, so runs add up; a scan per
-/// event made handling N events quadratic). `$n` as in PostgreSQL;
-/// SQLite's `?n` means the same.
-pub(crate) mod runs_sql {
-    /// $1 track, $2 event seq, $3 pass id: 1 if either already ran it.
-    pub const ALREADY_RAN: &str = "SELECT CAST(CASE WHEN
-        EXISTS (SELECT 1 FROM trackc_runs WHERE event_seq = $2 AND track = $1)
-        OR EXISTS (SELECT 1 FROM trackc_runs WHERE pass_id = $3 AND track = $1)
-        THEN 1 ELSE 0 END AS BIGINT)";
-    /// $1 track: the instant of its latest finished run, of any kind.
-    pub const LATEST_FINISHED: &str = "SELECT run_at FROM trackc_runs
-        WHERE track = $1 AND finished_at IS NOT NULL ORDER BY run_at DESC LIMIT 1";
-    /// $1 track: the instant of its latest finished run not started by an
-    /// event (what schedules count from).
-    pub const LATEST_SCHEDULED: &str = "SELECT run_at FROM trackc_runs
-        WHERE track = $1 AND event_seq IS NULL AND finished_at IS NOT NULL
-        ORDER BY run_at DESC LIMIT 1";
-}
-
 /// The migration's SQL for a dialect.
 pub fn sql_for(m: &Migration, postgres: bool) -> String {
     let id = if postgres {

@@ -11,6 +11,7 @@
 mod migrations;
 mod outbox;
 mod postgres;
+mod runs;
 mod sqlite;
 mod timefmt;
 
@@ -360,6 +361,12 @@ pub(crate) fn mismatch(field_ty: Type, got: &str) -> Error {
         "a {} field got a value of database type {got}",
         field_ty.name()
     ))
+}
+
+/// A statement both stores run, written with PostgreSQL's `$n`
+/// placeholders, for SQLite, whose `?n` means the same.
+pub(crate) fn sqlite_placeholders(sql: &str) -> String {
+    sql.replace('$', "?")
 }
 
 /// FNV-1a over `text`, as 16 hex digits.

@@ -9,20 +9,46 @@
 //! after it. Settling is conditional on the attempt number, so a deliverer
 //! whose lease was taken over cannot overwrite what the new one recorded.
 
-use super::OutboxKind;
+use super::{OutboxKind, OutboxRow};
 
 /// A row claimed for one delivery attempt.
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutboxItem {
+    /// The row as the run wrote it (`at`: when).
+    pub row: OutboxRow,
+    /// This attempt's number, from 1.
+    pub attempt: i64,
+}
+
+/// The columns `CLAIM` returns, in order, as both stores read them.
+pub(crate) struct Claimed {
     pub id: String,
-    pub kind: OutboxKind,
+    pub kind: String,
     pub track: String,
     pub key: String,
     pub target: String,
     pub recipient: Option<String>,
     pub payload: String,
-    /// This attempt's number, from 1.
+    pub at: i64,
     pub attempt: i64,
+}
+
+impl Claimed {
+    pub fn item(self) -> super::Result<OutboxItem> {
+        Ok(OutboxItem {
+            row: OutboxRow {
+                id: self.id,
+                kind: kind_of(&self.kind)?,
+                track: self.track,
+                key: self.key,
+                target: self.target,
+                recipient: self.recipient,
+                payload: self.payload,
+                at: self.at,
+            },
+            attempt: self.attempt,
+        })
+    }
 }
 
 /// What an attempt came to.
@@ -79,7 +105,8 @@ pub(crate) const CLAIM: &str = "UPDATE trackc_outbox
         WHERE state IN ('pending', 'sending') AND next_attempt_at <= $2
           AND ((kind = 'email' AND $4) OR (kind = 'webhook' AND $5))
         ORDER BY next_attempt_at, id LIMIT $1 /*lock*/)
-    RETURNING id, kind, track, key, target, recipient, payload, CAST(attempts AS BIGINT)";
+    RETURNING id, kind, track, key, target, recipient, payload, created_at,
+        CAST(attempts AS BIGINT)";
 
 /// $1 id, $2 attempt, $3 now, $4 state, $5 next_attempt_at, $6 last_error.
 pub(crate) const SETTLE: &str = "UPDATE trackc_outbox
@@ -107,11 +134,7 @@ pub(crate) fn settle_columns(outcome: &Outcome) -> (&'static str, i64, Option<&s
     }
 }
 
-pub(crate) fn sqlite_placeholders(sql: &str) -> String {
-    sql.replace('$', "?")
-}
-
-pub(crate) fn kind_of(name: &str) -> super::Result<OutboxKind> {
+fn kind_of(name: &str) -> super::Result<OutboxKind> {
     match name {
         "email" => Ok(OutboxKind::Email),
         "webhook" => Ok(OutboxKind::Webhook),

@@ -3,8 +3,9 @@
 //! one statement over arrays (`unnest`), its action SQL is pipelined, and
 //! the source query is read through a portal, a block at a time.
 
-use super::migrations::{runs_sql, sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
+use super::migrations::{sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
 use super::outbox as ob;
+use super::runs;
 use super::*;
 use crate::error::Context;
 use crate::sqltext;
@@ -844,33 +845,17 @@ impl Store for PgStore {
             .await
             .context(what)?;
             let unfinished = tx
-                .query_opt(
-                    "SELECT id, run_at, last_run, event_seq, event_key FROM trackc_runs
-                     WHERE track = $1 AND finished_at IS NULL ORDER BY id LIMIT 1",
-                    &[&track],
-                )
+                .query_opt(runs::UNFINISHED, &[&track])
                 .await
                 .context(what)?;
             if let Some(r) = unfinished {
-                return Ok(Some(RunInfo {
-                    id: r.get(0),
-                    track: track.to_string(),
-                    now: r.get(1),
-                    last_run: r.get(2),
-                    resumed: true,
-                    event: r.get::<_, Option<i64>>(3).map(|seq| PendingEvent {
-                        seq,
-                        name: String::new(),
-                        key: r.get(4),
-                    }),
-                }));
+                let resumed =
+                    RunInfo::resumed(track, r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+                return Ok(Some(resumed));
             }
             // Already run for this event or in this pass (NULL matches nothing).
             let ran: i64 = tx
-                .query_one(
-                    runs_sql::ALREADY_RAN,
-                    &[&track, &event.map(|e| e.seq), &pass],
-                )
+                .query_one(runs::ALREADY_RAN, &[&track, &event.map(|e| e.seq), &pass])
                 .await
                 .context(what)?
                 .get(0);
@@ -878,15 +863,13 @@ impl Store for PgStore {
                 return Ok(None);
             }
             let last_run: i64 = tx
-                .query_opt(runs_sql::LATEST_FINISHED, &[&track])
+                .query_opt(runs::LATEST_FINISHED, &[&track])
                 .await
                 .context(what)?
                 .map_or(0, |r| r.get(0));
             let id: i64 = tx
                 .query_one(
-                    "INSERT INTO trackc_runs
-                     (track, event_seq, event_key, run_at, last_run, started_at, pass_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                    runs::INSERT,
                     &[
                         &track,
                         &event.map(|e| e.seq),
@@ -901,14 +884,7 @@ impl Store for PgStore {
                 .context(what)?
                 .get(0);
             tx.commit().await.context(what)?;
-            Ok(Some(RunInfo {
-                id,
-                track: track.to_string(),
-                now,
-                last_run,
-                resumed: false,
-                event: event.cloned(),
-            }))
+            Ok(Some(RunInfo::started(track, id, now, last_run, event)))
         })
     }
 
@@ -972,7 +948,7 @@ impl Store for PgStore {
 
     fn last_run(&mut self, track: &str) -> Result<Option<i64>> {
         let rows = self.query(
-            runs_sql::LATEST_SCHEDULED,
+            runs::LATEST_SCHEDULED,
             &[&track],
             || format!("reading the last run of {track}"),
             |r| r.get::<_, Option<i64>>(0),
@@ -1080,30 +1056,19 @@ impl Store for PgStore {
                 &kinds.webhook,
             ],
             || "claiming outbox rows".into(),
-            |r| {
-                (
-                    r.get::<_, String>(1),
-                    OutboxItem {
-                        id: r.get(0),
-                        kind: OutboxKind::Email,
-                        track: r.get(2),
-                        key: r.get(3),
-                        target: r.get(4),
-                        recipient: r.get(5),
-                        payload: r.get(6),
-                        attempt: r.get(7),
-                    },
-                )
+            |r| ob::Claimed {
+                id: r.get(0),
+                kind: r.get(1),
+                track: r.get(2),
+                key: r.get(3),
+                target: r.get(4),
+                recipient: r.get(5),
+                payload: r.get(6),
+                at: r.get(7),
+                attempt: r.get(8),
             },
         )?;
-        rows.into_iter()
-            .map(|(kind, item)| {
-                Ok(OutboxItem {
-                    kind: ob::kind_of(&kind)?,
-                    ..item
-                })
-            })
-            .collect()
+        rows.into_iter().map(ob::Claimed::item).collect()
     }
 
     fn settle_outbox(&mut self, settled: &[Settled], now: i64) -> Result<()> {

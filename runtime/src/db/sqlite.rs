@@ -1,8 +1,9 @@
 //! The embedded store: one SQLite file in WAL mode, so that the run's
 //! reader keeps its snapshot while the writer commits block after block.
 
-use super::migrations::{runs_sql, sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
-use super::outbox::{self as ob, sqlite_placeholders};
+use super::migrations::{sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
+use super::outbox as ob;
+use super::runs;
 use super::timefmt::{format_sqlite_timestamp, parse_sqlite_timestamp};
 use super::*;
 use crate::error::Context;
@@ -476,40 +477,25 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .context(what)?;
         let unfinished = tx
-            .query_row(
-                "SELECT id, run_at, last_run, event_seq, event_key FROM trackc_runs
-                 WHERE track = ?1 AND finished_at IS NULL ORDER BY id LIMIT 1",
-                [track],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, Option<i64>>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                    ))
-                },
-            )
+            .query_row(&sqlite_placeholders(runs::UNFINISHED), [track], |r| {
+                Ok(RunInfo::resumed(
+                    track,
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                ))
+            })
             .optional()
             .context(what)?;
-        if let Some((id, run_at, last_run, event_seq, event_key)) = unfinished {
-            return Ok(Some(RunInfo {
-                id,
-                track: track.to_string(),
-                now: run_at,
-                last_run,
-                resumed: true,
-                event: event_seq.map(|seq| PendingEvent {
-                    seq,
-                    name: String::new(),
-                    key: event_key,
-                }),
-            }));
+        if unfinished.is_some() {
+            return Ok(unfinished);
         }
         // Already run for this event or in this pass (NULL matches nothing).
         let ran: i64 = tx
             .query_row(
-                &sqlite_placeholders(runs_sql::ALREADY_RAN),
+                &sqlite_placeholders(runs::ALREADY_RAN),
                 params![track, event.map(|e| e.seq), pass],
                 |r| r.get(0),
             )
@@ -518,39 +504,29 @@ impl Store for SqliteStore {
             return Ok(None);
         }
         let last_run: i64 = tx
-            .query_row(
-                &sqlite_placeholders(runs_sql::LATEST_FINISHED),
-                [track],
-                |r| r.get(0),
-            )
+            .query_row(&sqlite_placeholders(runs::LATEST_FINISHED), [track], |r| {
+                r.get(0)
+            })
             .optional()
             .context(what)?
             .unwrap_or(0);
-        tx.execute(
-            "INSERT INTO trackc_runs
-             (track, event_seq, event_key, run_at, last_run, started_at, pass_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![
-                track,
-                event.map(|e| e.seq),
-                event.and_then(|e| e.key.clone()),
-                now,
-                last_run,
-                crate::clock::now_micros(),
-                pass
-            ],
-        )
-        .context(what)?;
-        let id = tx.last_insert_rowid();
+        let id: i64 = tx
+            .query_row(
+                &sqlite_placeholders(runs::INSERT),
+                params![
+                    track,
+                    event.map(|e| e.seq),
+                    event.and_then(|e| e.key.clone()),
+                    now,
+                    last_run,
+                    crate::clock::now_micros(),
+                    pass
+                ],
+                |r| r.get(0),
+            )
+            .context(what)?;
         tx.commit().context(what)?;
-        Ok(Some(RunInfo {
-            id,
-            track: track.to_string(),
-            now,
-            last_run,
-            resumed: false,
-            event: event.cloned(),
-        }))
+        Ok(Some(RunInfo::started(track, id, now, last_run, event)))
     }
 
     fn open_pass(&mut self, now: i64) -> Result<(i64, i64)> {
@@ -607,11 +583,9 @@ impl Store for SqliteStore {
 
     fn last_run(&mut self, track: &str) -> Result<Option<i64>> {
         self.conn()
-            .query_row(
-                &sqlite_placeholders(runs_sql::LATEST_SCHEDULED),
-                [track],
-                |r| r.get(0),
-            )
+            .query_row(&sqlite_placeholders(runs::LATEST_SCHEDULED), [track], |r| {
+                r.get(0)
+            })
             .optional()
             .context(|| format!("reading the last run of {track}"))
     }
@@ -717,29 +691,20 @@ impl Store for SqliteStore {
             params![limit as i64, now, lease_until, kinds.email, kinds.webhook],
             "claiming outbox rows",
             |r| {
-                Ok((
-                    r.get::<_, String>(1)?,
-                    OutboxItem {
-                        id: r.get(0)?,
-                        kind: OutboxKind::Email,
-                        track: r.get(2)?,
-                        key: r.get(3)?,
-                        target: r.get(4)?,
-                        recipient: r.get(5)?,
-                        payload: r.get(6)?,
-                        attempt: r.get(7)?,
-                    },
-                ))
+                Ok(ob::Claimed {
+                    id: r.get(0)?,
+                    kind: r.get(1)?,
+                    track: r.get(2)?,
+                    key: r.get(3)?,
+                    target: r.get(4)?,
+                    recipient: r.get(5)?,
+                    payload: r.get(6)?,
+                    at: r.get(7)?,
+                    attempt: r.get(8)?,
+                })
             },
         )?;
-        rows.into_iter()
-            .map(|(kind, item)| {
-                Ok(OutboxItem {
-                    kind: ob::kind_of(&kind)?,
-                    ..item
-                })
-            })
-            .collect()
+        rows.into_iter().map(ob::Claimed::item).collect()
     }
 
     fn settle_outbox(&mut self, settled: &[Settled], now: i64) -> Result<()> {

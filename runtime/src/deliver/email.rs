@@ -52,7 +52,7 @@ impl Templates {
             return Ok(Templates {
                 env,
                 names,
-                dir: "(no templates folder)".into(),
+                dir: "(no --templates folder)".into(),
             });
         };
         let entries = std::fs::read_dir(dir).map_err(|e| {
@@ -88,12 +88,13 @@ impl Templates {
         })
     }
 
-    /// The names in `wanted` that have no `.txt` template.
-    pub fn missing<'a>(&self, wanted: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    /// The names in `wanted` that have no `.txt` template, each with the
+    /// folder looked in.
+    pub fn missing<'a>(&self, wanted: impl IntoIterator<Item = &'a str>) -> Vec<(String, String)> {
         wanted
             .into_iter()
             .filter(|w| !self.names.contains(*w))
-            .map(str::to_string)
+            .map(|w| (w.to_string(), self.dir.clone()))
             .collect()
     }
 
@@ -104,13 +105,14 @@ impl Templates {
             return Err(format!("no template `{name}.txt` in {}", self.dir));
         }
         let mut ctx: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&item.payload)
+            serde_json::from_str(&item.row.payload)
                 .map_err(|e| format!("the outbox row's record is not a JSON object: {e}"))?;
-        ctx.insert("track".into(), item.track.clone().into());
-        ctx.insert("key".into(), item.key.clone().into());
+        ctx.insert("track".into(), item.row.track.clone().into());
+        ctx.insert("key".into(), item.row.key.clone().into());
         ctx.insert(
             "recipient".into(),
-            item.recipient
+            item.row
+                .recipient
                 .clone()
                 .map_or(serde_json::Value::Null, Into::into),
         );
@@ -159,7 +161,7 @@ fn describe(e: &minijinja::Error) -> String {
 pub(crate) struct Mailer {
     transport: AsyncSmtpTransport<Tokio1Executor>,
     from: Mailbox,
-    templates: Templates,
+    pub templates: Templates,
 }
 
 impl Mailer {
@@ -195,23 +197,20 @@ impl Mailer {
     }
 
     fn message(&self, item: &OutboxItem) -> std::result::Result<Message, String> {
-        let to: Mailbox = item
+        let recipient = item
+            .row
             .recipient
             .as_deref()
-            .ok_or("the record has no recipient (its e-mail field is NULL)")?
+            .ok_or("the record has no recipient (its e-mail field is NULL)")?;
+        let to: Mailbox = recipient
             .parse()
-            .map_err(|e| {
-                format!(
-                    "recipient `{}`: {e}",
-                    item.recipient.as_deref().unwrap_or("")
-                )
-            })?;
-        let rendered = self.templates.render(&item.target, item)?;
+            .map_err(|e| format!("recipient `{recipient}`: {e}"))?;
+        let rendered = self.templates.render(&item.row.target, item)?;
         let builder = Message::builder()
             .from(self.from.clone())
             .to(to)
             .subject(rendered.subject)
-            .message_id(Some(message_id(&item.id)));
+            .message_id(Some(message_id(&item.row.id)));
         match rendered.html {
             Some(html) => builder.multipart(MultiPart::alternative_plain_html(rendered.text, html)),
             None => builder.singlepart(SinglePart::plain(rendered.text)),
@@ -240,17 +239,20 @@ pub fn message_id(id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::OutboxKind;
+    use crate::db::{OutboxKind, OutboxRow};
 
     fn item(payload: &str, template: &str) -> OutboxItem {
         OutboxItem {
-            id: "onboarding/42/1/0".into(),
-            kind: OutboxKind::Email,
-            track: "onboarding".into(),
-            key: "42".into(),
-            target: template.into(),
-            recipient: Some("ada@example.com".into()),
-            payload: payload.into(),
+            row: OutboxRow {
+                id: "onboarding/42/1/0".into(),
+                kind: OutboxKind::Email,
+                track: "onboarding".into(),
+                key: "42".into(),
+                target: template.into(),
+                recipient: Some("ada@example.com".into()),
+                payload: payload.into(),
+                at: 0,
+            },
             attempt: 1,
         }
     }
@@ -285,7 +287,8 @@ mod tests {
         assert_eq!(r.subject, "Welcome, Ada <&>");
         assert_eq!(r.text, "Hello Ada <&> (trial), key 42.\n");
         assert_eq!(r.html.as_deref(), Some("<p>Hello Ada &lt;&amp;&gt;</p>"));
-        assert_eq!(t.missing(["welcome", "nope"]), ["nope"]);
+        let missing = t.missing(["welcome", "nope"]);
+        assert_eq!(missing, [("nope".to_string(), dir.display().to_string())]);
     }
 
     #[test]

@@ -150,6 +150,18 @@ impl Deliverer {
         }
     }
 
+    /// The names in `wanted` without a template, each with the folder
+    /// looked in (none without an SMTP server: no e-mail is sent then).
+    pub fn missing_templates<'a>(
+        &self,
+        wanted: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<(String, String)> {
+        match &self.mail {
+            Some(mail) => mail.templates.missing(wanted),
+            None => Vec::new(),
+        }
+    }
+
     /// Attempts every row due now, round after round until none is left
     /// (rows retried later are not waited for), `stop` is set, or rounds
     /// have taken `budget` (then `more` is set: there may be rows left).
@@ -199,9 +211,9 @@ impl Deliverer {
                             stats.retried += 1;
                             stats.failures.push(format!(
                                 "{} {} ({}): {error}; attempt {} of {}, will retry",
-                                item.kind.name(),
-                                item.id,
-                                item.target,
+                                item.row.kind.name(),
+                                item.row.id,
+                                item.row.target,
                                 item.attempt,
                                 self.config.max_attempts
                             ));
@@ -210,14 +222,14 @@ impl Deliverer {
                             stats.parked += 1;
                             stats.failures.push(format!(
                                 "{} {} ({}): parked: {error}",
-                                item.kind.name(),
-                                item.id,
-                                item.target
+                                item.row.kind.name(),
+                                item.row.id,
+                                item.row.target
                             ));
                         }
                     }
                     Settled {
-                        id: item.id.clone(),
+                        id: item.row.id.clone(),
                         attempt: item.attempt,
                         outcome,
                     }
@@ -240,7 +252,7 @@ impl Deliverer {
     }
 
     async fn attempt_unbounded(&self, item: &OutboxItem) -> std::result::Result<(), Failure> {
-        match item.kind {
+        match item.row.kind {
             OutboxKind::Webhook => webhook::post(&self.http, item).await,
             OutboxKind::Email => match &self.mail {
                 Some(mail) => mail.send(item).await,

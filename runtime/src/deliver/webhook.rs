@@ -21,10 +21,10 @@ pub(crate) fn body(item: &OutboxItem) -> String {
     let text = |s: &str| serde_json::Value::from(s).to_string();
     format!(
         "{{\"id\":{},\"track\":{},\"key\":{},\"record\":{}}}",
-        text(&item.id),
-        text(&item.track),
-        text(&item.key),
-        item.payload
+        text(&item.row.id),
+        text(&item.row.track),
+        text(&item.row.key),
+        item.row.payload
     )
 }
 
@@ -33,9 +33,9 @@ pub(crate) async fn post(
     item: &OutboxItem,
 ) -> std::result::Result<(), Failure> {
     let response = http
-        .post(&item.target)
+        .post(&item.row.target)
         .header("Content-Type", "application/json")
-        .header("Idempotency-Key", &item.id)
+        .header("Idempotency-Key", &item.row.id)
         .body(body(item))
         .send()
         .await
@@ -87,18 +87,21 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::OutboxKind;
+    use crate::db::{OutboxKind, OutboxRow};
 
     #[test]
     fn body_is_json_with_the_record() {
         let item = OutboxItem {
-            id: "t/k\"1/3/0".into(),
-            kind: OutboxKind::Webhook,
-            track: "t".into(),
-            key: "k\"1".into(),
-            target: "http://127.0.0.1/x".into(),
-            recipient: None,
-            payload: r#"{"id":1,"plan":"trial"}"#.into(),
+            row: OutboxRow {
+                id: "t/k\"1/3/0".into(),
+                kind: OutboxKind::Webhook,
+                track: "t".into(),
+                key: "k\"1".into(),
+                target: "http://127.0.0.1/x".into(),
+                recipient: None,
+                payload: r#"{"id":1,"plan":"trial"}"#.into(),
+                at: 0,
+            },
             attempt: 1,
         };
         let v: serde_json::Value = serde_json::from_str(&body(&item)).unwrap();
