@@ -7,6 +7,7 @@ pub mod db;
 pub mod deliver;
 pub mod engine;
 pub mod error;
+pub mod group;
 pub mod run;
 pub mod sqltext;
 

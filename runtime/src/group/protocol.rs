@@ -1,0 +1,1036 @@
+//! The peer-group protocol as a value without I/O: messages from peers,
+//! cycle ticks and the results of commands go in; messages and commands
+//! come out (`Group::take`). No sockets, no clock: a cycle is a call to
+//! `tick`, so the tokio transport and the simulator drive the very same
+//! code, and a simulated failure replays exactly.
+//!
+//! What it decides:
+//! - membership: a peer silent for `missed_cycles` ticks is unavailable;
+//!   an advertisement brings it back;
+//! - the master: the lowest id among available, ready, active nodes;
+//! - ownership of tracks: a claim counts down over `claim_counter`
+//!   advertisements, competing claims go to the node owning fewest tracks,
+//!   then the lowest id; the win is recorded in the database by
+//!   compare-and-set of the epoch (`Command::RecordClaim`), and the
+//!   database, not this value, fences commits: a block commits only under
+//!   the epoch it was cut for;
+//! - work: the owner's blocks go to nodes advertising free capacity
+//!   (itself included), each tracked until acknowledged, sent again when
+//!   unanswered, and handed to another node when its worker goes silent.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+pub type NodeId = u64;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// Takes tracks and blocks.
+    Active,
+    /// Takes tracks and blocks only while an active node is unavailable.
+    Standby,
+}
+
+/// The protocol's parameters (from `node.toml`).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub id: NodeId,
+    pub role: Role,
+    /// Silent cycles after which a peer is unavailable.
+    pub missed_cycles: u32,
+    /// Advertisements a claim is carried on before it is recorded.
+    pub claim_counter: u32,
+    /// Blocks this node works on at once.
+    pub capacity: u32,
+    /// Cycles an unacknowledged block waits before it is sent again.
+    pub resend_cycles: u32,
+    /// Told apart blocks of this node's earlier lives (boot time, restart
+    /// count): block ids stay unique across restarts.
+    pub incarnation: u64,
+}
+
+impl Settings {
+    pub fn new(id: NodeId, role: Role) -> Settings {
+        Settings {
+            id,
+            role,
+            missed_cycles: 4,
+            claim_counter: 2,
+            capacity: 2,
+            resend_cycles: 4,
+            incarnation: 0,
+        }
+    }
+}
+
+/// What a node tells every peer each cycle.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Advert {
+    pub role: Role,
+    /// It has proved it can work (database reachable, bundle compiled).
+    pub ready: bool,
+    pub draining: bool,
+    /// A hash of the deployed bundle it runs.
+    pub bundle: u64,
+    /// Tracks it owns, with the epoch it won them under.
+    pub owned: Vec<(String, u64)>,
+    /// Tracks it claims, with the claim's counter.
+    pub claims: Vec<(String, u32)>,
+    /// Blocks it can take now ("advertising for work").
+    pub free: u32,
+    /// The master as it sees the group.
+    pub master: Option<NodeId>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct BlockId {
+    pub owner: NodeId,
+    pub incarnation: u64,
+    pub seq: u64,
+}
+
+impl std::fmt::Display for BlockId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.owner, self.incarnation, self.seq)
+    }
+}
+
+/// A block of records of one run of a track; the payload (the run and the
+/// records) is opaque to the protocol.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Block {
+    pub id: BlockId,
+    pub track: String,
+    /// The owner's epoch: the commit checks it.
+    pub epoch: u64,
+    pub payload: Vec<u8>,
+}
+
+/// How a worker finished a block.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Committed (or found already committed).
+    Done,
+    /// The track's epoch moved on: the sender no longer owns it.
+    Fenced,
+    /// The worker had no room (the owner's view of it was stale).
+    Refused,
+    /// It could not be done now (the database failed); its records stay
+    /// due and the next run takes them.
+    Failed(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    Advert(Advert),
+    Block(Block),
+    Ack { id: BlockId, outcome: Outcome },
+}
+
+/// Work for the node around the protocol; each has an answer (a method of
+/// `Group`) except `Leave`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Record the claim in the database: set `track`'s owner to this node
+    /// and its epoch to `known_epoch + 1` if its epoch is still
+    /// `known_epoch`. Answer: `claim_recorded`.
+    RecordClaim { track: String, known_epoch: u64 },
+    /// Run `track` if it is due and `epoch` is still the database's:
+    /// gather its records and cut them into blocks (`gathered`, as many
+    /// times as needed, the last with `last = true`); if the epoch moved
+    /// on, answer `lost` instead.
+    Run { track: String, epoch: u64 },
+    /// Every block of the run is acknowledged: close the run. Answer:
+    /// `run_finished`.
+    FinishRun { track: String, epoch: u64 },
+    /// Ownership of `track` is gone (lost, fenced, handed over): stop
+    /// gathering it; its blocks in flight are forgotten.
+    Release { track: String },
+    /// Evaluate the block and commit it under its epoch. Answer: `executed`.
+    Execute(Block),
+    /// A peer runs another bundle: load the newest deployment.
+    CheckBundle,
+    /// Drained: nothing owned, nothing in flight; the node may exit.
+    Leave,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Send this node's advertisement to every peer.
+    Advertise(Advert),
+    Send {
+        to: NodeId,
+        message: Message,
+    },
+    Command(Command),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PeerState {
+    Alive,
+    Unavailable,
+    Draining,
+}
+
+/// What this node knows of a peer.
+#[derive(Clone, Debug)]
+struct Peer {
+    advert: Advert,
+    heard_cycle: u64,
+    /// Blocks handed to it since its last advertisement.
+    given_since_advert: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RunPhase {
+    Idle,
+    /// Blocks are being gathered; `all` once the last has come.
+    Gathering {
+        all: bool,
+    },
+    /// `FinishRun` issued.
+    Finishing,
+}
+
+#[derive(Clone, Debug)]
+struct Owned {
+    epoch: u64,
+    phase: RunPhase,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ClaimPhase {
+    Counting(u32),
+    /// `RecordClaim` issued.
+    Recording,
+}
+
+#[derive(Clone, Debug)]
+struct InFlight {
+    block: Block,
+    worker: NodeId,
+    sent_cycle: u64,
+}
+
+/// Blocks remembered after they are done, to answer a block sent again.
+const DONE_REMEMBERED_MAX: usize = 4096;
+
+/// One node's view of the group and its part in it.
+pub struct Group {
+    settings: Settings,
+    cycle: u64,
+    ready_cycle: Option<u64>,
+    draining: bool,
+    left: bool,
+    bundle: u64,
+    tracks: BTreeSet<String>,
+    peers: BTreeMap<NodeId, Peer>,
+    /// The highest epoch seen per track (adverts, failed claims).
+    known_epochs: BTreeMap<String, u64>,
+    owned: BTreeMap<String, Owned>,
+    claims: BTreeMap<String, ClaimPhase>,
+    queue: VecDeque<Block>,
+    in_flight: BTreeMap<BlockId, InFlight>,
+    next_block: u64,
+    /// Blocks this node works on, by id.
+    working: BTreeSet<BlockId>,
+    done: VecDeque<(BlockId, Outcome)>,
+    out: Vec<Output>,
+}
+
+/// A summary for status pages and tests.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct NodeView {
+    pub id: NodeId,
+    pub state: PeerState,
+    pub role: Role,
+    pub master: bool,
+    pub tracks: Vec<String>,
+}
+
+impl Group {
+    pub fn new(settings: Settings) -> Group {
+        assert!(settings.missed_cycles >= 1 && settings.claim_counter >= 1);
+        Group {
+            settings,
+            cycle: 0,
+            ready_cycle: None,
+            draining: false,
+            left: false,
+            bundle: 0,
+            tracks: BTreeSet::new(),
+            peers: BTreeMap::new(),
+            known_epochs: BTreeMap::new(),
+            owned: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            queue: VecDeque::new(),
+            in_flight: BTreeMap::new(),
+            next_block: 0,
+            working: BTreeSet::new(),
+            done: VecDeque::new(),
+            out: Vec::new(),
+        }
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.settings.id
+    }
+
+    /// The outputs produced since the last call.
+    pub fn take(&mut self) -> Vec<Output> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// The node proved it can work: it runs bundle `bundle` of `tracks`.
+    pub fn ready(&mut self, bundle: u64, tracks: impl IntoIterator<Item = String>) {
+        if self.ready_cycle.is_none() {
+            self.ready_cycle = Some(self.cycle);
+        }
+        self.set_bundle(bundle, tracks);
+    }
+
+    /// A new bundle was loaded: tracks it no longer has are released.
+    pub fn set_bundle(&mut self, bundle: u64, tracks: impl IntoIterator<Item = String>) {
+        self.bundle = bundle;
+        self.tracks = tracks.into_iter().collect();
+        let gone: Vec<String> = self
+            .owned
+            .keys()
+            .filter(|t| !self.tracks.contains(*t))
+            .cloned()
+            .collect();
+        for t in gone {
+            self.release(&t);
+        }
+        self.claims.retain(|t, _| self.tracks.contains(t));
+    }
+
+    /// Hand the tracks over, finish the blocks, then leave.
+    pub fn drain(&mut self) {
+        self.draining = true;
+        self.claims.clear();
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining
+    }
+
+    pub fn is_master(&self) -> bool {
+        self.master() == Some(self.settings.id)
+    }
+
+    /// One cycle: membership, claims, runs, resends, then the
+    /// advertisement.
+    pub fn tick(&mut self) {
+        if self.left {
+            return;
+        }
+        self.cycle += 1;
+        self.requeue_from_unavailable();
+        self.resend_unanswered();
+        self.advance_claims();
+        self.start_claims();
+        self.drive_runs();
+        self.assign();
+        self.finish_drain();
+        if !self.left {
+            let advert = self.advert();
+            self.out.push(Output::Advertise(advert));
+        }
+    }
+
+    /// A message from peer `from` (already authenticated).
+    pub fn handle(&mut self, from: NodeId, message: Message) {
+        if from == self.settings.id || self.left {
+            return;
+        }
+        match message {
+            Message::Advert(advert) => self.on_advert(from, advert),
+            Message::Block(block) => self.on_block(from, block),
+            Message::Ack { id, outcome } => self.on_ack(from, id, outcome),
+        }
+    }
+
+    /// The answer to `RecordClaim`: `Ok(epoch)` won, `Err(epoch)` the
+    /// database has another epoch.
+    pub fn claim_recorded(&mut self, track: &str, result: Result<u64, u64>) {
+        if self.claims.remove(track) != Some(ClaimPhase::Recording) {
+            return;
+        }
+        match result {
+            Ok(epoch) => {
+                self.note_epoch(track, epoch);
+                if self.draining || !self.tracks.contains(track) {
+                    return;
+                }
+                self.owned.insert(
+                    track.to_string(),
+                    Owned {
+                        epoch,
+                        phase: RunPhase::Idle,
+                    },
+                );
+            }
+            Err(current) => self.note_epoch(track, current),
+        }
+    }
+
+    /// Blocks gathered for a run of `track` under `epoch`; `last` when the
+    /// run has no more.
+    pub fn gathered(&mut self, track: &str, epoch: u64, payloads: Vec<Vec<u8>>, last: bool) {
+        let Some(owned) = self.owned.get_mut(track) else {
+            return;
+        };
+        if owned.epoch != epoch || !matches!(owned.phase, RunPhase::Gathering { all: false }) {
+            return;
+        }
+        if last {
+            owned.phase = RunPhase::Gathering { all: true };
+        }
+        for payload in payloads {
+            let id = BlockId {
+                owner: self.settings.id,
+                incarnation: self.settings.incarnation,
+                seq: self.next_block,
+            };
+            self.next_block += 1;
+            self.queue.push_back(Block {
+                id,
+                track: track.to_string(),
+                epoch,
+                payload,
+            });
+        }
+        self.assign();
+        self.maybe_finish(track);
+    }
+
+    /// The database has a newer epoch for `track` than `epoch` (found by a
+    /// run or a commit): this node no longer owns it.
+    pub fn lost(&mut self, track: &str, epoch: u64) {
+        if self.owns_epoch(track, epoch) {
+            self.release(track);
+        }
+    }
+
+    /// The answer to `FinishRun`.
+    pub fn run_finished(&mut self, track: &str, epoch: u64) {
+        if let Some(owned) = self.owned.get_mut(track) {
+            if owned.epoch == epoch && owned.phase == RunPhase::Finishing {
+                owned.phase = RunPhase::Idle;
+            }
+        }
+    }
+
+    /// The answer to `Execute`.
+    pub fn executed(&mut self, id: BlockId, outcome: Outcome) {
+        if !self.working.remove(&id) {
+            return;
+        }
+        if self.done.len() >= DONE_REMEMBERED_MAX {
+            self.done.pop_front();
+        }
+        self.done.push_back((id, outcome.clone()));
+        if id.owner == self.settings.id {
+            self.on_ack(self.settings.id, id, outcome);
+        } else {
+            self.out.push(Output::Send {
+                to: id.owner,
+                message: Message::Ack { id, outcome },
+            });
+        }
+    }
+
+    /// Blocks queued or in flight for `track` (status).
+    pub fn blocks_in_flight(&self, track: &str) -> usize {
+        self.queue.iter().filter(|b| b.track == track).count()
+            + self
+                .in_flight
+                .values()
+                .filter(|f| f.block.track == track)
+                .count()
+    }
+
+    /// Blocks this node has handed out or queued, all tracks.
+    pub fn blocks_outstanding(&self) -> usize {
+        self.queue.len() + self.in_flight.len()
+    }
+
+    /// The tracks this node owns and their epochs.
+    pub fn owned(&self) -> Vec<(String, u64)> {
+        self.owned
+            .iter()
+            .map(|(t, o)| (t.clone(), o.epoch))
+            .collect()
+    }
+
+    /// Every node this one knows, itself first.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        let master = self.master();
+        let mut nodes = vec![NodeView {
+            id: self.settings.id,
+            state: if self.draining {
+                PeerState::Draining
+            } else {
+                PeerState::Alive
+            },
+            role: self.settings.role,
+            master: master == Some(self.settings.id),
+            tracks: self.owned.keys().cloned().collect(),
+        }];
+        for (&id, p) in &self.peers {
+            nodes.push(NodeView {
+                id,
+                state: self.peer_state(p),
+                role: p.advert.role,
+                master: master == Some(id),
+                tracks: p.advert.owned.iter().map(|(t, _)| t.clone()).collect(),
+            });
+        }
+        nodes
+    }
+
+    /// The owner of each known track as this node sees it, with its epoch.
+    pub fn owners(&self) -> BTreeMap<String, (NodeId, u64)> {
+        self.tracks
+            .iter()
+            .filter_map(|t| self.owner_of(t).map(|o| (t.clone(), o)))
+            .collect()
+    }
+
+    fn peer_state(&self, p: &Peer) -> PeerState {
+        if !self.available(p) {
+            PeerState::Unavailable
+        } else if p.advert.draining {
+            PeerState::Draining
+        } else {
+            PeerState::Alive
+        }
+    }
+
+    fn available(&self, p: &Peer) -> bool {
+        self.cycle.saturating_sub(p.heard_cycle) < u64::from(self.settings.missed_cycles)
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready_cycle.is_some()
+    }
+
+    /// Whether a standby may take tracks and blocks: an active peer it has
+    /// heard of is unavailable.
+    fn standby_called(&self) -> bool {
+        self.peers
+            .values()
+            .any(|p| p.advert.role == Role::Active && !self.available(p))
+    }
+
+    fn takes_work(&self) -> bool {
+        self.is_ready()
+            && !self.draining
+            && (self.settings.role == Role::Active || self.standby_called())
+    }
+
+    fn peer_takes_work(&self, p: &Peer) -> bool {
+        self.available(p)
+            && p.advert.ready
+            && !p.advert.draining
+            && (p.advert.role == Role::Active || self.standby_called())
+    }
+
+    /// The lowest id among available, ready, active, non-draining nodes;
+    /// with none, the lowest among the standbys that took over.
+    pub fn master(&self) -> Option<NodeId> {
+        let me = self.settings.id;
+        let candidate = |active: bool| {
+            let mine = (self.is_ready()
+                && !self.draining
+                && (self.settings.role == Role::Active) == active)
+                .then_some(me);
+            let theirs = self.peers.iter().filter_map(|(&id, p)| {
+                (self.available(p)
+                    && p.advert.ready
+                    && !p.advert.draining
+                    && (p.advert.role == Role::Active) == active)
+                    .then_some(id)
+            });
+            mine.into_iter().chain(theirs).min()
+        };
+        candidate(true).or_else(|| {
+            if self.takes_work() || self.standby_called() {
+                candidate(false)
+            } else {
+                None
+            }
+        })
+    }
+
+    fn free(&self) -> u32 {
+        if self.takes_work() {
+            self.settings
+                .capacity
+                .saturating_sub(self.working.len() as u32)
+        } else {
+            0
+        }
+    }
+
+    /// The advertisement this node would send now.
+    pub fn advert(&self) -> Advert {
+        Advert {
+            role: self.settings.role,
+            ready: self.is_ready(),
+            draining: self.draining,
+            bundle: self.bundle,
+            owned: self.owned(),
+            claims: self
+                .claims
+                .iter()
+                .map(|(t, c)| {
+                    let n = match c {
+                        ClaimPhase::Counting(n) => *n,
+                        ClaimPhase::Recording => 0,
+                    };
+                    (t.clone(), n)
+                })
+                .collect(),
+            free: self.free(),
+            master: self.master(),
+        }
+    }
+
+    fn note_epoch(&mut self, track: &str, epoch: u64) {
+        let e = self.known_epochs.entry(track.to_string()).or_insert(0);
+        *e = (*e).max(epoch);
+    }
+
+    /// The owner of `track`: this node, or the available peer advertising
+    /// it under the highest epoch.
+    fn owner_of(&self, track: &str) -> Option<(NodeId, u64)> {
+        let mine = self.owned.get(track).map(|o| (self.settings.id, o.epoch));
+        let theirs = self.peers.iter().filter_map(|(&id, p)| {
+            if !self.available(p) {
+                return None;
+            }
+            p.advert
+                .owned
+                .iter()
+                .find(|(t, _)| t == track)
+                .map(|&(_, e)| (id, e))
+        });
+        mine.into_iter()
+            .chain(theirs)
+            .max_by_key(|&(id, e)| (e, u64::MAX - id))
+    }
+
+    fn on_advert(&mut self, from: NodeId, advert: Advert) {
+        for (t, e) in &advert.owned {
+            self.note_epoch(t, *e);
+            // A higher epoch elsewhere: this node was superseded.
+            if self.owned.get(t).is_some_and(|o| o.epoch < *e) {
+                self.release(t);
+            }
+        }
+        if advert.ready && advert.bundle != self.bundle && self.is_ready() {
+            self.out.push(Output::Command(Command::CheckBundle));
+        }
+        let cycle = self.cycle;
+        self.peers
+            .entry(from)
+            .and_modify(|p| {
+                p.advert = advert.clone();
+                p.heard_cycle = cycle;
+                p.given_since_advert = 0;
+            })
+            .or_insert(Peer {
+                advert,
+                heard_cycle: cycle,
+                given_since_advert: 0,
+            });
+        self.assign();
+    }
+
+    fn on_block(&mut self, from: NodeId, block: Block) {
+        if block.id.owner != from {
+            return;
+        }
+        if let Some((_, outcome)) = self.done.iter().find(|(id, _)| *id == block.id) {
+            let outcome = outcome.clone();
+            self.out.push(Output::Send {
+                to: from,
+                message: Message::Ack {
+                    id: block.id,
+                    outcome,
+                },
+            });
+            return;
+        }
+        if self.working.contains(&block.id) {
+            return;
+        }
+        if self.free() == 0 || block.epoch == 0 {
+            self.out.push(Output::Send {
+                to: from,
+                message: Message::Ack {
+                    id: block.id,
+                    outcome: Outcome::Refused,
+                },
+            });
+            return;
+        }
+        self.working.insert(block.id);
+        self.out.push(Output::Command(Command::Execute(block)));
+    }
+
+    fn on_ack(&mut self, from: NodeId, id: BlockId, outcome: Outcome) {
+        let Some(flight) = self.in_flight.get(&id) else {
+            return;
+        };
+        if flight.worker != from {
+            return;
+        }
+        let flight = self.in_flight.remove(&id).expect("looked up above");
+        let track = flight.block.track.clone();
+        match outcome {
+            Outcome::Done | Outcome::Failed(_) => {}
+            Outcome::Refused => {
+                if self.owns_epoch(&track, flight.block.epoch) {
+                    self.queue.push_front(flight.block);
+                }
+            }
+            Outcome::Fenced => {
+                if self.owns_epoch(&track, flight.block.epoch) {
+                    self.release(&track);
+                }
+            }
+        }
+        self.assign();
+        self.maybe_finish(&track);
+    }
+
+    fn owns_epoch(&self, track: &str, epoch: u64) -> bool {
+        self.owned.get(track).is_some_and(|o| o.epoch == epoch)
+    }
+
+    /// Gives up `track`: its queue and blocks in flight are forgotten (a
+    /// later commit of them is fenced by the database).
+    fn release(&mut self, track: &str) {
+        if self.owned.remove(track).is_none() {
+            return;
+        }
+        self.queue.retain(|b| b.track != track);
+        self.in_flight.retain(|_, f| f.block.track != track);
+        self.out.push(Output::Command(Command::Release {
+            track: track.to_string(),
+        }));
+    }
+
+    fn requeue_from_unavailable(&mut self) {
+        let gone: Vec<BlockId> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| {
+                f.worker != self.settings.id
+                    && self.peers.get(&f.worker).is_none_or(|p| !self.available(p))
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            let f = self.in_flight.remove(&id).expect("listed above");
+            self.queue.push_front(f.block);
+        }
+    }
+
+    fn resend_unanswered(&mut self) {
+        let me = self.settings.id;
+        let cycle = self.cycle;
+        let after = u64::from(self.settings.resend_cycles);
+        for f in self.in_flight.values_mut() {
+            if f.worker != me && cycle - f.sent_cycle >= after {
+                f.sent_cycle = cycle;
+                self.out.push(Output::Send {
+                    to: f.worker,
+                    message: Message::Block(f.block.clone()),
+                });
+            }
+        }
+    }
+
+    /// (owned tracks, id): the lower wins a competing claim.
+    fn standing(&self, id: NodeId) -> (usize, NodeId) {
+        if id == self.settings.id {
+            return (self.owned.len(), id);
+        }
+        let owned = self.peers.get(&id).map_or(0, |p| p.advert.owned.len());
+        (owned, id)
+    }
+
+    /// Whether an available peer claims `track` with a better standing.
+    fn beaten(&self, track: &str) -> bool {
+        let mine = self.standing(self.settings.id);
+        self.peers.iter().any(|(&id, p)| {
+            self.peer_takes_work(p)
+                && p.advert.claims.iter().any(|(t, _)| t == track)
+                && self.standing(id) < mine
+        })
+    }
+
+    fn advance_claims(&mut self) {
+        let tracks: Vec<String> = self.claims.keys().cloned().collect();
+        for t in tracks {
+            let ClaimPhase::Counting(n) = self.claims[&t] else {
+                continue;
+            };
+            if !self.takes_work() || self.owner_of(&t).is_some() || self.beaten(&t) {
+                self.claims.remove(&t);
+                continue;
+            }
+            // The advertisement just sent carried `n`; this tick counts it.
+            let n = n.saturating_sub(1);
+            if n == 0 {
+                self.claims.insert(t.clone(), ClaimPhase::Recording);
+                let known_epoch = self.known_epochs.get(&t).copied().unwrap_or(0);
+                self.out.push(Output::Command(Command::RecordClaim {
+                    track: t,
+                    known_epoch,
+                }));
+            } else {
+                self.claims.insert(t, ClaimPhase::Counting(n));
+            }
+        }
+    }
+
+    /// Divides the unowned tracks among the nodes that take work, fewest
+    /// tracks (owned and claimed) first, then lowest id; claims this
+    /// node's share. Every node computes the same division from the same
+    /// view, so claims rarely compete.
+    fn start_claims(&mut self) {
+        let warmed = self
+            .ready_cycle
+            .is_some_and(|c| self.cycle - c >= u64::from(self.settings.missed_cycles));
+        if !warmed || !self.takes_work() {
+            return;
+        }
+        let me = self.settings.id;
+        let mut load: BTreeMap<NodeId, usize> = BTreeMap::new();
+        load.insert(me, self.owned.len() + self.claims.len());
+        for (&id, p) in &self.peers {
+            if self.peer_takes_work(p) && p.advert.bundle == self.bundle {
+                load.insert(id, p.advert.owned.len() + p.advert.claims.len());
+            }
+        }
+        let unowned: Vec<String> = self
+            .tracks
+            .iter()
+            .filter(|t| self.owner_of(t).is_none() && !self.claims.contains_key(*t))
+            .cloned()
+            .collect();
+        for t in unowned {
+            let claimed_by_peer = self.peers.iter().any(|(_, p)| {
+                self.peer_takes_work(p) && p.advert.claims.iter().any(|(c, _)| *c == t)
+            });
+            if claimed_by_peer {
+                continue;
+            }
+            let (&winner, _) = load
+                .iter()
+                .min_by_key(|&(&id, &n)| (n, id))
+                .expect("this node is in the map");
+            *load.get_mut(&winner).expect("present") += 1;
+            if winner == me {
+                self.claims
+                    .insert(t, ClaimPhase::Counting(self.settings.claim_counter));
+            }
+        }
+    }
+
+    /// Starts a run of every idle owned track (the node checks whether it
+    /// is due); a draining node hands idle tracks over instead.
+    fn drive_runs(&mut self) {
+        let idle: Vec<(String, u64)> = self
+            .owned
+            .iter()
+            .filter(|(_, o)| o.phase == RunPhase::Idle)
+            .map(|(t, o)| (t.clone(), o.epoch))
+            .collect();
+        for (track, epoch) in idle {
+            if self.draining {
+                self.release(&track);
+                continue;
+            }
+            self.owned.get_mut(&track).expect("listed").phase = RunPhase::Gathering { all: false };
+            self.out
+                .push(Output::Command(Command::Run { track, epoch }));
+        }
+    }
+
+    fn maybe_finish(&mut self, track: &str) {
+        let Some(owned) = self.owned.get(track) else {
+            return;
+        };
+        if owned.phase != (RunPhase::Gathering { all: true }) || self.blocks_in_flight(track) > 0 {
+            return;
+        }
+        let epoch = owned.epoch;
+        self.owned.get_mut(track).expect("looked up").phase = RunPhase::Finishing;
+        self.out.push(Output::Command(Command::FinishRun {
+            track: track.to_string(),
+            epoch,
+        }));
+    }
+
+    /// Hands queued blocks to nodes with room: the one with most room
+    /// first, this node on a tie.
+    fn assign(&mut self) {
+        let me = self.settings.id;
+        while !self.queue.is_empty() {
+            let own_room = self.free();
+            let mut best: Option<(u32, NodeId)> = (own_room > 0).then_some((own_room, me));
+            for (&id, p) in &self.peers {
+                if !self.peer_takes_work(p) || p.advert.bundle != self.bundle {
+                    continue;
+                }
+                let room = p.advert.free.saturating_sub(p.given_since_advert);
+                if room > 0 && best.is_none_or(|(r, _)| room > r) {
+                    best = Some((room, id));
+                }
+            }
+            let Some((_, worker)) = best else {
+                return;
+            };
+            let block = self.queue.pop_front().expect("not empty");
+            self.in_flight.insert(
+                block.id,
+                InFlight {
+                    block: block.clone(),
+                    worker,
+                    sent_cycle: self.cycle,
+                },
+            );
+            if worker == me {
+                self.working.insert(block.id);
+                self.out.push(Output::Command(Command::Execute(block)));
+            } else {
+                self.peers
+                    .get_mut(&worker)
+                    .expect("chosen")
+                    .given_since_advert += 1;
+                self.out.push(Output::Send {
+                    to: worker,
+                    message: Message::Block(block),
+                });
+            }
+        }
+    }
+
+    fn finish_drain(&mut self) {
+        if self.draining
+            && self.owned.is_empty()
+            && self.in_flight.is_empty()
+            && self.queue.is_empty()
+            && self.working.is_empty()
+        {
+            self.left = true;
+            self.out.push(Output::Command(Command::Leave));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::group::sim::{track_name, Sim, SimConfig};
+
+    fn calm(actives: usize, standbys: usize, tracks: usize) -> Sim {
+        Sim::calm(
+            SimConfig {
+                actives,
+                standbys,
+                tracks,
+                records_per_track: 8,
+                ..SimConfig::default()
+            },
+            1,
+        )
+    }
+
+    /// Steps until `done` holds; the cycles it took.
+    fn until(sim: &mut Sim, limit: u64, done: impl Fn(&Sim) -> bool) -> u64 {
+        let start = sim.cycle();
+        while !done(sim) {
+            assert!(sim.cycle() - start < limit, "not within {limit} cycles");
+            sim.step().unwrap();
+        }
+        sim.cycle() - start
+    }
+
+    #[test]
+    fn tracks_are_spread_fewest_first_and_one_master_rules() {
+        let mut sim = calm(3, 0, 6);
+        until(&mut sim, 30, |s| s.is_settled().is_ok());
+        let mut per_node = [0; 4];
+        for t in 0..6 {
+            per_node[sim.db_owner(&track_name(t)).unwrap().0 as usize] += 1;
+        }
+        assert_eq!(per_node[1..], [2, 2, 2]);
+        for id in 1..=3 {
+            assert_eq!(sim.group(id).unwrap().master(), Some(1));
+            assert_eq!(sim.group(id).unwrap().is_master(), id == 1);
+        }
+    }
+
+    #[test]
+    fn an_owners_tracks_are_taken_over_in_missed_plus_claim_cycles() {
+        let mut sim = calm(3, 0, 3);
+        until(&mut sim, 30, |s| s.is_settled().is_ok());
+        let (owner, epoch) = sim.db_owner("track0").unwrap();
+        sim.crash(owner);
+        sim.add_records("track0", 5);
+        let took = until(&mut sim, 30, |s| {
+            s.db_owner("track0")
+                .is_some_and(|(n, e)| n != owner && e > epoch)
+        });
+        // Silent for missed_cycles (4), then a claim over 2 advertisements,
+        // each step one cycle, give or take a message's cycle of delay.
+        assert!((6..=8).contains(&took), "took {took} cycles");
+        until(&mut sim, 10, |s| s.undone("track0") == 0);
+    }
+
+    #[test]
+    fn the_master_is_re_elected_when_it_goes_silent() {
+        let mut sim = calm(3, 0, 2);
+        until(&mut sim, 30, |s| s.is_settled().is_ok());
+        sim.crash(1);
+        let took = until(&mut sim, 20, |s| {
+            (2..=3).all(|id| s.group(id).unwrap().master() == Some(2))
+        });
+        assert!((4..=6).contains(&took), "took {took} cycles");
+        sim.restart(1);
+        until(&mut sim, 20, |s| {
+            (1..=3).all(|id| s.group(id).is_some_and(|g| g.master() == Some(1)))
+        });
+    }
+
+    #[test]
+    fn a_draining_node_hands_its_tracks_over_and_leaves() {
+        let mut sim = calm(3, 0, 6);
+        until(&mut sim, 30, |s| s.is_settled().is_ok());
+        sim.drain(2);
+        until(&mut sim, 30, |s| s.has_left(2));
+        until(&mut sim, 30, |s| {
+            (0..6).all(|t| s.db_owner(&track_name(t)).is_some_and(|(n, _)| n != 2))
+        });
+        sim.add_records("track1", 9);
+        until(&mut sim, 30, |s| s.undone("track1") == 0);
+    }
+
+    #[test]
+    fn a_standby_takes_tracks_only_when_an_active_node_fails() {
+        let mut sim = calm(2, 1, 4);
+        until(&mut sim, 30, |s| s.is_settled().is_ok());
+        sim.steps(20).unwrap();
+        assert!(sim.group(3).unwrap().owned().is_empty());
+        assert_eq!(sim.group(3).unwrap().advert().free, 0);
+        sim.crash(1);
+        until(&mut sim, 30, |s| !s.group(3).unwrap().owned().is_empty());
+    }
+}

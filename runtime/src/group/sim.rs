@@ -1,0 +1,741 @@
+//! A deterministic simulation of the peer group: the real `Group` values,
+//! a simulated network (loss, duplication, delay and so reordering,
+//! partitions), crashes and restarts, paused nodes, and a model of the
+//! database with the two checks the real one makes: a claim is a
+//! compare-and-set of the track's epoch, and a block commits only under
+//! the track's current epoch, each record's change conditional on its
+//! state (so a block applied twice changes nothing the second time).
+//!
+//! Everything random comes from one seed; a failing seed replays exactly
+//! (`Sim::new(config, seed)` again), and its trace says what happened.
+//! Invariants are checked after every step; after the faults stop, the
+//! group must settle within a bound: every track one owner, one master,
+//! every record's effect done exactly once.
+
+use super::protocol::{Block, Command, Group, Message, NodeId, Outcome, Output, Role, Settings};
+use std::collections::{BTreeMap, VecDeque};
+
+/// What a simulation runs and which faults it injects (per mille per
+/// cycle unless said otherwise).
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    pub actives: usize,
+    pub standbys: usize,
+    pub tracks: usize,
+    pub records_per_track: usize,
+    pub block_records: usize,
+    pub capacity: u32,
+    pub missed_cycles: u32,
+    pub claim_counter: u32,
+    /// Cycles with faults; then the faults heal.
+    pub fault_cycles: u64,
+    /// Cycles the group has, after healing, to settle.
+    pub settle_cycles: u64,
+    pub loss: u32,
+    pub duplicate: u32,
+    /// Messages take 0 to this many cycles.
+    pub delay_max: u64,
+    pub crash: u32,
+    pub pause: u32,
+    pub partition: u32,
+    /// New records per cycle (per mille chance of one).
+    pub arrivals: u32,
+}
+
+impl Default for SimConfig {
+    fn default() -> SimConfig {
+        SimConfig {
+            actives: 3,
+            standbys: 1,
+            tracks: 4,
+            records_per_track: 40,
+            block_records: 4,
+            capacity: 2,
+            missed_cycles: 4,
+            claim_counter: 2,
+            fault_cycles: 120,
+            settle_cycles: 60,
+            loss: 50,
+            duplicate: 30,
+            delay_max: 2,
+            crash: 15,
+            pause: 15,
+            partition: 10,
+            arrivals: 300,
+        }
+    }
+}
+
+/// SplitMix64: small, fast, and the same everywhere.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n
+    }
+
+    pub fn chance(&mut self, per_mille: u32) -> bool {
+        self.below(1000) < u64::from(per_mille)
+    }
+}
+
+/// Work a node's command does, finished at `due`.
+#[derive(Clone, Debug)]
+struct Job {
+    due: u64,
+    command: Command,
+}
+
+struct SimNode {
+    id: NodeId,
+    role: Role,
+    /// `None` while crashed.
+    group: Option<Group>,
+    restart_at: u64,
+    paused_until: u64,
+    incarnation: u64,
+    jobs: Vec<Job>,
+    left: bool,
+}
+
+struct Envelope {
+    at: u64,
+    from: NodeId,
+    to: NodeId,
+    message: Message,
+}
+
+/// The database as the group sees it.
+#[derive(Default)]
+struct SimDb {
+    /// track → (owner, epoch)
+    owners: BTreeMap<String, (NodeId, u64)>,
+    /// track → effects done per record
+    effects: BTreeMap<String, Vec<u32>>,
+    commits: u64,
+    fenced: u64,
+}
+
+/// What a finished simulation measured.
+#[derive(Clone, Debug, Default)]
+pub struct SimReport {
+    pub cycles: u64,
+    /// Cycles after healing until the group settled.
+    pub settled_after: u64,
+    pub messages: u64,
+    pub crashes: u64,
+    pub pauses: u64,
+    pub commits: u64,
+    /// Block commits refused because the epoch had moved on.
+    pub fenced: u64,
+    pub records: u64,
+}
+
+/// A broken invariant, with the seed and the last steps.
+#[derive(Debug)]
+pub struct SimFailure {
+    pub seed: u64,
+    pub cycle: u64,
+    pub message: String,
+    pub trace: Vec<String>,
+}
+
+impl std::fmt::Display for SimFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "seed {} failed at cycle {}: {}",
+            self.seed, self.cycle, self.message
+        )?;
+        writeln!(f, "last steps:")?;
+        for line in &self.trace {
+            writeln!(f, "  {line}")?;
+        }
+        write!(
+            f,
+            "replay: TRACKC_SIM_SEED={} cargo test -p trackc-runtime --test simulation",
+            self.seed
+        )
+    }
+}
+
+/// Lines of trace kept for a failure report.
+const TRACE_MAX: usize = 400;
+
+pub struct Sim {
+    config: SimConfig,
+    seed: u64,
+    rng: Rng,
+    cycle: u64,
+    nodes: Vec<SimNode>,
+    net: Vec<Envelope>,
+    db: SimDb,
+    /// Pairs of nodes that cannot reach each other until the cycle.
+    cut: BTreeMap<(NodeId, NodeId), u64>,
+    faults: bool,
+    trace: VecDeque<String>,
+    report: SimReport,
+}
+
+impl Sim {
+    pub fn new(config: SimConfig, seed: u64) -> Sim {
+        let mut db = SimDb::default();
+        for t in 0..config.tracks {
+            db.effects
+                .insert(track_name(t), vec![0; config.records_per_track]);
+        }
+        let nodes = (0..config.actives + config.standbys)
+            .map(|i| {
+                let role = if i < config.actives {
+                    Role::Active
+                } else {
+                    Role::Standby
+                };
+                let mut node = SimNode {
+                    id: i as NodeId + 1,
+                    role,
+                    group: None,
+                    restart_at: 0,
+                    paused_until: 0,
+                    incarnation: 0,
+                    jobs: Vec::new(),
+                    left: false,
+                };
+                node.group = Some(boot(&config, &node));
+                node
+            })
+            .collect();
+        Sim {
+            rng: Rng::new(seed),
+            seed,
+            cycle: 0,
+            nodes,
+            net: Vec::new(),
+            db,
+            cut: BTreeMap::new(),
+            faults: true,
+            trace: VecDeque::new(),
+            report: SimReport::default(),
+            config,
+        }
+    }
+
+    /// Runs the faulty cycles, heals, and waits for the group to settle.
+    pub fn run(mut self) -> Result<SimReport, SimFailure> {
+        for _ in 0..self.config.fault_cycles {
+            self.step()?;
+        }
+        self.heal();
+        let healed_at = self.cycle;
+        for _ in 0..self.config.settle_cycles {
+            self.step()?;
+            if self.settled().is_ok() {
+                self.report.settled_after = self.cycle - healed_at;
+                self.report.cycles = self.cycle;
+                self.report.commits = self.db.commits;
+                self.report.fenced = self.db.fenced;
+                self.report.records = self.db.effects.values().map(|e| e.len() as u64).sum();
+                return Ok(self.report);
+            }
+        }
+        let why = self.settled().unwrap_err();
+        Err(self.failure(format!(
+            "not settled {} cycles after the faults healed: {why}",
+            self.config.settle_cycles
+        )))
+    }
+
+    /// A simulation without faults, driven step by step (tests,
+    /// benchmarks).
+    pub fn calm(config: SimConfig, seed: u64) -> Sim {
+        let mut sim = Sim::new(config, seed);
+        sim.faults = false;
+        sim
+    }
+
+    /// Runs `cycles` steps.
+    pub fn steps(&mut self, cycles: u64) -> Result<(), SimFailure> {
+        for _ in 0..cycles {
+            self.step()?;
+        }
+        Ok(())
+    }
+
+    pub fn cycle(&self) -> u64 {
+        self.cycle
+    }
+
+    /// Kills node `id` (it stays down until `restart`).
+    pub fn crash(&mut self, id: NodeId) {
+        let i = self.index(id).expect("a simulated node");
+        let n = &mut self.nodes[i];
+        n.group = None;
+        n.jobs.clear();
+        n.restart_at = u64::MAX;
+        self.note(format!("node {id} killed"));
+    }
+
+    pub fn restart(&mut self, id: NodeId) {
+        let i = self.index(id).expect("a simulated node");
+        self.nodes[i].restart_at = self.cycle;
+    }
+
+    /// Tells node `id` to drain.
+    pub fn drain(&mut self, id: NodeId) {
+        let i = self.index(id).expect("a simulated node");
+        if let Some(g) = self.nodes[i].group.as_mut() {
+            g.drain();
+        }
+    }
+
+    /// Whether node `id` has drained and left.
+    pub fn has_left(&self, id: NodeId) -> bool {
+        self.index(id).is_some_and(|i| self.nodes[i].left)
+    }
+
+    /// The owner and epoch the database records for `track`.
+    pub fn db_owner(&self, track: &str) -> Option<(NodeId, u64)> {
+        self.db.owners.get(track).copied()
+    }
+
+    /// Records of `track` whose effect is not done yet.
+    pub fn undone(&self, track: &str) -> usize {
+        self.db.effects[track].iter().filter(|&&n| n == 0).count()
+    }
+
+    /// Adds `n` due records to `track`.
+    pub fn add_records(&mut self, track: &str, n: usize) {
+        let e = self.db.effects.get_mut(track).expect("a simulated track");
+        e.extend(std::iter::repeat_n(0, n));
+    }
+
+    /// Whether the group has settled (see `run`), and if not, why.
+    pub fn is_settled(&self) -> Result<(), String> {
+        self.settled()
+    }
+
+    /// The group of node `id` (tests, benchmarks).
+    pub fn group(&self, id: NodeId) -> Option<&Group> {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .and_then(|n| n.group.as_ref())
+    }
+
+    fn note(&mut self, line: String) {
+        if self.trace.len() >= TRACE_MAX {
+            self.trace.pop_front();
+        }
+        self.trace.push_back(format!("[{}] {line}", self.cycle));
+    }
+
+    fn failure(&self, message: String) -> SimFailure {
+        SimFailure {
+            seed: self.seed,
+            cycle: self.cycle,
+            message,
+            trace: self.trace.iter().cloned().collect(),
+        }
+    }
+
+    fn heal(&mut self) {
+        self.faults = false;
+        self.cut.clear();
+        let cycle = self.cycle;
+        for n in &mut self.nodes {
+            n.paused_until = n.paused_until.min(cycle);
+            n.restart_at = n.restart_at.min(cycle);
+        }
+        self.note("faults healed".into());
+    }
+
+    /// One cycle of the whole group.
+    pub fn step(&mut self) -> Result<(), SimFailure> {
+        self.cycle += 1;
+        if self.faults {
+            self.inject_faults();
+        }
+        self.restart_due();
+        if self.rng.chance(self.config.arrivals) && self.faults {
+            let t = track_name(self.rng.below(self.config.tracks as u64) as usize);
+            self.db.effects.get_mut(&t).expect("track").push(0);
+        }
+        self.deliver_messages();
+        self.finish_jobs()?;
+        let mut order: Vec<usize> = (0..self.nodes.len()).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, self.rng.below(i as u64 + 1) as usize);
+        }
+        for i in order {
+            if self.runs(i) {
+                self.nodes[i].group.as_mut().expect("runs").tick();
+                self.collect(i);
+            }
+        }
+        self.check_safety()
+    }
+
+    /// Whether node `i` is up and not paused.
+    fn runs(&self, i: usize) -> bool {
+        let n = &self.nodes[i];
+        n.group.is_some() && !n.left && n.paused_until <= self.cycle
+    }
+
+    fn inject_faults(&mut self) {
+        let count = self.nodes.len() as u64;
+        if self.rng.chance(self.config.crash) {
+            let i = self.rng.below(count) as usize;
+            if self.nodes[i].group.is_some() {
+                let down = 1 + self.rng.below(3 * u64::from(self.config.missed_cycles));
+                let n = &mut self.nodes[i];
+                n.group = None;
+                n.jobs.clear();
+                n.restart_at = self.cycle + down;
+                self.report.crashes += 1;
+                let id = n.id;
+                self.note(format!("node {id} crashes for {down} cycles"));
+            }
+        }
+        if self.rng.chance(self.config.pause) {
+            let i = self.rng.below(count) as usize;
+            let length = 1 + self.rng.below(3 * u64::from(self.config.missed_cycles));
+            self.nodes[i].paused_until = self.cycle + length;
+            self.report.pauses += 1;
+            let id = self.nodes[i].id;
+            self.note(format!("node {id} paused for {length} cycles"));
+        }
+        if self.rng.chance(self.config.partition) {
+            let a = self.rng.below(count) as NodeId + 1;
+            let length = 1 + self.rng.below(4 * u64::from(self.config.missed_cycles));
+            for b in 1..=count as NodeId {
+                if b != a {
+                    self.cut.insert((a.min(b), a.max(b)), self.cycle + length);
+                }
+            }
+            self.note(format!("node {a} cut off for {length} cycles"));
+        }
+        let cycle = self.cycle;
+        self.cut.retain(|_, until| *until > cycle);
+    }
+
+    fn restart_due(&mut self) {
+        for i in 0..self.nodes.len() {
+            let n = &self.nodes[i];
+            if n.group.is_none() && !n.left && n.restart_at <= self.cycle {
+                let n = &mut self.nodes[i];
+                n.incarnation += 1;
+                n.paused_until = 0;
+                n.group = Some(boot(&self.config, n));
+                let id = n.id;
+                self.note(format!("node {id} restarts"));
+            }
+        }
+    }
+
+    fn cut_off(&self, a: NodeId, b: NodeId) -> bool {
+        self.cut.contains_key(&(a.min(b), a.max(b)))
+    }
+
+    fn send(&mut self, from: NodeId, to: NodeId, message: Message) {
+        self.report.messages += 1;
+        let copies = if !self.faults {
+            1
+        } else if self.rng.chance(self.config.loss) {
+            0
+        } else if self.rng.chance(self.config.duplicate) {
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let delay = if self.faults {
+                self.rng.below(self.config.delay_max + 1)
+            } else {
+                self.rng.below(2)
+            };
+            self.net.push(Envelope {
+                at: self.cycle + delay,
+                from,
+                to,
+                message: message.clone(),
+            });
+        }
+    }
+
+    fn deliver_messages(&mut self) {
+        let cycle = self.cycle;
+        let mut due = Vec::new();
+        let mut later = Vec::new();
+        for e in std::mem::take(&mut self.net) {
+            if e.at <= cycle {
+                due.push(e);
+            } else {
+                later.push(e);
+            }
+        }
+        self.net = later;
+        for e in due {
+            let Some(i) = self.index(e.to) else { continue };
+            if self.cut_off(e.from, e.to) || self.nodes[i].group.is_none() {
+                continue;
+            }
+            if !self.runs(i) {
+                // A paused process reads its socket when it resumes.
+                self.net.push(Envelope { at: cycle + 1, ..e });
+                continue;
+            }
+            if let Message::Block(b) = &e.message {
+                let line = format!("{} -> {}: block {} of {}", e.from, e.to, b.id, b.track);
+                self.note(line);
+            }
+            self.nodes[i]
+                .group
+                .as_mut()
+                .expect("runs")
+                .handle(e.from, e.message);
+            self.collect(i);
+        }
+    }
+
+    fn index(&self, id: NodeId) -> Option<usize> {
+        self.nodes.iter().position(|n| n.id == id)
+    }
+
+    /// Takes node `i`'s outputs: messages onto the network, commands into
+    /// its job list, finished a little later.
+    fn collect(&mut self, i: usize) {
+        let outputs = self.nodes[i].group.as_mut().expect("runs").take();
+        let from = self.nodes[i].id;
+        for output in outputs {
+            match output {
+                Output::Advertise(advert) => {
+                    for j in 0..self.nodes.len() {
+                        let to = self.nodes[j].id;
+                        if to != from {
+                            self.send(from, to, Message::Advert(advert.clone()));
+                        }
+                    }
+                }
+                Output::Send { to, message } => self.send(from, to, message),
+                Output::Command(command) => {
+                    let due = self.cycle + self.rng.below(3);
+                    if let Command::Leave = command {
+                        self.nodes[i].left = true;
+                        self.note(format!("node {from} leaves"));
+                        continue;
+                    }
+                    self.nodes[i].jobs.push(Job { due, command });
+                }
+            }
+        }
+    }
+
+    fn finish_jobs(&mut self) -> Result<(), SimFailure> {
+        for i in 0..self.nodes.len() {
+            if !self.runs(i) {
+                continue;
+            }
+            let cycle = self.cycle;
+            let (now, later): (Vec<Job>, Vec<Job>) = std::mem::take(&mut self.nodes[i].jobs)
+                .into_iter()
+                .partition(|j| j.due <= cycle);
+            self.nodes[i].jobs = later;
+            for job in now {
+                self.do_job(i, job.command)?;
+                self.collect(i);
+            }
+        }
+        Ok(())
+    }
+
+    fn do_job(&mut self, i: usize, command: Command) -> Result<(), SimFailure> {
+        let id = self.nodes[i].id;
+        match command {
+            Command::RecordClaim { track, known_epoch } => {
+                let current = self.db.owners.get(&track).map_or(0, |&(_, e)| e);
+                let result = if current == known_epoch {
+                    self.db.owners.insert(track.clone(), (id, current + 1));
+                    self.note(format!("node {id} owns {track} at epoch {}", current + 1));
+                    Ok(current + 1)
+                } else {
+                    self.note(format!(
+                        "node {id} loses {track}: epoch {current}, not {known_epoch}"
+                    ));
+                    Err(current)
+                };
+                self.group_mut(i).claim_recorded(&track, result);
+            }
+            Command::Run { track, epoch } => {
+                if self.db.owners.get(&track).map_or(0, |&(_, e)| e) != epoch {
+                    self.note(format!("node {id}: {track} epoch {epoch} is stale"));
+                    self.group_mut(i).lost(&track, epoch);
+                    return Ok(());
+                }
+                let block_records = self.config.block_records;
+                let due: Vec<u32> = self.db.effects[&track]
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &n)| n == 0)
+                    .map(|(r, _)| r as u32)
+                    .collect();
+                let payloads: Vec<Vec<u8>> = due
+                    .chunks(block_records)
+                    .map(|c| c.iter().flat_map(|r| r.to_le_bytes()).collect())
+                    .collect();
+                // Sometimes in two parts, as a long gather hands them over.
+                let split = self.rng.below(payloads.len() as u64 + 1) as usize;
+                let (first, second) = payloads.split_at(split);
+                let (first, second) = (first.to_vec(), second.to_vec());
+                let group = self.group_mut(i);
+                group.gathered(&track, epoch, first, false);
+                group.gathered(&track, epoch, second, true);
+            }
+            Command::FinishRun { track, epoch } => self.group_mut(i).run_finished(&track, epoch),
+            Command::Release { .. } | Command::CheckBundle | Command::Leave => {}
+            Command::Execute(block) => {
+                let outcome = self.commit(id, &block)?;
+                self.group_mut(i).executed(block.id, outcome);
+            }
+        }
+        Ok(())
+    }
+
+    fn group_mut(&mut self, i: usize) -> &mut Group {
+        self.nodes[i].group.as_mut().expect("job of a running node")
+    }
+
+    /// A block's transaction: the epoch check, then each record's change
+    /// conditional on its state.
+    fn commit(&mut self, worker: NodeId, block: &Block) -> Result<Outcome, SimFailure> {
+        let current = self.db.owners.get(&block.track).map_or(0, |&(_, e)| e);
+        if current != block.epoch {
+            self.db.fenced += 1;
+            self.note(format!(
+                "node {worker}: block {} of {} fenced (epoch {} < {current})",
+                block.id, block.track, block.epoch
+            ));
+            return Ok(Outcome::Fenced);
+        }
+        self.db.commits += 1;
+        let effects = self.db.effects.get_mut(&block.track).expect("track");
+        for r in block.payload.chunks(4) {
+            let r = u32::from_le_bytes(r.try_into().expect("4 bytes")) as usize;
+            if effects[r] == 0 {
+                effects[r] = 1;
+            }
+        }
+        self.note(format!(
+            "node {worker}: block {} of {} committed",
+            block.id, block.track
+        ));
+        Ok(Outcome::Done)
+    }
+
+    /// At most one node holds a track under its current epoch, and it is
+    /// the one the database names; no effect happened twice.
+    fn check_safety(&self) -> Result<(), SimFailure> {
+        for (track, &(owner, epoch)) in &self.db.owners {
+            let holders: Vec<NodeId> = self
+                .nodes
+                .iter()
+                .filter_map(|n| {
+                    let g = n.group.as_ref()?;
+                    g.owned()
+                        .iter()
+                        .any(|(t, e)| t == track && *e == epoch)
+                        .then_some(n.id)
+                })
+                .collect();
+            if holders.len() > 1 || holders.iter().any(|&h| h != owner) {
+                return Err(self.failure(format!(
+                    "track {track} epoch {epoch} (database owner {owner}) held by {holders:?}"
+                )));
+            }
+        }
+        for (track, effects) in &self.db.effects {
+            if let Some(r) = effects.iter().position(|&n| n > 1) {
+                return Err(self.failure(format!("record {r} of {track} done twice")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every track owned by exactly one running node under the database's
+    /// epoch, every node agreeing on the master, every record done.
+    fn settled(&self) -> Result<(), String> {
+        let running: Vec<&SimNode> = self
+            .nodes
+            .iter()
+            .filter(|n| n.group.is_some() && !n.left)
+            .collect();
+        for t in 0..self.config.tracks {
+            let track = track_name(t);
+            let Some(&(owner, epoch)) = self.db.owners.get(&track) else {
+                return Err(format!("{track} was never claimed"));
+            };
+            let holders = running
+                .iter()
+                .filter(|n| {
+                    n.group
+                        .as_ref()
+                        .is_some_and(|g| g.owned().iter().any(|(o, e)| *o == track && *e == epoch))
+                })
+                .count();
+            if holders != 1 || !running.iter().any(|n| n.id == owner) {
+                return Err(format!(
+                    "{track}: {holders} holders of epoch {epoch}, database owner {owner}"
+                ));
+            }
+            let undone = self.db.effects[&track].iter().filter(|&&n| n == 0).count();
+            if undone > 0 {
+                return Err(format!("{track}: {undone} records not done"));
+            }
+        }
+        let expected = running
+            .iter()
+            .filter(|n| n.role == Role::Active)
+            .map(|n| n.id)
+            .min();
+        for n in &running {
+            let master = n.group.as_ref().and_then(Group::master);
+            if expected.is_some() && master != expected {
+                return Err(format!(
+                    "node {} sees master {master:?}, not {expected:?}",
+                    n.id
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn track_name(t: usize) -> String {
+    format!("track{t}")
+}
+
+/// A node's protocol value at (re)start: ready at once with the bundle of
+/// every track (the simulated join always succeeds).
+fn boot(config: &SimConfig, node: &SimNode) -> Group {
+    let mut settings = Settings::new(node.id, node.role);
+    settings.missed_cycles = config.missed_cycles;
+    settings.claim_counter = config.claim_counter;
+    settings.capacity = config.capacity;
+    settings.incarnation = node.incarnation;
+    let mut group = Group::new(settings);
+    group.ready(1, (0..config.tracks).map(track_name));
+    group
+}
