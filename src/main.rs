@@ -4,6 +4,7 @@
 //! Exit codes: 0 clean (or warnings only), 1 errors in the tracks, 2 usage or
 //! I/O problems (a file that cannot be read, records that are not JSON).
 
+mod group_cli;
 mod operate;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -86,6 +87,16 @@ enum Command {
     Outbox(operate::OutboxCommand),
     /// The zero-set-up tour: synthetic contacts in SQLite, the example tracks run over them.
     Demo(operate::DemoArgs),
+    /// One peer of a group, as its node.toml says.
+    Node(group_cli::NodeArgs),
+    /// Check tracks and deploy them to a running group.
+    Deploy(group_cli::DeployArgs),
+    /// The group as a node sees it: nodes, master, tracks, owners.
+    Status(group_cli::StatusArgs),
+    /// Make a node hand its tracks over, finish its blocks and leave.
+    Drain(group_cli::DrainArgs),
+    /// Raise an event for a record.
+    Emit(group_cli::EmitArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -159,6 +170,11 @@ fn main() -> ExitCode {
         Command::Run(args) => operate::run(&args),
         Command::Demo(args) => operate::demo(&args),
         Command::Outbox(command) => operate::outbox(&command),
+        Command::Node(args) => group_cli::node(&args),
+        Command::Deploy(args) => group_cli::deploy(&args),
+        Command::Status(args) => group_cli::status(&args),
+        Command::Drain(args) => group_cli::drain(&args),
+        Command::Emit(args) => group_cli::emit(&args),
     };
     match result {
         Ok(code) => code,

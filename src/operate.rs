@@ -147,13 +147,13 @@ pub struct DemoArgs {
     contacts: u64,
 }
 
-fn failed(e: trackc_runtime::Error) -> UsageError {
+pub(crate) fn failed(e: trackc_runtime::Error) -> UsageError {
     usage(e.to_string())
 }
 
 /// SIGINT and SIGTERM set the flag: the current block finishes, then the
 /// run stops cleanly.
-fn stop_flag() -> Result<Arc<AtomicBool>, UsageError> {
+pub(crate) fn stop_flag() -> Result<Arc<AtomicBool>, UsageError> {
     let flag = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, flag.clone())

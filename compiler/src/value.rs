@@ -4,7 +4,7 @@ use crate::syntax::literals::{format_duration, format_timestamp};
 use crate::types::Type;
 use std::fmt;
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     Null,
     Int(i64),

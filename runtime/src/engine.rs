@@ -131,7 +131,7 @@ pub fn serve(
     Ok(())
 }
 
-enum Due {
+pub(crate) enum Due {
     No,
     /// Run now; after a clean run, remember `mark` (the `on change` result).
     Yes {
@@ -141,7 +141,7 @@ enum Due {
 
 /// Whether a trigger of track `t` calls for a run at `now`. A schedule
 /// missed while nothing ran is due once: the next tick after the last run.
-fn due(
+pub(crate) fn due(
     store: &mut dyn Store,
     tracks: &[LoadedTrack],
     t: usize,

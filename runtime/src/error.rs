@@ -18,6 +18,13 @@ pub enum Error {
     /// Track files with errors, or a deploy that would lose records.
     Deploy(String),
     Io(String),
+    /// A block cut under an epoch the track has left: another node owns
+    /// the track now.
+    Fenced {
+        track: String,
+        epoch: u64,
+        current: u64,
+    },
     /// SIGINT/SIGTERM: the work stopped after the current block.
     Stopped,
 }
@@ -38,6 +45,14 @@ impl fmt::Display for Error {
         match self {
             Error::Config(m) | Error::Data(m) | Error::Deploy(m) | Error::Io(m) => f.write_str(m),
             Error::Db { context, message } => write!(f, "{context}: {message}"),
+            Error::Fenced {
+                track,
+                epoch,
+                current,
+            } => write!(
+                f,
+                "track {track}: the block's epoch {epoch} is not the track's epoch {current}"
+            ),
             Error::Stopped => f.write_str("stopped"),
         }
     }

@@ -8,6 +8,7 @@ pub mod deliver;
 pub mod engine;
 pub mod error;
 pub mod group;
+pub mod node;
 pub mod run;
 pub mod sqltext;
 

@@ -122,19 +122,7 @@ impl Runner<'_> {
     fn execute(&mut self, t: usize, run: &RunInfo) -> Result<RunStats> {
         let track = &self.tracks[t];
         let ir = &track.ir;
-        let key_name = &ir.fields[ir.key].name;
-        let mut params = vec![
-            ("now".to_string(), Value::Timestamp(run.now)),
-            ("last_run".to_string(), Value::Timestamp(run.last_run)),
-        ];
-        let sql = match run.event.as_ref().and_then(|e| e.key.clone()) {
-            Some(key) => {
-                params.push((EVENT_KEY_PARAM.to_string(), Value::Text(key)));
-                filter_by_key(&ir.source.text, key_name)?
-            }
-            None => ir.source.text.clone(),
-        };
-        let query = Statement { sql, params };
+        let query = source_statement(track, run)?;
         let mut stats = RunStats::default();
         let stop = self.stop;
         let progress = self.progress;
@@ -146,7 +134,7 @@ impl Runner<'_> {
                     return Err(Error::Stopped);
                 }
                 let block = decide_block(track, run, rows, writer, &mut stats)?;
-                apply(writer, &ir.name, &block, &mut stats)?;
+                apply(writer, &ir.name, &block, None, &mut stats)?;
                 progress(&ir.name, stats.records);
                 Ok(())
             });
@@ -157,22 +145,57 @@ impl Runner<'_> {
     }
 }
 
+/// The source query of a run: by key for a run started by an event.
+pub fn source_statement(track: &LoadedTrack, run: &RunInfo) -> Result<Statement> {
+    let ir = &track.ir;
+    let key_name = &ir.fields[ir.key].name;
+    let mut params = vec![
+        ("now".to_string(), Value::Timestamp(run.now)),
+        ("last_run".to_string(), Value::Timestamp(run.last_run)),
+    ];
+    let sql = match run.event.as_ref().and_then(|e| e.key.clone()) {
+        Some(key) => {
+            params.push((EVENT_KEY_PARAM.to_string(), Value::Text(key)));
+            filter_by_key(&ir.source.text, key_name)?
+        }
+        None => ir.source.text.clone(),
+    };
+    Ok(Statement { sql, params })
+}
+
+/// Decides and applies one block of a run cut by another node (the
+/// track's owner in a group), under the owner's epoch: if the track has
+/// moved to another owner since, nothing is written (`Error::Fenced`).
+pub fn execute_block(
+    track: &LoadedTrack,
+    run: &RunInfo,
+    rows: Rows,
+    writer: &mut dyn BlockWriter,
+    epoch: u64,
+) -> Result<RunStats> {
+    let mut stats = RunStats::default();
+    let block = decide_block(track, run, rows, writer, &mut stats)?;
+    apply(writer, &track.ir.name, &block, Some(epoch), &mut stats)?;
+    Ok(stats)
+}
+
 /// Applies a block's changes in one transaction; if that fails, each
 /// change alone, so that one bad record does not hold up the others.
 fn apply(
     writer: &mut dyn BlockWriter,
     track: &str,
     changes: &[Change],
+    fence: Option<u64>,
     stats: &mut RunStats,
 ) -> Result<()> {
     if changes.is_empty() {
         return Ok(());
     }
-    match writer.apply(track, changes) {
+    match writer.apply(track, changes, fence) {
         Ok(a) => stats.add_applied(a),
         Err(Error::Db { .. }) | Err(Error::Data(_)) if changes.len() > 1 => {
             for c in changes {
-                match writer.apply(track, std::slice::from_ref(c)) {
+                match writer.apply(track, std::slice::from_ref(c), fence) {
                     Ok(a) => stats.add_applied(a),
                     Err(e) => note(
                         stats,

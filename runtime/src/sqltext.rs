@@ -144,13 +144,16 @@ fn sqlite_modifier(interval: &Interval, sign: i64) -> std::result::Result<String
 
 /// `source` limited to the record whose `key` column equals the parameter
 /// `:trackc_event_key`: `SELECT * FROM (source) AS trackc_source WHERE
-/// trackc_source.key = :trackc_event_key`, built as a tree.
+/// CAST(trackc_source.key AS TEXT) = :trackc_event_key`, built as a tree.
+/// The key is compared as text (an event's key is text), so that an
+/// integer key works on PostgreSQL, which will not bind text to bigint.
 pub fn filter_by_key(source: &str, key: &str) -> Result<String> {
     let Statement::Query(inner) = parse_one(source)? else {
         return Err(Error::Data("the source is not a query".into()));
     };
     let template = format!(
-        "SELECT * FROM (SELECT 1) AS trackc_source WHERE trackc_source.{} = :{EVENT_KEY_PARAM}",
+        "SELECT * FROM (SELECT 1) AS trackc_source \
+         WHERE CAST(trackc_source.{} AS TEXT) = :{EVENT_KEY_PARAM}",
         sqlparser::ast::Ident::with_quote('"', key)
     );
     let Statement::Query(mut outer) = parse_one(&template)? else {
@@ -211,7 +214,7 @@ mod tests {
         assert_eq!(
             sql,
             "SELECT * FROM (SELECT o.id AS order_id FROM orders o) AS trackc_source \
-             WHERE trackc_source.\"order_id\" = :trackc_event_key"
+             WHERE CAST(trackc_source.\"order_id\" AS TEXT) = :trackc_event_key"
         );
     }
 }

@@ -101,6 +101,17 @@ CREATE INDEX trackc_runs_recent ON trackc_runs (track, run_at);
 CREATE INDEX trackc_runs_scheduled ON trackc_runs (track, event_seq, run_at);
 ",
     },
+    Migration {
+        version: 3,
+        name: "the schema deployed with the tracks (a group's nodes compile against it)",
+        sql: "
+CREATE TABLE trackc_schema (
+    id   BIGINT PRIMARY KEY,
+    file TEXT NOT NULL,
+    text TEXT NOT NULL
+);
+",
+    },
 ];
 
 /// The migration's SQL for a dialect.

@@ -10,6 +10,7 @@
 
 mod migrations;
 mod outbox;
+mod owners;
 mod postgres;
 mod runs;
 mod sqlite;
@@ -142,7 +143,7 @@ pub struct RecordState {
 }
 
 /// One run of a track: the instant it evaluates at, and the previous run's.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RunInfo {
     pub id: i64,
     pub track: String,
@@ -225,7 +226,7 @@ pub struct Applied {
 }
 
 /// An event waiting to run the tracks declared `on event NAME`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PendingEvent {
     pub seq: i64,
     pub name: String,
@@ -244,8 +245,10 @@ pub trait BlockWriter {
 
     /// Applies the changes of one block in one transaction: each state
     /// write is conditional on the record's sequence number, and a change
-    /// whose condition fails brings none of its effects.
-    fn apply(&mut self, track: &str, changes: &[Change]) -> Result<Applied>;
+    /// whose condition fails brings none of its effects. With `fence`
+    /// (in a group), the track's epoch must still be that one, or nothing
+    /// is written and the answer is `Error::Fenced`.
+    fn apply(&mut self, track: &str, changes: &[Change], fence: Option<u64>) -> Result<Applied>;
 }
 
 /// Rows of a source query, converted to the track's field types.
@@ -270,6 +273,28 @@ pub trait Store: Send {
         block_records: usize,
         each: &mut dyn FnMut(&mut dyn BlockWriter, Rows) -> Result<()>,
     ) -> Result<()>;
+
+    /// The writer, for blocks handed over by another node.
+    fn writer(&mut self) -> &mut dyn BlockWriter;
+
+    /// Records a claim of `track` by `node`: `Ok(new epoch)` if its epoch
+    /// was still `known_epoch` (or it had no owner), else `Err(epoch)`.
+    fn claim_track(
+        &mut self,
+        track: &str,
+        node: u64,
+        known_epoch: u64,
+    ) -> Result<std::result::Result<u64, u64>>;
+
+    /// The epoch of `track` (0: never owned).
+    fn track_epoch(&mut self, track: &str) -> Result<u64>;
+
+    /// The tracks whose run for event `seq` has finished.
+    fn event_runs_finished(&mut self, seq: i64) -> Result<Vec<String>>;
+
+    /// The schema deployed with the tracks (file name, text), if any.
+    fn schema(&mut self) -> Result<Option<(String, String)>>;
+    fn set_schema(&mut self, file: &str, text: &str) -> Result<()>;
 
     /// The tracks deployed now.
     fn deployed(&mut self) -> Result<Vec<DeployedTrack>>;

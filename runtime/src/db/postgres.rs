@@ -487,7 +487,7 @@ impl BlockWriter for PgWriter {
             .collect())
     }
 
-    fn apply(&mut self, track: &str, changes: &[Change]) -> Result<Applied> {
+    fn apply(&mut self, track: &str, changes: &[Change], fence: Option<u64>) -> Result<Applied> {
         // Prepare every action statement first (outside the transaction).
         for c in changes {
             for e in &c.effects {
@@ -506,6 +506,21 @@ impl BlockWriter for PgWriter {
                 .transaction()
                 .await
                 .context(|| "starting a block's transaction".into())?;
+            if let Some(epoch) = fence {
+                let sql = format!("{} FOR SHARE", owners::EPOCH);
+                let current = tx
+                    .query_opt(&sql, &[&track])
+                    .await
+                    .context(|| format!("reading the epoch of {track}"))?
+                    .map_or(0, |r| r.get::<_, i64>(0) as u64);
+                if current != epoch {
+                    return Err(Error::Fenced {
+                        track: track.to_string(),
+                        epoch,
+                        current,
+                    });
+                }
+            }
             let mut written: HashSet<String> = HashSet::new();
             if !new.keys.is_empty() {
                 let rows = tx
@@ -752,6 +767,79 @@ impl Store for PgStore {
             }
         }
         rt.block_on(tx.commit()).context(what)
+    }
+
+    fn writer(&mut self) -> &mut dyn BlockWriter {
+        &mut self.writer
+    }
+
+    fn claim_track(
+        &mut self,
+        track: &str,
+        node: u64,
+        known_epoch: u64,
+    ) -> Result<std::result::Result<u64, u64>> {
+        let what = || format!("recording a claim of {track}");
+        // A paused node may hold the track's row (a block's share lock):
+        // give up after a second and claim again later, rather than wait.
+        let client = &mut self.writer.client;
+        let won: Vec<u64> = self
+            .rt
+            .block_on(async {
+                let tx = client.transaction().await?;
+                tx.batch_execute("SET LOCAL lock_timeout = '1s'").await?;
+                let rows = tx
+                    .query(
+                        owners::CLAIM,
+                        &[&track, &(node as i64), &(known_epoch as i64)],
+                    )
+                    .await?;
+                tx.commit().await?;
+                Ok::<_, tokio_postgres::Error>(
+                    rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect(),
+                )
+            })
+            .context(what)?;
+        match won.first() {
+            Some(&epoch) => Ok(Ok(epoch)),
+            None => Ok(Err(self.track_epoch(track)?)),
+        }
+    }
+
+    fn track_epoch(&mut self, track: &str) -> Result<u64> {
+        let rows = self.query(
+            owners::EPOCH,
+            &[&track],
+            || format!("reading the epoch of {track}"),
+            |r| r.get::<_, i64>(0) as u64,
+        )?;
+        Ok(rows.first().copied().unwrap_or(0))
+    }
+
+    fn schema(&mut self) -> Result<Option<(String, String)>> {
+        let rows = self.query(
+            owners::SCHEMA,
+            &[],
+            || "reading the deployed schema".into(),
+            |r| (r.get(0), r.get(1)),
+        )?;
+        Ok(rows.into_iter().next())
+    }
+
+    fn set_schema(&mut self, file: &str, text: &str) -> Result<()> {
+        self.execute(owners::SET_SCHEMA, &[&file, &text], || {
+            "storing the schema".into()
+        })?;
+        Ok(())
+    }
+
+    fn event_runs_finished(&mut self, seq: i64) -> Result<Vec<String>> {
+        self.query(
+            owners::EVENT_RUNS_FINISHED,
+            &[&seq],
+            || format!("reading the runs of event {seq}"),
+            |r| r.get(0),
+        )
     }
 
     fn deployed(&mut self) -> Result<Vec<DeployedTrack>> {

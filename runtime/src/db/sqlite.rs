@@ -3,6 +3,7 @@
 
 use super::migrations::{sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
 use super::outbox as ob;
+use super::owners;
 use super::runs;
 use super::timefmt::{format_sqlite_timestamp, parse_sqlite_timestamp};
 use super::*;
@@ -124,6 +125,17 @@ fn query_all<T>(
     let rows = stmt.query_map(params, map).context(|| what.to_string())?;
     rows.collect::<rusqlite::Result<_>>()
         .context(|| what.to_string())
+}
+
+fn epoch_of(conn: &Connection, track: &str) -> Result<u64> {
+    let rows = query_all(
+        conn,
+        &sqlite_placeholders(owners::EPOCH),
+        [track],
+        "reading a track's epoch",
+        |r| r.get::<_, i64>(0),
+    )?;
+    Ok(rows.first().map_or(0, |&e| e as u64))
 }
 
 /// Track SQL as SQLite runs it (`sqltext::for_sqlite`), rewritten once per
@@ -281,10 +293,24 @@ impl BlockWriter for SqliteWriter {
         Ok(rows.into_iter().collect())
     }
 
-    fn apply(&mut self, track: &str, changes: &[Change]) -> Result<Applied> {
+    fn apply(&mut self, track: &str, changes: &[Change], fence: Option<u64>) -> Result<Applied> {
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
             .context(|| "starting a block's transaction".into())?;
+        if let Some(epoch) = fence {
+            let current = epoch_of(&self.conn, track);
+            if current.as_ref().ok() != Some(&epoch) {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(match current {
+                    Ok(current) => Error::Fenced {
+                        track: track.to_string(),
+                        epoch,
+                        current,
+                    },
+                    Err(e) => e,
+                });
+            }
+        }
         let mut applied = Applied::default();
         for c in changes {
             if let Err(e) = self.apply_one(track, c, &mut applied) {
@@ -387,6 +413,64 @@ impl Store for SqliteStore {
             each(&mut self.writer, block)?;
         }
         Ok(())
+    }
+
+    fn writer(&mut self) -> &mut dyn BlockWriter {
+        &mut self.writer
+    }
+
+    fn claim_track(
+        &mut self,
+        track: &str,
+        node: u64,
+        known_epoch: u64,
+    ) -> Result<std::result::Result<u64, u64>> {
+        let won = query_all(
+            self.conn(),
+            &sqlite_placeholders(owners::CLAIM),
+            params![track, node as i64, known_epoch as i64],
+            "recording a claim",
+            |r| r.get::<_, i64>(0),
+        )?;
+        match won.first() {
+            Some(&epoch) => Ok(Ok(epoch as u64)),
+            None => Ok(Err(epoch_of(self.conn(), track)?)),
+        }
+    }
+
+    fn track_epoch(&mut self, track: &str) -> Result<u64> {
+        epoch_of(self.conn(), track)
+    }
+
+    fn schema(&mut self) -> Result<Option<(String, String)>> {
+        let rows = query_all(
+            self.conn(),
+            owners::SCHEMA,
+            [],
+            "reading the deployed schema",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(rows.into_iter().next())
+    }
+
+    fn set_schema(&mut self, file: &str, text: &str) -> Result<()> {
+        self.conn()
+            .execute(
+                &sqlite_placeholders(owners::SET_SCHEMA),
+                params![file, text],
+            )
+            .context(|| "storing the schema".into())?;
+        Ok(())
+    }
+
+    fn event_runs_finished(&mut self, seq: i64) -> Result<Vec<String>> {
+        query_all(
+            self.conn(),
+            &sqlite_placeholders(owners::EVENT_RUNS_FINISHED),
+            [seq],
+            "reading the runs of an event",
+            |r| r.get(0),
+        )
     }
 
     fn deployed(&mut self) -> Result<Vec<DeployedTrack>> {

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 pub type NodeId = u64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Takes tracks and blocks.
     Active,
@@ -78,6 +79,8 @@ pub struct Advert {
     pub claims: Vec<(String, u32)>,
     /// Blocks it can take now ("advertising for work").
     pub free: u32,
+    /// Blocks queued or in flight, per owned track that has any.
+    pub busy: Vec<(String, u32)>,
     /// The master as it sees the group.
     pub master: Option<NodeId>,
 }
@@ -124,7 +127,12 @@ pub enum Outcome {
 pub enum Message {
     Advert(Advert),
     Block(Block),
-    Ack { id: BlockId, outcome: Outcome },
+    Ack {
+        id: BlockId,
+        outcome: Outcome,
+    },
+    /// An operator asked the receiver to drain (`trackc drain`).
+    Drain,
 }
 
 /// Work for the node around the protocol; each has an answer (a method of
@@ -221,6 +229,8 @@ pub struct Group {
     settings: Settings,
     cycle: u64,
     ready_cycle: Option<u64>,
+    /// When the bundle last changed.
+    view_cycle: u64,
     draining: bool,
     left: bool,
     bundle: u64,
@@ -236,6 +246,8 @@ pub struct Group {
     /// Blocks this node works on, by id.
     working: BTreeSet<BlockId>,
     done: VecDeque<(BlockId, Outcome)>,
+    /// A `CheckBundle` went out this cycle.
+    bundle_asked: bool,
     out: Vec<Output>,
 }
 
@@ -249,6 +261,15 @@ pub struct NodeView {
     pub tracks: Vec<String>,
 }
 
+/// A track as the status shows it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TrackView {
+    pub name: String,
+    pub owner: Option<NodeId>,
+    pub epoch: Option<u64>,
+    pub blocks_in_flight: u32,
+}
+
 impl Group {
     pub fn new(settings: Settings) -> Group {
         assert!(settings.missed_cycles >= 1 && settings.claim_counter >= 1);
@@ -256,6 +277,7 @@ impl Group {
             settings,
             cycle: 0,
             ready_cycle: None,
+            view_cycle: 0,
             draining: false,
             left: false,
             bundle: 0,
@@ -269,6 +291,7 @@ impl Group {
             next_block: 0,
             working: BTreeSet::new(),
             done: VecDeque::new(),
+            bundle_asked: false,
             out: Vec::new(),
         }
     }
@@ -292,6 +315,11 @@ impl Group {
 
     /// A new bundle was loaded: tracks it no longer has are released.
     pub fn set_bundle(&mut self, bundle: u64, tracks: impl IntoIterator<Item = String>) {
+        if bundle != self.bundle {
+            // Peers load the new bundle within a cycle or two; claims wait
+            // for them, so that the tracks are divided among all.
+            self.view_cycle = self.cycle;
+        }
         self.bundle = bundle;
         self.tracks = tracks.into_iter().collect();
         let gone: Vec<String> = self
@@ -327,6 +355,7 @@ impl Group {
             return;
         }
         self.cycle += 1;
+        self.bundle_asked = false;
         self.requeue_from_unavailable();
         self.resend_unanswered();
         self.advance_claims();
@@ -349,6 +378,7 @@ impl Group {
             Message::Advert(advert) => self.on_advert(from, advert),
             Message::Block(block) => self.on_block(from, block),
             Message::Ack { id, outcome } => self.on_ack(from, id, outcome),
+            Message::Drain => self.drain(),
         }
     }
 
@@ -491,11 +521,30 @@ impl Group {
         nodes
     }
 
-    /// The owner of each known track as this node sees it, with its epoch.
-    pub fn owners(&self) -> BTreeMap<String, (NodeId, u64)> {
+    /// Every track of the bundle: its owner and epoch as this node sees
+    /// them, and the blocks its owner has queued or in flight.
+    pub fn tracks(&self) -> Vec<TrackView> {
         self.tracks
             .iter()
-            .filter_map(|t| self.owner_of(t).map(|o| (t.clone(), o)))
+            .map(|t| {
+                let owner = self.owner_of(t);
+                let blocks = match owner {
+                    Some((id, _)) if id == self.settings.id => self.blocks_in_flight(t) as u32,
+                    Some((id, _)) => self.peers[&id]
+                        .advert
+                        .busy
+                        .iter()
+                        .find(|(b, _)| b == t)
+                        .map_or(0, |(_, n)| *n),
+                    None => 0,
+                };
+                TrackView {
+                    name: t.clone(),
+                    owner: owner.map(|o| o.0),
+                    epoch: owner.map(|o| o.1),
+                    blocks_in_flight: blocks,
+                }
+            })
             .collect()
     }
 
@@ -595,6 +644,12 @@ impl Group {
                 })
                 .collect(),
             free: self.free(),
+            busy: self
+                .owned
+                .keys()
+                .map(|t| (t.clone(), self.blocks_in_flight(t) as u32))
+                .filter(|(_, n)| *n > 0)
+                .collect(),
             master: self.master(),
         }
     }
@@ -631,7 +686,8 @@ impl Group {
                 self.release(t);
             }
         }
-        if advert.ready && advert.bundle != self.bundle && self.is_ready() {
+        if advert.ready && advert.bundle != self.bundle && self.is_ready() && !self.bundle_asked {
+            self.bundle_asked = true;
             self.out.push(Output::Command(Command::CheckBundle));
         }
         let cycle = self.cycle;
@@ -805,9 +861,10 @@ impl Group {
     /// node's share. Every node computes the same division from the same
     /// view, so claims rarely compete.
     fn start_claims(&mut self) {
+        let settle = u64::from(self.settings.missed_cycles);
         let warmed = self
             .ready_cycle
-            .is_some_and(|c| self.cycle - c >= u64::from(self.settings.missed_cycles));
+            .is_some_and(|c| self.cycle - c >= settle && self.cycle - self.view_cycle >= settle);
         if !warmed || !self.takes_work() {
             return;
         }

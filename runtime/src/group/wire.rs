@@ -16,6 +16,9 @@ use sha2::Sha256;
 use std::collections::{BTreeMap, BTreeSet};
 
 const MAC_BYTES: usize = 32;
+/// The receiver of an advertisement: every peer (it is sent to each
+/// configured address before their ids are known).
+pub const BROADCAST: NodeId = 0;
 /// How far behind the newest counter of a sender a frame may be.
 const REPLAY_WINDOW: u64 = 4096;
 /// The largest frame accepted (a block of records with its payload).
@@ -125,7 +128,9 @@ impl Opener {
         m.verify_slice(tag).map_err(|_| Rejected::Mac)?;
         let signed: Signed<Message> =
             postcard::from_bytes(body).map_err(|_| Rejected::Malformed)?;
-        if signed.receiver != self.me {
+        let broadcast =
+            signed.receiver == BROADCAST && matches!(signed.message, Message::Advert(_));
+        if signed.receiver != self.me && !broadcast {
             return Err(Rejected::Receiver);
         }
         let w = self.windows.entry(signed.sender).or_default();
@@ -157,6 +162,7 @@ mod tests {
             owned: vec![("welcome".into(), 3)],
             claims: vec![],
             free: 2,
+            busy: vec![],
             master: Some(1),
         })
     }

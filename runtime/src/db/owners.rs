@@ -1,0 +1,26 @@
+//! Track ownership in the group as both stores record it: a claim is a
+//! compare-and-set of the track's epoch; a block commit reads the epoch
+//! under a share lock (PostgreSQL), so a claim waits for the commits of
+//! the epoch it ends and every later commit of that epoch is refused.
+//! `$n` as in PostgreSQL; SQLite's `?n` means the same.
+
+/// $1 track, $2 node, $3 the epoch the claimer knows: the new epoch if it
+/// was still $3 (or the track had no owner), no row otherwise.
+pub const CLAIM: &str = "INSERT INTO trackc_owners (track, node, epoch) VALUES ($1, $2, 1)
+    ON CONFLICT (track) DO UPDATE SET node = excluded.node, epoch = trackc_owners.epoch + 1
+    WHERE trackc_owners.epoch = $3
+    RETURNING epoch";
+
+/// $1 track: its epoch (no row: never owned, epoch 0).
+pub const EPOCH: &str = "SELECT epoch FROM trackc_owners WHERE track = $1";
+
+/// $1 event seq: the tracks whose run for the event finished.
+pub const EVENT_RUNS_FINISHED: &str = "SELECT DISTINCT track FROM trackc_runs
+    WHERE event_seq = $1 AND finished_at IS NOT NULL";
+
+/// The deployed schema: one row, id 1.
+pub const SCHEMA: &str = "SELECT file, text FROM trackc_schema WHERE id = 1";
+
+/// $1 file, $2 text: the deployed schema.
+pub const SET_SCHEMA: &str = "INSERT INTO trackc_schema (id, file, text) VALUES (1, $1, $2)
+    ON CONFLICT (id) DO UPDATE SET file = excluded.file, text = excluded.text";

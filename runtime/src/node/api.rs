@@ -1,0 +1,300 @@
+//! The node's HTTP API (hyper, HTTP/1.1): bearer tokens checked against
+//! the users of `node.toml` (their SHA-256), roles enforced before any
+//! work, JSON in and out.
+//!
+//! | route | role | does |
+//! |---|---|---|
+//! | `GET /status` | viewer | the group as this node sees it |
+//! | `GET /metrics` | viewer | the same counters for Prometheus |
+//! | `POST /deploy` | author | check, store and load a bundle |
+//! | `POST /drain/ID` | operator | node ID hands over and leaves |
+//! | `POST /emit` | operator | raise an event for a key |
+//!
+//! A missing or unknown token is 401, a role that may not is 403; either
+//! changes nothing. Database work goes to the API thread (`serve_jobs`).
+
+use super::config::{NodeConfig, UserRole};
+use super::work::OwnerJob;
+use super::{Input, Shared};
+use crate::bundle;
+use crate::clock::now_micros;
+use crate::db::Store;
+use crate::error::Error;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use trackc_compiler::jit::Jit;
+
+/// The largest request body (a bundle of track files).
+const BODY_BYTES_MAX: usize = 8 << 20;
+
+/// A track file or the schema, as `trackc deploy` sends it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SourceFile {
+    pub name: String,
+    pub text: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct DeployRequest {
+    pub files: Vec<SourceFile>,
+    pub schema: Option<SourceFile>,
+    #[serde(default)]
+    pub map: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct EmitRequest {
+    pub event: String,
+    pub key: Option<String>,
+}
+
+/// Database work for the API thread, with where to answer.
+pub enum ApiJob {
+    Deploy(DeployRequest, tokio::sync::oneshot::Sender<Reply>),
+    Emit(EmitRequest, tokio::sync::oneshot::Sender<Reply>),
+}
+
+/// A status and a JSON body.
+pub type Reply = (StatusCode, serde_json::Value);
+
+pub struct ApiContext {
+    pub config: NodeConfig,
+    pub shared: Arc<Shared>,
+    pub jobs: Mutex<Sender<ApiJob>>,
+    pub inputs: Mutex<Sender<Input>>,
+}
+
+/// Accepts connections until the runtime ends.
+pub async fn serve_http(listener: tokio::net::TcpListener, context: Arc<ApiContext>) {
+    while let Ok((stream, _)) = listener.accept().await {
+        let context = context.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let context = context.clone();
+                async move { Ok::<_, std::convert::Infallible>(respond(req, &context).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string() + "\n")));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        "content-type",
+        "application/json".parse().expect("a header"),
+    );
+    r
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
+    json(status, serde_json::json!({ "error": message.into() }))
+}
+
+async fn respond(req: Request<Incoming>, context: &ApiContext) -> Response<Full<Bytes>> {
+    let needed = match (req.method(), req.uri().path()) {
+        (&Method::GET, "/status" | "/metrics") => UserRole::Viewer,
+        (&Method::POST, "/deploy") => UserRole::Author,
+        (&Method::POST, "/emit") => UserRole::Operator,
+        (&Method::POST, p) if p.starts_with("/drain/") => UserRole::Operator,
+        _ => return error(StatusCode::NOT_FOUND, "no such route"),
+    };
+    let token = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let Some(user) = token.and_then(|t| context.config.user(t)) else {
+        return error(StatusCode::UNAUTHORIZED, "a valid bearer token is needed");
+    };
+    if !user.role.allows(needed) {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "user `{}` ({:?}) may not do this: it needs {needed:?}",
+                user.name, user.role
+            ),
+        );
+    }
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let body = match Limited::new(req.into_body(), BODY_BYTES_MAX)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+    };
+    match (method, path.as_str()) {
+        (Method::GET, "/status") => {
+            let status = context.shared.status.lock().expect("status").clone();
+            json(StatusCode::OK, status)
+        }
+        (Method::GET, "/metrics") => {
+            let status = context.shared.status.lock().expect("status").clone();
+            let mut r = Response::new(Full::new(Bytes::from(prometheus(&status))));
+            r.headers_mut().insert(
+                "content-type",
+                "text/plain; version=0.0.4".parse().expect("a header"),
+            );
+            r
+        }
+        (Method::POST, "/deploy") => match serde_json::from_slice(&body) {
+            Ok(request) => ask(context, |tx| ApiJob::Deploy(request, tx)).await,
+            Err(e) => error(StatusCode::BAD_REQUEST, format!("the deploy request: {e}")),
+        },
+        (Method::POST, "/emit") => match serde_json::from_slice(&body) {
+            Ok(request) => ask(context, |tx| ApiJob::Emit(request, tx)).await,
+            Err(e) => error(StatusCode::BAD_REQUEST, format!("the emit request: {e}")),
+        },
+        (_, p) => {
+            let id = p.trim_start_matches("/drain/");
+            let Ok(id) = id.parse::<u64>() else {
+                return error(StatusCode::BAD_REQUEST, format!("`{id}` is not a node id"));
+            };
+            let _ = context
+                .inputs
+                .lock()
+                .expect("inputs")
+                .send(Input::Drain(id));
+            json(StatusCode::ACCEPTED, serde_json::json!({ "draining": id }))
+        }
+    }
+}
+
+async fn ask(
+    context: &ApiContext,
+    job: impl FnOnce(tokio::sync::oneshot::Sender<Reply>) -> ApiJob,
+) -> Response<Full<Bytes>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if context.jobs.lock().expect("jobs").send(job(tx)).is_err() {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping");
+    }
+    match rx.await {
+        Ok((status, body)) => json(status, body),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping"),
+    }
+}
+
+fn prometheus(status: &serde_json::Value) -> String {
+    let mut out = String::new();
+    let metrics = &status["metrics"];
+    out += &format!(
+        "trackc_frames_accepted_total {}\n",
+        metrics["frames_accepted"].as_u64().unwrap_or(0)
+    );
+    if let Some(rejected) = metrics["frames_rejected"].as_object() {
+        for (why, n) in rejected {
+            out += &format!("trackc_frames_rejected_total{{reason=\"{why}\"}} {n}\n");
+        }
+    }
+    out += &format!(
+        "trackc_blocks_outstanding {}\n",
+        metrics["blocks_outstanding"].as_u64().unwrap_or(0)
+    );
+    out
+}
+
+/// The API thread: deploys and events, one at a time, on its own
+/// connection.
+pub fn serve_jobs(mut store: Box<dyn Store>, jobs: Receiver<ApiJob>, owner: Sender<OwnerJob>) {
+    let jit = Jit::new().ok();
+    while let Ok(job) = jobs.recv() {
+        match job {
+            ApiJob::Deploy(request, reply) => {
+                let answer = match &jit {
+                    Some(jit) => deploy(store.as_mut(), jit, request),
+                    None => (StatusCode::INTERNAL_SERVER_ERROR, "no JIT".into()),
+                };
+                if answer.0 == StatusCode::OK {
+                    let _ = owner.send(OwnerJob::CheckBundle);
+                }
+                let _ = reply.send(answer);
+            }
+            ApiJob::Emit(request, reply) => {
+                let answer = match store.insert_event(
+                    &request.event,
+                    request.key.as_deref(),
+                    now_micros(),
+                ) {
+                    Ok(()) => (
+                        StatusCode::OK,
+                        serde_json::json!({ "emitted": request.event }),
+                    ),
+                    Err(e) => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        serde_json::json!({ "error": e.to_string() }),
+                    ),
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
+}
+
+/// Compiles the bundle against its schema, refuses it with the
+/// diagnostics if it has errors, else deploys it (refusing a deploy that
+/// would strand records, as `trackc run` does).
+fn deploy(store: &mut dyn Store, jit: &Jit, request: DeployRequest) -> Reply {
+    let files: Vec<(String, String)> = request
+        .files
+        .into_iter()
+        .map(|f| (f.name, f.text))
+        .collect();
+    let schema = match request.schema {
+        Some(s) => Some((s.name, s.text)),
+        None => match store.schema() {
+            Ok(s) => s,
+            Err(e) => {
+                return (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    serde_json::json!({ "error": e.to_string() }),
+                )
+            }
+        },
+    };
+    let tracks = match bundle::load(jit, &files, schema.clone(), store.dialect()) {
+        Ok(t) => t,
+        Err(e) => {
+            return (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                serde_json::json!({ "error": e.to_string() }),
+            )
+        }
+    };
+    let changed = match bundle::deploy(store, &tracks, &request.map) {
+        Ok(c) => c,
+        Err(e @ (Error::Deploy(_) | Error::Config(_))) => {
+            return (
+                StatusCode::CONFLICT,
+                serde_json::json!({ "error": e.to_string() }),
+            )
+        }
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "error": e.to_string() }),
+            )
+        }
+    };
+    if let Some((name, text)) = &schema {
+        if let Err(e) = store.set_schema(name, text) {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                serde_json::json!({ "error": e.to_string() }),
+            );
+        }
+    }
+    let names: Vec<String> = tracks.iter().map(|t| t.ir.name.clone()).collect();
+    (
+        StatusCode::OK,
+        serde_json::json!({ "tracks": names, "changed": changed }),
+    )
+}

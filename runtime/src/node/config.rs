@@ -1,0 +1,308 @@
+//! `node.toml`: one peer of a group. Every key is checked when the file is
+//! read, and an error names the key and says what it must be.
+
+use crate::error::{Error, Result};
+use crate::group::protocol::{NodeId, Role};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserRole {
+    Viewer,
+    Operator,
+    Author,
+    Admin,
+}
+
+impl UserRole {
+    /// Whether this role may do what `needed` may.
+    pub fn allows(self, needed: UserRole) -> bool {
+        match needed {
+            UserRole::Viewer => true,
+            UserRole::Operator => matches!(self, UserRole::Operator | UserRole::Admin),
+            UserRole::Author => matches!(self, UserRole::Author | UserRole::Admin),
+            UserRole::Admin => self == UserRole::Admin,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    pub role: UserRole,
+    /// The SHA-256 of the user's bearer token, in hex.
+    pub token_sha256: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    id: Option<i64>,
+    listen: Option<String>,
+    http: Option<String>,
+    #[serde(default)]
+    peers: Vec<String>,
+    database: Option<String>,
+    secret: Option<String>,
+    secret_file: Option<String>,
+    cycle: Option<String>,
+    missed_cycles: Option<i64>,
+    claim_counter: Option<i64>,
+    role: Option<String>,
+    capacity: Option<i64>,
+    smtp: Option<String>,
+    smtp_from: Option<String>,
+    templates: Option<String>,
+    #[serde(default)]
+    users: Vec<User>,
+}
+
+/// A checked `node.toml`.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub listen: SocketAddr,
+    pub http: SocketAddr,
+    pub peers: Vec<SocketAddr>,
+    pub database: String,
+    pub secret: Vec<u8>,
+    pub cycle: Duration,
+    pub missed_cycles: u32,
+    pub claim_counter: u32,
+    pub role: Role,
+    pub capacity: u32,
+    pub smtp: Option<String>,
+    pub smtp_from: String,
+    pub templates: Option<String>,
+    pub users: Vec<User>,
+}
+
+impl NodeConfig {
+    pub fn read(path: &Path) -> Result<NodeConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        NodeConfig::parse(&text, dir).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+    }
+
+    /// Parses the text of a `node.toml`; `dir` is where `secret_file` is
+    /// found when relative.
+    pub fn parse(text: &str, dir: &Path) -> std::result::Result<NodeConfig, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let required = |v: Option<String>, key: &str| v.ok_or(format!("`{key}` is missing"));
+        let addr = |v: &str, key: &str| {
+            v.parse::<SocketAddr>().map_err(|_| {
+                format!("`{key}` = \"{v}\" is not an address: write HOST:PORT, as 127.0.0.1:7100")
+            })
+        };
+        let id = raw.id.ok_or("`id` is missing (a positive integer)")?;
+        if id < 1 {
+            return Err(format!("`id` = {id}: a node id is a positive integer"));
+        }
+        let listen = addr(&required(raw.listen, "listen")?, "listen")?;
+        let http = addr(&required(raw.http, "http")?, "http")?;
+        let peers = raw
+            .peers
+            .iter()
+            .map(|p| addr(p, "peers"))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let database = required(raw.database, "database")?;
+        crate::db::DbUrl::parse(&database).map_err(|e| format!("`database`: {e}"))?;
+        let secret = match (raw.secret, raw.secret_file) {
+            (Some(_), Some(_)) => return Err("give `secret` or `secret_file`, not both".into()),
+            (Some(s), None) => s.into_bytes(),
+            (None, Some(f)) => {
+                let p = dir.join(&f);
+                let s = std::fs::read_to_string(&p)
+                    .map_err(|e| format!("`secret_file` = \"{f}\": {e}"))?;
+                s.trim_end_matches(['\n', '\r']).as_bytes().to_vec()
+            }
+            (None, None) => return Err("`secret` or `secret_file` is missing".into()),
+        };
+        if secret.len() < 16 {
+            return Err("the group secret is shorter than 16 bytes".into());
+        }
+        let cycle = match raw.cycle {
+            None => Duration::from_secs(1),
+            Some(c) => {
+                let d = parse_duration(&c).ok_or(format!(
+                    "`cycle` = \"{c}\" is not a duration: write 200ms, 1s or 2m"
+                ))?;
+                if d < Duration::from_millis(100) || d > Duration::from_secs(120) {
+                    return Err(format!("`cycle` = \"{c}\" is out of range: 100ms to 120s"));
+                }
+                d
+            }
+        };
+        let count = |v: Option<i64>, key: &str, default: u32, max: u32| match v {
+            None => Ok(default),
+            Some(n) if n >= 1 && n <= i64::from(max) => Ok(n as u32),
+            Some(n) => Err(format!("`{key}` = {n} is out of range: 1 to {max}")),
+        };
+        let role = match raw.role.as_deref() {
+            None | Some("active") => Role::Active,
+            Some("standby") => Role::Standby,
+            Some(r) => return Err(format!("`role` = \"{r}\": write \"active\" or \"standby\"")),
+        };
+        for u in &raw.users {
+            let ok =
+                u.token_sha256.len() == 64 && u.token_sha256.bytes().all(|b| b.is_ascii_hexdigit());
+            if !ok {
+                return Err(format!(
+                    "`users` `{}`: `token_sha256` is not 64 hex digits (sha256sum of the token)",
+                    u.name
+                ));
+            }
+        }
+        Ok(NodeConfig {
+            id: id as NodeId,
+            listen,
+            http,
+            peers,
+            database,
+            secret,
+            cycle,
+            missed_cycles: count(raw.missed_cycles, "missed_cycles", 4, 100)?,
+            claim_counter: count(raw.claim_counter, "claim_counter", 2, 100)?,
+            role,
+            capacity: count(raw.capacity, "capacity", 2, 256)?,
+            smtp: raw.smtp,
+            smtp_from: raw.smtp_from.unwrap_or_else(|| "trackc@localhost".into()),
+            templates: raw.templates,
+            users: raw.users,
+        })
+    }
+
+    /// The user whose token this is.
+    pub fn user(&self, token: &str) -> Option<&User> {
+        let hash = token_sha256(token);
+        self.users
+            .iter()
+            .find(|u| u.token_sha256.eq_ignore_ascii_case(&hash))
+    }
+}
+
+/// The hex SHA-256 of a token, as `token_sha256` holds it.
+pub fn token_sha256(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// `250ms`, `1s`, `2m`.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => Some(Duration::from_secs(n)),
+        "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+id = 2
+listen = "127.0.0.1:7102"
+http = "127.0.0.1:8102"
+peers = ["127.0.0.1:7101", "127.0.0.1:7103"]
+database = "postgres://postgres@127.0.0.1/trackc"
+secret = "a group secret of some length"
+cycle = "200ms"
+
+[[users]]
+name = "ops"
+role = "operator"
+token_sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"
+"#;
+
+    fn error(text: &str) -> String {
+        NodeConfig::parse(text, Path::new(".")).unwrap_err()
+    }
+
+    #[test]
+    fn a_good_config_and_its_defaults() {
+        let c = NodeConfig::parse(GOOD, Path::new(".")).unwrap();
+        assert_eq!(c.id, 2);
+        assert_eq!(c.cycle, Duration::from_millis(200));
+        assert_eq!((c.missed_cycles, c.claim_counter, c.capacity), (4, 2, 2));
+        assert_eq!(c.role, Role::Active);
+        assert_eq!(c.user("foo").unwrap().name, "ops");
+        assert!(c.user("bar").is_none());
+    }
+
+    #[test]
+    fn every_bad_key_is_named() {
+        let cases = [
+            (
+                GOOD.replace("cycle = \"200ms\"", "cycle = \"50ms\""),
+                "`cycle` = \"50ms\" is out of range",
+            ),
+            (
+                GOOD.replace("cycle = \"200ms\"", "cycle = \"soon\""),
+                "`cycle` = \"soon\" is not a duration",
+            ),
+            (GOOD.replace("id = 2", "id = 0"), "`id` = 0"),
+            (GOOD.replace("id = 2\n", ""), "`id` is missing"),
+            (
+                GOOD.replace("\"127.0.0.1:7102\"", "\"here\""),
+                "`listen` = \"here\" is not an address",
+            ),
+            (
+                GOOD.replace("postgres://postgres@127.0.0.1/trackc", "mysql://x"),
+                "`database`",
+            ),
+            (
+                GOOD.replace(
+                    "secret = \"a group secret of some length\"",
+                    "secret = \"short\"",
+                ),
+                "shorter than 16",
+            ),
+            (
+                GOOD.replace("role = \"operator\"", "role = \"root\""),
+                "unknown variant `root`",
+            ),
+            (
+                GOOD.replace("id = 2", "id = 2\ncapacity = 0"),
+                "`capacity` = 0 is out of range",
+            ),
+            (
+                GOOD.replace("id = 2", "id = 2\nrole = \"leader\""),
+                "`role` = \"leader\"",
+            ),
+            (
+                GOOD.replace("id = 2", "id = 2\nlisten_on = 1"),
+                "unknown field `listen_on`",
+            ),
+            (GOOD.replace("2c26b46b", "zz"), "not 64 hex digits"),
+        ];
+        for (text, expected) in cases {
+            let e = error(&text);
+            assert!(e.contains(expected), "expected `{expected}` in: {e}");
+        }
+    }
+
+    #[test]
+    fn roles_allow_what_they_should() {
+        use UserRole::*;
+        assert!(Viewer.allows(Viewer) && !Viewer.allows(Operator));
+        assert!(Operator.allows(Operator) && !Operator.allows(Author));
+        assert!(Author.allows(Author) && !Author.allows(Operator) && !Author.allows(Admin));
+        assert!([Viewer, Operator, Author, Admin]
+            .iter()
+            .all(|&r| Admin.allows(r)));
+    }
+}

@@ -1,0 +1,345 @@
+//! One peer of a group (`trackc node --config node.toml`).
+//!
+//! Threads, each owning one thing:
+//! - the protocol thread owns the `Group`: it opens incoming frames
+//!   (HMAC, replay), ticks every cycle, seals and routes what the protocol
+//!   says, and publishes the status;
+//! - the owner thread does the database work of owned tracks (`work`);
+//! - `capacity` block workers decide and commit blocks (`work`);
+//! - the delivery thread delivers the outbox while this node is master;
+//! - the API thread does the HTTP API's database work (`api`);
+//! - a tokio runtime carries the network (`transport`) and the HTTP API.
+//!
+//! Shutdown is one path: `Shared::stop` (SIGTERM, or the protocol's
+//! `Leave` after a drain); the block in hand is finished first.
+
+pub mod api;
+pub mod client;
+pub mod config;
+mod transport;
+pub mod work;
+
+use crate::clock::now_micros;
+use crate::db::{self, DbUrl};
+use crate::deliver::{Deliverer, DeliveryConfig};
+use crate::error::{Error, Result};
+use crate::group::protocol::{
+    Block, BlockId, Command, Group, Message, NodeId, Outcome, Output, Settings,
+};
+use crate::group::wire::{Opener, Sealer, BROADCAST};
+use config::NodeConfig;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use transport::Outgoing;
+use work::{Bundle, OwnerJob, OwnerThread};
+
+/// What the protocol thread is told.
+pub enum Input {
+    /// A frame from the network; the UDP sender's address if by UDP.
+    Frame(Vec<u8>, Option<SocketAddr>),
+    Claim {
+        track: String,
+        result: std::result::Result<u64, u64>,
+    },
+    Gathered {
+        track: String,
+        epoch: u64,
+        payloads: Vec<Vec<u8>>,
+        last: bool,
+    },
+    Lost {
+        track: String,
+        epoch: u64,
+    },
+    RunFinished {
+        track: String,
+        epoch: u64,
+    },
+    Executed {
+        id: BlockId,
+        outcome: Outcome,
+    },
+    Bundle {
+        hash: u64,
+        tracks: Vec<String>,
+    },
+    /// `trackc drain ID`.
+    Drain(NodeId),
+}
+
+/// State the threads share.
+#[derive(Default)]
+pub struct Shared {
+    pub stop: AtomicBool,
+    pub master: AtomicBool,
+    /// Blocks this node has queued or in flight as an owner.
+    pub outstanding: AtomicUsize,
+    pub bundle_hash: AtomicU64,
+    /// The status JSON, renewed every cycle.
+    pub status: Mutex<serde_json::Value>,
+}
+
+/// Runs a node until `stop` is set or it has drained.
+pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<()> {
+    let url = DbUrl::parse(&config.database)?;
+    let open = || db::open(&url);
+    // Join: the database is reachable and the current bundle compiles.
+    let mut store = open()?;
+    let jit = trackc_compiler::jit::Jit::new().map_err(|e| Error::Config(e.to_string()))?;
+    let bundle = Bundle::load(store.as_mut(), &jit)?;
+    let shared = Arc::new(Shared::default());
+    shared.bundle_hash.store(bundle.hash, Ordering::SeqCst);
+    let (inputs_tx, inputs) = channel::<Input>();
+    let mut settings = Settings::new(config.id, config.role);
+    settings.missed_cycles = config.missed_cycles;
+    settings.claim_counter = config.claim_counter;
+    settings.capacity = config.capacity;
+    settings.incarnation = now_micros() as u64;
+    let mut group = Group::new(settings);
+    group.ready(bundle.hash, bundle.names());
+
+    let (owner_tx, owner_rx) = channel::<OwnerJob>();
+    let owner = OwnerThread::new(
+        config.id,
+        store,
+        jit,
+        bundle,
+        inputs_tx.clone(),
+        shared.clone(),
+    );
+    let mut threads = vec![spawn("owner", move || owner.serve(owner_rx))?];
+    let (block_tx, block_rx) = channel::<Block>();
+    let block_rx = Arc::new(Mutex::new(block_rx));
+    for n in 0..config.capacity {
+        let (store, rx, tx, sh) = (open()?, block_rx.clone(), inputs_tx.clone(), shared.clone());
+        threads.push(spawn(&format!("worker {n}"), move || {
+            work::work_blocks(store, rx, tx, sh)
+        })?);
+    }
+    let deliverer = Deliverer::new(DeliveryConfig {
+        smtp: config.smtp.clone(),
+        from: config.smtp_from.clone(),
+        templates: config.templates.clone().map(Into::into),
+        ..DeliveryConfig::default()
+    })?;
+    let (mut store, sh, cycle) = (open()?, shared.clone(), config.cycle);
+    threads.push(spawn("delivery", move || {
+        while !sh.stop.load(Ordering::SeqCst) {
+            if sh.master.load(Ordering::SeqCst) {
+                if let Err(e) = deliverer.deliver_due(store.as_mut(), &sh.stop, Some(cycle)) {
+                    eprintln!("delivery: {e}");
+                }
+            }
+            std::thread::sleep(cycle);
+        }
+    })?);
+    let (api_tx, api_rx) = channel::<api::ApiJob>();
+    let (store, owner_jobs) = (open()?, owner_tx.clone());
+    threads.push(spawn("api", move || {
+        api::serve_jobs(store, api_rx, owner_jobs)
+    })?);
+
+    let (net_tx, net_rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Io(format!("cannot start the network runtime: {e}")))?;
+    let listen = config.listen;
+    let transport_inputs = inputs_tx.clone();
+    let http = rt
+        .block_on(tokio::net::TcpListener::bind(config.http))
+        .map_err(|e| Error::Io(format!("`http` = {}: {e}", config.http)))?;
+    let context = Arc::new(api::ApiContext {
+        config: config.clone(),
+        shared: shared.clone(),
+        jobs: Mutex::new(api_tx),
+        inputs: Mutex::new(inputs_tx.clone()),
+    });
+    let (bound_tx, bound_rx) = channel::<std::io::Result<()>>();
+    let net_thread = spawn("network", move || {
+        rt.block_on(async move {
+            tokio::spawn(api::serve_http(http, context));
+            let result = transport::run(listen, transport_inputs, net_rx, bound_tx).await;
+            if let Err(e) = result {
+                eprintln!("network: {e}");
+            }
+        })
+    })?;
+    bound_rx
+        .recv()
+        .map_err(|_| Error::Io("the network thread ended".into()))?
+        .map_err(|e| Error::Io(format!("`listen` = {listen}: {e}")))?;
+    drop(inputs_tx);
+
+    let mut protocol = ProtocolThread {
+        group,
+        sealer: Sealer::new(&config.secret, config.id, now_micros() as u64),
+        opener: Opener::new(&config.secret, config.id),
+        addrs: HashMap::new(),
+        rejected: BTreeMap::new(),
+        accepted: 0,
+        config,
+        net: net_tx,
+        owner: owner_tx,
+        blocks: block_tx,
+        shared: shared.clone(),
+    };
+    protocol.serve(&inputs, &stop);
+    shared.stop.store(true, Ordering::SeqCst);
+    drop(protocol);
+    for t in threads {
+        let _ = t.join();
+    }
+    drop(net_thread);
+    Ok(())
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(f)
+        .map_err(|e| Error::Io(format!("cannot start the {name} thread: {e}")))
+}
+
+struct ProtocolThread {
+    group: Group,
+    sealer: Sealer,
+    opener: Opener,
+    /// Peers' addresses, learned from their advertisements.
+    addrs: HashMap<NodeId, SocketAddr>,
+    rejected: BTreeMap<&'static str, u64>,
+    accepted: u64,
+    config: NodeConfig,
+    net: tokio::sync::mpsc::UnboundedSender<Outgoing>,
+    owner: Sender<OwnerJob>,
+    blocks: Sender<Block>,
+    shared: Arc<Shared>,
+}
+
+impl ProtocolThread {
+    fn serve(&mut self, inputs: &Receiver<Input>, stop: &AtomicBool) {
+        let cycle = self.config.cycle;
+        let mut next_tick = Instant::now();
+        loop {
+            if stop.load(Ordering::SeqCst) || self.shared.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            let wait = next_tick
+                .saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(100));
+            match inputs.recv_timeout(wait) {
+                Ok(input) => self.input(input),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.group.tick();
+                // After a pause (SIGSTOP), the next cycle starts now, not
+                // in a burst of missed ones.
+                next_tick = (next_tick + cycle).max(now);
+                self.publish_status();
+            }
+            for output in self.group.take() {
+                self.route(output);
+            }
+            self.shared
+                .outstanding
+                .store(self.group.blocks_outstanding(), Ordering::SeqCst);
+            self.shared
+                .master
+                .store(self.group.is_master(), Ordering::SeqCst);
+        }
+    }
+
+    fn input(&mut self, input: Input) {
+        let g = &mut self.group;
+        match input {
+            Input::Frame(frame, from_addr) => match self.opener.open(&frame) {
+                Ok((from, message)) => {
+                    self.accepted += 1;
+                    if let (Some(addr), Message::Advert(_)) = (from_addr, &message) {
+                        self.addrs.insert(from, addr);
+                    }
+                    g.handle(from, message);
+                }
+                Err(why) => *self.rejected.entry(why.name()).or_default() += 1,
+            },
+            Input::Claim { track, result } => g.claim_recorded(&track, result),
+            Input::Gathered {
+                track,
+                epoch,
+                payloads,
+                last,
+            } => g.gathered(&track, epoch, payloads, last),
+            Input::Lost { track, epoch } => g.lost(&track, epoch),
+            Input::RunFinished { track, epoch } => g.run_finished(&track, epoch),
+            Input::Executed { id, outcome } => g.executed(id, outcome),
+            Input::Bundle { hash, tracks } => g.set_bundle(hash, tracks),
+            Input::Drain(id) if id == self.config.id => g.drain(),
+            Input::Drain(id) => {
+                if let Some(&addr) = self.addrs.get(&id) {
+                    let frame = self.sealer.seal(id, &Message::Drain);
+                    let _ = self.net.send(Outgoing::Tcp(addr, frame));
+                }
+            }
+        }
+    }
+
+    fn route(&mut self, output: Output) {
+        match output {
+            Output::Advertise(advert) => {
+                let message = Message::Advert(advert);
+                for &addr in &self.config.peers {
+                    let frame = self.sealer.seal(BROADCAST, &message);
+                    let _ = self.net.send(Outgoing::Udp(addr, frame));
+                }
+            }
+            Output::Send { to, message } => {
+                if let Some(&addr) = self.addrs.get(&to) {
+                    let frame = self.sealer.seal(to, &message);
+                    let _ = self.net.send(Outgoing::Tcp(addr, frame));
+                }
+            }
+            Output::Command(command) => {
+                let job = match command {
+                    Command::RecordClaim { track, known_epoch } => {
+                        OwnerJob::Claim { track, known_epoch }
+                    }
+                    Command::Run { track, epoch } => OwnerJob::Run { track, epoch },
+                    Command::FinishRun { track, epoch } => OwnerJob::Finish { track, epoch },
+                    Command::Release { track } => OwnerJob::Release { track },
+                    Command::CheckBundle => OwnerJob::CheckBundle,
+                    Command::Execute(block) => {
+                        let _ = self.blocks.send(block);
+                        return;
+                    }
+                    Command::Leave => {
+                        eprintln!("node {}: drained, leaving", self.config.id);
+                        self.shared.stop.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                };
+                let _ = self.owner.send(job);
+            }
+        }
+    }
+
+    fn publish_status(&self) {
+        let status = serde_json::json!({
+            "node": self.config.id,
+            "nodes": self.group.nodes(),
+            "tracks": self.group.tracks(),
+            "metrics": {
+                "frames_accepted": self.accepted,
+                "frames_rejected": self.rejected,
+                "blocks_outstanding": self.group.blocks_outstanding(),
+            },
+        });
+        *self.shared.status.lock().expect("status") = status;
+    }
+}

@@ -1,0 +1,362 @@
+//! The database work of a node, off the protocol thread: the owner thread
+//! (claims, runs of owned tracks cut into blocks, finishing runs, loading
+//! bundles) and the block workers (deciding and committing blocks under
+//! their epoch). Each thread has its own connection and its own compiled
+//! bundle; they answer the protocol through its input channel.
+
+use super::{Input, Shared};
+use crate::bundle::{self, LoadedTrack};
+use crate::clock::now_micros;
+use crate::db::{content_hash, Rows, RunInfo, Store};
+use crate::engine::{due, Due};
+use crate::error::{Error, Result};
+use crate::group::protocol::{Block, NodeId, Outcome};
+use crate::run::{execute_block, source_statement, BLOCK_RECORDS};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use trackc_compiler::ir::Trigger;
+use trackc_compiler::jit::Jit;
+
+/// Pending events looked at per run of a track that listens for them.
+const EVENTS_PER_RUN: usize = 100;
+/// Blocks queued or in flight on this node before its gathering waits.
+const OUTSTANDING_BLOCKS_MAX: usize = 64;
+
+/// The deployed tracks, compiled, and a hash that tells bundles apart.
+pub struct Bundle {
+    pub hash: u64,
+    pub tracks: Vec<LoadedTrack>,
+}
+
+impl Bundle {
+    /// Compiles what the database has deployed (no deployment: no tracks).
+    pub fn load(store: &mut dyn Store, jit: &Jit) -> Result<Bundle> {
+        let deployed = store.deployed()?;
+        let schema = store.schema()?;
+        let mut identity = schema.as_ref().map(|s| s.1.clone()).unwrap_or_default();
+        let mut files: Vec<(String, String)> = Vec::new();
+        for d in &deployed {
+            identity.push_str(&d.hash);
+            if !files.iter().any(|(f, _)| *f == d.file) {
+                files.push((d.file.clone(), d.source.clone()));
+            }
+        }
+        if files.is_empty() {
+            return Ok(Bundle {
+                hash: 0,
+                tracks: Vec::new(),
+            });
+        }
+        let tracks = bundle::load(jit, &files, schema, store.dialect())?;
+        let hash = u64::from_str_radix(&content_hash(&identity), 16).expect("16 hex digits");
+        Ok(Bundle { hash, tracks })
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.tracks.iter().map(|t| t.ir.name.clone()).collect()
+    }
+
+    fn track(&self, name: &str) -> Option<&LoadedTrack> {
+        self.tracks.iter().find(|t| t.ir.name == name)
+    }
+}
+
+/// What a block carries between nodes: its run and its records.
+#[derive(Serialize, Deserialize)]
+pub struct BlockPayload {
+    pub run: RunInfo,
+    pub rows: Rows,
+}
+
+/// Work for the owner thread.
+#[derive(Debug)]
+pub enum OwnerJob {
+    Claim { track: String, known_epoch: u64 },
+    Run { track: String, epoch: u64 },
+    Finish { track: String, epoch: u64 },
+    Release { track: String },
+    CheckBundle,
+}
+
+/// A run opened in the database, finished when its blocks are all done.
+struct OpenRun {
+    run: RunInfo,
+    /// The `on change` result to remember after the run.
+    mark: Option<String>,
+    records: u64,
+}
+
+pub struct OwnerThread {
+    pub id: NodeId,
+    pub store: Box<dyn Store>,
+    pub jit: Jit,
+    pub bundle: Bundle,
+    pub inputs: Sender<Input>,
+    pub shared: Arc<Shared>,
+    pub started: i64,
+    runs: HashMap<String, Vec<OpenRun>>,
+}
+
+impl OwnerThread {
+    pub fn new(
+        id: NodeId,
+        store: Box<dyn Store>,
+        jit: Jit,
+        bundle: Bundle,
+        inputs: Sender<Input>,
+        shared: Arc<Shared>,
+    ) -> OwnerThread {
+        OwnerThread {
+            id,
+            store,
+            jit,
+            bundle,
+            inputs,
+            shared,
+            started: now_micros(),
+            runs: HashMap::new(),
+        }
+    }
+
+    pub fn serve(mut self, jobs: Receiver<OwnerJob>) {
+        while let Ok(job) = jobs.recv() {
+            if self.shared.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            if let Err(e) = self.job(job) {
+                eprintln!("node {}: {e}", self.id);
+            }
+        }
+    }
+
+    fn send(&self, input: Input) {
+        let _ = self.inputs.send(input);
+    }
+
+    fn job(&mut self, job: OwnerJob) -> Result<()> {
+        match job {
+            OwnerJob::Claim { track, known_epoch } => {
+                let result = self.store.claim_track(&track, self.id, known_epoch);
+                // A failed claim is lost: the database keeps its epoch.
+                let result = result.unwrap_or(Err(known_epoch));
+                self.send(Input::Claim { track, result });
+            }
+            OwnerJob::Run { track, epoch } => {
+                let result = self.run(&track, epoch);
+                let last = Input::Gathered {
+                    track: track.clone(),
+                    epoch,
+                    payloads: Vec::new(),
+                    last: true,
+                };
+                match result {
+                    Ok(true) => self.send(last),
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.send(last);
+                        return Err(Error::Data(format!("track {track}: {e}")));
+                    }
+                }
+            }
+            OwnerJob::Finish { track, epoch } => {
+                let runs = self.runs.remove(&track).unwrap_or_default();
+                if self.store.track_epoch(&track)? != epoch {
+                    self.send(Input::Lost { track, epoch });
+                    return Ok(());
+                }
+                for r in runs {
+                    self.finish(&track, r)?;
+                }
+                self.send(Input::RunFinished { track, epoch });
+            }
+            OwnerJob::Release { track } => {
+                self.runs.remove(&track);
+            }
+            OwnerJob::CheckBundle => {
+                let bundle = Bundle::load(self.store.as_mut(), &self.jit)?;
+                if bundle.hash != self.bundle.hash {
+                    self.shared.bundle_hash.store(bundle.hash, Ordering::SeqCst);
+                    self.send(Input::Bundle {
+                        hash: bundle.hash,
+                        tracks: bundle.names(),
+                    });
+                    self.bundle = bundle;
+                    self.runs.clear();
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens the runs `track` is due for and hands their records to the
+    /// protocol in blocks. False when the epoch moved on (`Lost` sent).
+    fn run(&mut self, track: &str, epoch: u64) -> Result<bool> {
+        if self.store.track_epoch(track)? != epoch {
+            self.send(Input::Lost {
+                track: track.to_string(),
+                epoch,
+            });
+            return Ok(false);
+        }
+        let Some(t) = self.bundle.tracks.iter().position(|l| l.ir.name == track) else {
+            return Ok(true);
+        };
+        let now = now_micros();
+        let mut opened = Vec::new();
+        let triggers = &self.bundle.tracks[t].ir.triggers;
+        let listens = |name: &str| {
+            triggers
+                .iter()
+                .any(|tr| matches!(tr, Trigger::Event(n) if n == name))
+        };
+        let scheduled = triggers.iter().any(|tr| !matches!(tr, Trigger::Event(_)));
+        if scheduled {
+            if let Due::Yes { mark } = due(
+                self.store.as_mut(),
+                &self.bundle.tracks,
+                t,
+                now,
+                self.started,
+            )? {
+                if let Some(run) = self.store.open_run(track, now, None, None)? {
+                    opened.push((run, mark));
+                }
+            }
+        }
+        for event in self.store.pending_events(EVENTS_PER_RUN)? {
+            if listens(&event.name) {
+                if let Some(run) = self.store.open_run(track, now, Some(&event), None)? {
+                    opened.push((run, None));
+                }
+            }
+        }
+        for (run, mark) in opened {
+            let records = self.gather(t, &run, epoch)?;
+            self.runs
+                .entry(track.to_string())
+                .or_default()
+                .push(OpenRun { run, mark, records });
+        }
+        Ok(true)
+    }
+
+    /// Streams a run's records to the protocol, a block at a time, waiting
+    /// while this node has many blocks outstanding.
+    fn gather(&mut self, t: usize, run: &RunInfo, epoch: u64) -> Result<u64> {
+        let track = &self.bundle.tracks[t];
+        let query = source_statement(track, run)?;
+        let mut records = 0u64;
+        let (inputs, shared) = (&self.inputs, &self.shared);
+        self.store
+            .gather(&query, &track.types, BLOCK_RECORDS, &mut |_, rows| {
+                while shared.outstanding.load(Ordering::SeqCst) >= OUTSTANDING_BLOCKS_MAX {
+                    if shared.stop.load(Ordering::SeqCst) {
+                        return Err(Error::Stopped);
+                    }
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                records += rows.len() as u64;
+                shared.outstanding.fetch_add(1, Ordering::SeqCst);
+                let payload = postcard::to_allocvec(&BlockPayload {
+                    run: run.clone(),
+                    rows,
+                })
+                .map_err(|e| Error::Data(format!("encoding a block: {e}")))?;
+                let _ = inputs.send(Input::Gathered {
+                    track: track.ir.name.clone(),
+                    epoch,
+                    payloads: vec![payload],
+                    last: false,
+                });
+                Ok(())
+            })?;
+        Ok(records)
+    }
+
+    /// Closes a run whose blocks are all done; an event is done once every
+    /// track listening for it has finished its run for it.
+    fn finish(&mut self, track: &str, r: OpenRun) -> Result<()> {
+        self.store.finish_run(&r.run, r.records, 0)?;
+        if let Some(mark) = &r.mark {
+            self.store.set_mark(track, mark)?;
+        }
+        if let Some(event) = &r.run.event {
+            let finished = self.store.event_runs_finished(event.seq)?;
+            let all = self.bundle.tracks.iter().all(|l| {
+                let listens =
+                    l.ir.triggers
+                        .iter()
+                        .any(|tr| matches!(tr, Trigger::Event(n) if *n == event.name));
+                !listens || finished.contains(&l.ir.name)
+            });
+            if all {
+                self.store.event_done(event.seq, now_micros())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A block worker: decides and commits the blocks handed to this node.
+pub fn work_blocks(
+    mut store: Box<dyn Store>,
+    jobs: Arc<Mutex<Receiver<Block>>>,
+    inputs: Sender<Input>,
+    shared: Arc<Shared>,
+) {
+    let jit = match Jit::new() {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("a block worker cannot start the JIT: {e}");
+            return;
+        }
+    };
+    let mut bundle: Option<Bundle> = None;
+    loop {
+        let block = match jobs.lock().expect("worker queue").recv() {
+            Ok(b) => b,
+            Err(_) => return,
+        };
+        let wanted = shared.bundle_hash.load(Ordering::SeqCst);
+        if bundle.as_ref().is_none_or(|b| b.hash != wanted) {
+            bundle = Bundle::load(store.as_mut(), &jit)
+                .map_err(|e| eprintln!("a block worker cannot load the bundle: {e}"))
+                .ok();
+        }
+        let outcome = match execute(bundle.as_ref(), store.as_mut(), &block) {
+            Ok(()) => Outcome::Done,
+            Err(Error::Fenced { .. }) => Outcome::Fenced,
+            Err(e) => Outcome::Failed(e.to_string()),
+        };
+        let _ = inputs.send(Input::Executed {
+            id: block.id,
+            outcome,
+        });
+    }
+}
+
+fn execute(bundle: Option<&Bundle>, store: &mut dyn Store, block: &Block) -> Result<()> {
+    let payload: BlockPayload = postcard::from_bytes(&block.payload)
+        .map_err(|e| Error::Data(format!("block {}: cannot be read: {e}", block.id)))?;
+    let track = bundle.and_then(|b| b.track(&block.track)).ok_or_else(|| {
+        Error::Data(format!(
+            "block {}: track {} is not in this node's bundle",
+            block.id, block.track
+        ))
+    })?;
+    let stats = execute_block(
+        track,
+        &payload.run,
+        payload.rows,
+        store.writer(),
+        block.epoch,
+    )?;
+    for e in stats.errors.iter().take(3) {
+        eprintln!("block {}: {e}", block.id);
+    }
+    Ok(())
+}

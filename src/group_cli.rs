@@ -1,0 +1,189 @@
+//! `trackc node` and the commands that operate a running group over its
+//! HTTP API: `deploy`, `status`, `drain`, `emit`.
+
+use crate::operate::{failed, stop_flag};
+use crate::{usage, UsageError};
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use trackc_runtime::bundle::track_files;
+use trackc_runtime::node::api::{DeployRequest, EmitRequest, SourceFile};
+use trackc_runtime::node::client::request;
+use trackc_runtime::node::config::NodeConfig;
+
+#[derive(Args)]
+pub struct NodeArgs {
+    /// The node's `node.toml`.
+    #[arg(long, value_name = "node.toml")]
+    config: PathBuf,
+}
+
+/// Where a running group's API is, and who asks.
+#[derive(Args)]
+pub struct Remote {
+    /// A node's HTTP API, as http://HOST:PORT.
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// A bearer token of a user in the nodes' `node.toml`.
+    #[arg(long, value_name = "T")]
+    token: Option<String>,
+}
+
+#[derive(Args)]
+pub struct DeployArgs {
+    /// Track files or directories (a directory's schema.sql is the schema).
+    #[arg(required = true, value_name = "FILES")]
+    files: Vec<PathBuf>,
+    /// The schema the tracks are checked against (default: the deployed one).
+    #[arg(long, value_name = "FILE.sql")]
+    schema: Option<PathBuf>,
+    /// Move records of a removed step: TRACK.OLD_STEP=NEW_STEP.
+    #[arg(long, value_name = "MAPPING")]
+    map: Vec<String>,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum StatusFormat {
+    Human,
+    Json,
+}
+
+#[derive(Args)]
+pub struct StatusArgs {
+    #[arg(long, value_enum, default_value_t = StatusFormat::Human)]
+    format: StatusFormat,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Args)]
+pub struct DrainArgs {
+    /// The id of the node to drain.
+    id: u64,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+#[derive(Args)]
+pub struct EmitArgs {
+    /// The event's name.
+    event: String,
+    /// The key of the record it is for.
+    #[arg(long)]
+    key: Option<String>,
+    #[command(flatten)]
+    remote: Remote,
+}
+
+pub fn node(args: &NodeArgs) -> Result<ExitCode, UsageError> {
+    let config = NodeConfig::read(&args.config).map_err(failed)?;
+    let stop = stop_flag()?;
+    eprintln!(
+        "node {} listening on {} (peers), {} (HTTP)",
+        config.id, config.listen, config.http
+    );
+    trackc_runtime::node::run_node(config, stop).map_err(failed)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Sends a request; prints the answer's error and exits 1 on a refusal.
+fn call(
+    remote: &Remote,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> Result<Result<serde_json::Value, ExitCode>, UsageError> {
+    let url = format!("{}{path}", remote.to.trim_end_matches('/'));
+    let (status, text) = request(method, &url, remote.token.as_deref(), body).map_err(failed)?;
+    let value: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+    if (200..300).contains(&status) {
+        return Ok(Ok(value));
+    }
+    let message = value["error"].as_str().map(str::to_string).unwrap_or(text);
+    eprintln!("error: {url} answered {status}: {message}");
+    Ok(Err(ExitCode::from(if status == 422 { 1 } else { 2 })))
+}
+
+pub fn deploy(args: &DeployArgs) -> Result<ExitCode, UsageError> {
+    let (files, schema) = track_files(&args.files, args.schema.as_deref()).map_err(failed)?;
+    let read = |p: &PathBuf| -> Result<SourceFile, UsageError> {
+        Ok(SourceFile {
+            name: p.display().to_string(),
+            text: std::fs::read_to_string(p).map_err(|e| usage(format!("{}: {e}", p.display())))?,
+        })
+    };
+    let request = DeployRequest {
+        files: files.iter().map(read).collect::<Result<_, _>>()?,
+        schema: schema.as_ref().map(read).transpose()?,
+        map: args.map.clone(),
+    };
+    let body = serde_json::to_string(&request).expect("a deploy request encodes");
+    match call(&args.remote, "POST", "/deploy", Some(body))? {
+        Ok(answer) => {
+            println!("deployed: {}", answer["tracks"]);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(code) => Ok(code),
+    }
+}
+
+pub fn status(args: &StatusArgs) -> Result<ExitCode, UsageError> {
+    let status = match call(&args.remote, "GET", "/status", None)? {
+        Ok(s) => s,
+        Err(code) => return Ok(code),
+    };
+    match args.format {
+        StatusFormat::Json => println!("{status}"),
+        StatusFormat::Human => {
+            println!("as node {} sees the group:", status["node"]);
+            for n in status["nodes"].as_array().into_iter().flatten() {
+                println!(
+                    "  node {:<4} {:<12} {:<8}{} tracks: {}",
+                    n["id"],
+                    n["state"].as_str().unwrap_or("?"),
+                    n["role"].as_str().unwrap_or("?"),
+                    if n["master"] == true {
+                        " master"
+                    } else {
+                        "       "
+                    },
+                    n["tracks"]
+                );
+            }
+            for t in status["tracks"].as_array().into_iter().flatten() {
+                println!(
+                    "  track {:<24} owner {:<4} epoch {:<4} blocks in flight {}",
+                    t["name"].as_str().unwrap_or("?"),
+                    t["owner"],
+                    t["epoch"],
+                    t["blocks_in_flight"]
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn drain(args: &DrainArgs) -> Result<ExitCode, UsageError> {
+    match call(&args.remote, "POST", &format!("/drain/{}", args.id), None)? {
+        Ok(_) => {
+            println!("node {} is draining", args.id);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(code) => Ok(code),
+    }
+}
+
+pub fn emit(args: &EmitArgs) -> Result<ExitCode, UsageError> {
+    let body = serde_json::to_string(&EmitRequest {
+        event: args.event.clone(),
+        key: args.key.clone(),
+    })
+    .expect("an emit request encodes");
+    match call(&args.remote, "POST", "/emit", Some(body))? {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(code) => Ok(code),
+    }
+}

@@ -1,0 +1,120 @@
+//! Databases for the end-to-end tests: SQLite in a temp dir, or a fresh
+//! PostgreSQL database dropped at the end.
+//!
+//! PostgreSQL: `TRACKC_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) is the admin connection.
+//! Without a server the tests say so loudly and skip, unless
+//! `TRACKC_REQUIRE_POSTGRES=1` (as `.ci/run` sets), where they fail.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("trackc-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A database to run against: SQLite in a temp dir, or a fresh
+/// PostgreSQL database dropped at the end.
+pub struct Db {
+    pub url: String,
+    pub store: Option<Box<dyn trackc_runtime::db::Store>>,
+    drop_pg: Option<(String, String)>,
+}
+
+impl Db {
+    pub fn sqlite(name: &str) -> Db {
+        let path = temp_dir(name).join("t.db");
+        let url = format!("sqlite:{}", path.display());
+        let store =
+            trackc_runtime::db::open(&trackc_runtime::db::DbUrl::parse(&url).unwrap()).unwrap();
+        Db {
+            url,
+            store: Some(store),
+            drop_pg: None,
+        }
+    }
+
+    /// `None` (after a loud message) when no server is reachable and it is
+    /// not required.
+    pub fn postgres(name: &str) -> Option<Db> {
+        let admin = std::env::var("TRACKC_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let db = format!("trackc_test_{name}_{}", std::process::id());
+        if let Err(e) = pg_admin(&admin, &format!("DROP DATABASE IF EXISTS {db}"))
+            .and_then(|_| pg_admin(&admin, &format!("CREATE DATABASE {db}")))
+        {
+            if std::env::var("TRACKC_REQUIRE_POSTGRES").as_deref() == Ok("1") {
+                panic!(
+                    "PostgreSQL is required (TRACKC_REQUIRE_POSTGRES=1) but {admin} failed: {e}"
+                );
+            }
+            eprintln!(
+                "\n!!! SKIPPED: no PostgreSQL at {admin} ({e}); set TRACKC_TEST_POSTGRES !!!\n"
+            );
+            return None;
+        }
+        let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin);
+        let url = format!("{base}/{db}");
+        let store =
+            trackc_runtime::db::open(&trackc_runtime::db::DbUrl::parse(&url).unwrap()).unwrap();
+        Some(Db {
+            url,
+            store: Some(store),
+            drop_pg: Some((admin, db)),
+        })
+    }
+
+    pub fn count(&mut self, sql: &str) -> i64 {
+        let store = self.store.as_mut().expect("open");
+        store
+            .query_i64(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+    }
+
+    pub fn execute(&mut self, sql: &str) {
+        self.store
+            .as_mut()
+            .expect("open")
+            .execute_batch(sql)
+            .unwrap();
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        if let Some((admin, db)) = self.drop_pg.take() {
+            // Close our connections first.
+            self.store = None;
+            let _ = pg_admin(
+                &admin,
+                &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
+            );
+        }
+    }
+}
+
+pub fn pg_admin(url: &str, sql: &str) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (client, conn) = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_postgres::connect(url, tokio_postgres::NoTls),
+        )
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+        let task = tokio::spawn(conn);
+        client.batch_execute(sql).await.map_err(|e| e.to_string())?;
+        drop(client);
+        let _ = task.await;
+        Ok(())
+    })
+}
