@@ -17,9 +17,11 @@ fn seeds() -> Vec<u64> {
     (1..=n).collect()
 }
 
-fn run_all(config: &SimConfig) -> Vec<trackc_runtime::group::sim::SimReport> {
+/// Runs up to `limit` of the seeds; panics with the failure's report.
+fn run_seeds(config: &SimConfig, limit: usize) -> Vec<trackc_runtime::group::sim::SimReport> {
     seeds()
         .into_iter()
+        .take(limit)
         .map(|seed| match Sim::new(config.clone(), seed).run() {
             Ok(report) => report,
             Err(failure) => panic!("{failure}"),
@@ -29,7 +31,7 @@ fn run_all(config: &SimConfig) -> Vec<trackc_runtime::group::sim::SimReport> {
 
 #[test]
 fn faults_keep_the_invariants_and_the_group_settles() {
-    let reports = run_all(&SimConfig::default());
+    let reports = run_seeds(&SimConfig::default(), usize::MAX);
     let worst = reports.iter().map(|r| r.settled_after).max().unwrap();
     let crashes: u64 = reports.iter().map(|r| r.crashes).sum();
     let pauses: u64 = reports.iter().map(|r| r.pauses).sum();
@@ -54,12 +56,7 @@ fn a_larger_group_with_more_tracks() {
         records_per_track: 20,
         ..SimConfig::default()
     };
-    let n = seeds().len().min(300);
-    for seed in seeds().into_iter().take(n) {
-        if let Err(failure) = Sim::new(config.clone(), seed).run() {
-            panic!("{failure}");
-        }
-    }
+    run_seeds(&config, 300);
 }
 
 #[test]
@@ -85,10 +82,5 @@ fn a_hostile_network_and_frequent_crashes() {
         settle_cycles: 80,
         ..SimConfig::default()
     };
-    let n = seeds().len().min(500);
-    for seed in seeds().into_iter().take(n) {
-        if let Err(failure) = Sim::new(config.clone(), seed).run() {
-            panic!("{failure}");
-        }
-    }
+    run_seeds(&config, 500);
 }
