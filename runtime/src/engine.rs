@@ -75,12 +75,7 @@ pub fn process_events(runner: &mut Runner<'_>, now: i64) -> Result<RunStats> {
                 return Ok(stats);
             }
             for t in 0..runner.tracks.len() {
-                let listens = runner.tracks[t]
-                    .ir
-                    .triggers
-                    .iter()
-                    .any(|tr| matches!(tr, Trigger::Event(n) if *n == event.name));
-                if listens {
+                if listens_for(&runner.tracks[t].ir, &event.name) {
                     run_guarded(runner, t, now, Some(&event), None, &mut stats);
                 }
             }
@@ -90,6 +85,14 @@ pub fn process_events(runner: &mut Runner<'_>, now: i64) -> Result<RunStats> {
         }
     }
     Ok(stats)
+}
+
+/// Whether `track` is declared `on event NAME` for `event`.
+pub(crate) fn listens_for(track: &trackc_compiler::ir::Track, event: &str) -> bool {
+    track
+        .triggers
+        .iter()
+        .any(|tr| matches!(tr, Trigger::Event(n) if n == event))
 }
 
 /// Runs tracks by their triggers until `runner.stop` is set, checking

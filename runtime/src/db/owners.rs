@@ -4,6 +4,20 @@
 //! the epoch it ends and every later commit of that epoch is refused.
 //! `$n` as in PostgreSQL; SQLite's `?n` means the same.
 
+use crate::error::{Error, Result};
+
+/// A block cut under `epoch` may commit only while the track is at it.
+pub fn check_fence(track: &str, epoch: u64, current: u64) -> Result<()> {
+    if current == epoch {
+        return Ok(());
+    }
+    Err(Error::Fenced {
+        track: track.to_string(),
+        epoch,
+        current,
+    })
+}
+
 /// $1 track, $2 node, $3 the epoch the claimer knows: the new epoch if it
 /// was still $3 (or the track had no owner), no row otherwise.
 pub const CLAIM: &str = "INSERT INTO trackc_owners (track, node, epoch) VALUES ($1, $2, 1)
@@ -13,6 +27,10 @@ pub const CLAIM: &str = "INSERT INTO trackc_owners (track, node, epoch) VALUES (
 
 /// $1 track: its epoch (no row: never owned, epoch 0).
 pub const EPOCH: &str = "SELECT epoch FROM trackc_owners WHERE track = $1";
+
+/// `EPOCH` inside a block's transaction on PostgreSQL: the share lock makes
+/// a claim of the track wait for the block's commit.
+pub const EPOCH_LOCKED: &str = "SELECT epoch FROM trackc_owners WHERE track = $1 FOR SHARE";
 
 /// $1 event seq: the tracks whose run for the event finished.
 pub const EVENT_RUNS_FINISHED: &str = "SELECT DISTINCT track FROM trackc_runs

@@ -507,19 +507,12 @@ impl BlockWriter for PgWriter {
                 .await
                 .context(|| "starting a block's transaction".into())?;
             if let Some(epoch) = fence {
-                let sql = format!("{} FOR SHARE", owners::EPOCH);
                 let current = tx
-                    .query_opt(&sql, &[&track])
+                    .query_opt(owners::EPOCH_LOCKED, &[&track])
                     .await
                     .context(|| format!("reading the epoch of {track}"))?
                     .map_or(0, |r| r.get::<_, i64>(0) as u64);
-                if current != epoch {
-                    return Err(Error::Fenced {
-                        track: track.to_string(),
-                        epoch,
-                        current,
-                    });
-                }
+                owners::check_fence(track, epoch, current)?;
             }
             let mut written: HashSet<String> = HashSet::new();
             if !new.keys.is_empty() {

@@ -298,17 +298,11 @@ impl BlockWriter for SqliteWriter {
             .execute_batch("BEGIN IMMEDIATE")
             .context(|| "starting a block's transaction".into())?;
         if let Some(epoch) = fence {
-            let current = epoch_of(&self.conn, track);
-            if current.as_ref().ok() != Some(&epoch) {
+            let fenced = epoch_of(&self.conn, track)
+                .and_then(|current| owners::check_fence(track, epoch, current));
+            if let Err(e) = fenced {
                 let _ = self.conn.execute_batch("ROLLBACK");
-                return Err(match current {
-                    Ok(current) => Error::Fenced {
-                        track: track.to_string(),
-                        epoch,
-                        current,
-                    },
-                    Err(e) => e,
-                });
+                return Err(e);
             }
         }
         let mut applied = Applied::default();

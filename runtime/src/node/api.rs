@@ -14,12 +14,12 @@
 //! changes nothing. Database work goes to the API thread (`serve_jobs`).
 
 use super::config::{NodeConfig, UserRole};
-use super::work::OwnerJob;
 use super::{Input, Shared};
 use crate::bundle;
 use crate::clock::now_micros;
 use crate::db::Store;
 use crate::error::Error;
+use crate::group::protocol::Command;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -62,6 +62,11 @@ pub enum ApiJob {
 /// A status and a JSON body.
 pub type Reply = (StatusCode, serde_json::Value);
 
+/// A refusal or failure, as `{"error": "…"}`.
+fn failure(status: StatusCode, e: impl std::fmt::Display) -> Reply {
+    (status, serde_json::json!({ "error": e.to_string() }))
+}
+
 pub struct ApiContext {
     pub config: NodeConfig,
     pub shared: Arc<Shared>,
@@ -95,17 +100,45 @@ fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
     r
 }
 
-fn error(status: StatusCode, message: impl Into<String>) -> Response<Full<Bytes>> {
-    json(status, serde_json::json!({ "error": message.into() }))
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<Bytes>> {
+    let (status, body) = failure(status, message);
+    json(status, body)
+}
+
+/// What a request asks for, read from its method and path before anything
+/// else (the role it needs is checked before its body is read).
+enum Route {
+    Status,
+    Metrics,
+    Deploy,
+    Emit,
+    Drain(String),
+}
+
+impl Route {
+    fn of(method: &Method, path: &str) -> Option<Route> {
+        Some(match (method, path) {
+            (&Method::GET, "/status") => Route::Status,
+            (&Method::GET, "/metrics") => Route::Metrics,
+            (&Method::POST, "/deploy") => Route::Deploy,
+            (&Method::POST, "/emit") => Route::Emit,
+            (&Method::POST, p) => Route::Drain(p.strip_prefix("/drain/")?.to_string()),
+            _ => return None,
+        })
+    }
+
+    fn needs(&self) -> UserRole {
+        match self {
+            Route::Status | Route::Metrics => UserRole::Viewer,
+            Route::Deploy => UserRole::Author,
+            Route::Emit | Route::Drain(_) => UserRole::Operator,
+        }
+    }
 }
 
 async fn respond(req: Request<Incoming>, context: &ApiContext) -> Response<Full<Bytes>> {
-    let needed = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/status" | "/metrics") => UserRole::Viewer,
-        (&Method::POST, "/deploy") => UserRole::Author,
-        (&Method::POST, "/emit") => UserRole::Operator,
-        (&Method::POST, p) if p.starts_with("/drain/") => UserRole::Operator,
-        _ => return error(StatusCode::NOT_FOUND, "no such route"),
+    let Some(route) = Route::of(req.method(), req.uri().path()) else {
+        return error(StatusCode::NOT_FOUND, "no such route");
     };
     let token = req
         .headers()
@@ -115,6 +148,7 @@ async fn respond(req: Request<Incoming>, context: &ApiContext) -> Response<Full<
     let Some(user) = token.and_then(|t| context.config.user(t)) else {
         return error(StatusCode::UNAUTHORIZED, "a valid bearer token is needed");
     };
+    let needed = route.needs();
     if !user.role.allows(needed) {
         return error(
             StatusCode::FORBIDDEN,
@@ -124,38 +158,33 @@ async fn respond(req: Request<Incoming>, context: &ApiContext) -> Response<Full<
             ),
         );
     }
-    let (method, path) = (req.method().clone(), req.uri().path().to_string());
     let body = match Limited::new(req.into_body(), BODY_BYTES_MAX)
         .collect()
         .await
     {
         Ok(b) => b.to_bytes(),
-        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, e.to_string()),
+        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, e),
     };
-    match (method, path.as_str()) {
-        (Method::GET, "/status") => {
-            let status = context.shared.status.lock().expect("status").clone();
-            json(StatusCode::OK, status)
-        }
-        (Method::GET, "/metrics") => {
-            let status = context.shared.status.lock().expect("status").clone();
-            let mut r = Response::new(Full::new(Bytes::from(prometheus(&status))));
+    let status = || context.shared.status.lock().expect("status").clone();
+    match route {
+        Route::Status => json(StatusCode::OK, status()),
+        Route::Metrics => {
+            let mut r = Response::new(Full::new(Bytes::from(prometheus(&status()))));
             r.headers_mut().insert(
                 "content-type",
                 "text/plain; version=0.0.4".parse().expect("a header"),
             );
             r
         }
-        (Method::POST, "/deploy") => match serde_json::from_slice(&body) {
+        Route::Deploy => match serde_json::from_slice(&body) {
             Ok(request) => ask(context, |tx| ApiJob::Deploy(request, tx)).await,
             Err(e) => error(StatusCode::BAD_REQUEST, format!("the deploy request: {e}")),
         },
-        (Method::POST, "/emit") => match serde_json::from_slice(&body) {
+        Route::Emit => match serde_json::from_slice(&body) {
             Ok(request) => ask(context, |tx| ApiJob::Emit(request, tx)).await,
             Err(e) => error(StatusCode::BAD_REQUEST, format!("the emit request: {e}")),
         },
-        (_, p) => {
-            let id = p.trim_start_matches("/drain/");
+        Route::Drain(id) => {
             let Ok(id) = id.parse::<u64>() else {
                 return error(StatusCode::BAD_REQUEST, format!("`{id}` is not a node id"));
             };
@@ -204,17 +233,17 @@ fn prometheus(status: &serde_json::Value) -> String {
 
 /// The API thread: deploys and events, one at a time, on its own
 /// connection.
-pub fn serve_jobs(mut store: Box<dyn Store>, jobs: Receiver<ApiJob>, owner: Sender<OwnerJob>) {
+pub fn serve_jobs(mut store: Box<dyn Store>, jobs: Receiver<ApiJob>, owner: Sender<Command>) {
     let jit = Jit::new().ok();
     while let Ok(job) = jobs.recv() {
         match job {
             ApiJob::Deploy(request, reply) => {
                 let answer = match &jit {
                     Some(jit) => deploy(store.as_mut(), jit, request),
-                    None => (StatusCode::INTERNAL_SERVER_ERROR, "no JIT".into()),
+                    None => failure(StatusCode::INTERNAL_SERVER_ERROR, "the JIT could not start"),
                 };
                 if answer.0 == StatusCode::OK {
-                    let _ = owner.send(OwnerJob::CheckBundle);
+                    let _ = owner.send(Command::CheckBundle);
                 }
                 let _ = reply.send(answer);
             }
@@ -228,10 +257,7 @@ pub fn serve_jobs(mut store: Box<dyn Store>, jobs: Receiver<ApiJob>, owner: Send
                         StatusCode::OK,
                         serde_json::json!({ "emitted": request.event }),
                     ),
-                    Err(e) => (
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        serde_json::json!({ "error": e.to_string() }),
-                    ),
+                    Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, e),
                 };
                 let _ = reply.send(answer);
             }
@@ -243,6 +269,15 @@ pub fn serve_jobs(mut store: Box<dyn Store>, jobs: Receiver<ApiJob>, owner: Send
 /// diagnostics if it has errors, else deploys it (refusing a deploy that
 /// would strand records, as `trackc run` does).
 fn deploy(store: &mut dyn Store, jit: &Jit, request: DeployRequest) -> Reply {
+    deploy_checked(store, jit, request).unwrap_or_else(|refusal| refusal)
+}
+
+fn deploy_checked(
+    store: &mut dyn Store,
+    jit: &Jit,
+    request: DeployRequest,
+) -> std::result::Result<Reply, Reply> {
+    let internal = |e: Error| failure(StatusCode::INTERNAL_SERVER_ERROR, e);
     let files: Vec<(String, String)> = request
         .files
         .into_iter()
@@ -250,51 +285,20 @@ fn deploy(store: &mut dyn Store, jit: &Jit, request: DeployRequest) -> Reply {
         .collect();
     let schema = match request.schema {
         Some(s) => Some((s.name, s.text)),
-        None => match store.schema() {
-            Ok(s) => s,
-            Err(e) => {
-                return (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    serde_json::json!({ "error": e.to_string() }),
-                )
-            }
-        },
+        None => store.schema().map_err(internal)?,
     };
-    let tracks = match bundle::load(jit, &files, schema.clone(), store.dialect()) {
-        Ok(t) => t,
-        Err(e) => {
-            return (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                serde_json::json!({ "error": e.to_string() }),
-            )
-        }
-    };
-    let changed = match bundle::deploy(store, &tracks, &request.map) {
-        Ok(c) => c,
-        Err(e @ (Error::Deploy(_) | Error::Config(_))) => {
-            return (
-                StatusCode::CONFLICT,
-                serde_json::json!({ "error": e.to_string() }),
-            )
-        }
-        Err(e) => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                serde_json::json!({ "error": e.to_string() }),
-            )
-        }
-    };
+    let tracks = bundle::load(jit, &files, schema.clone(), store.dialect())
+        .map_err(|e| failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let changed = bundle::deploy(store, &tracks, &request.map).map_err(|e| match e {
+        Error::Deploy(_) | Error::Config(_) => failure(StatusCode::CONFLICT, e),
+        e => internal(e),
+    })?;
     if let Some((name, text)) = &schema {
-        if let Err(e) = store.set_schema(name, text) {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                serde_json::json!({ "error": e.to_string() }),
-            );
-        }
+        store.set_schema(name, text).map_err(internal)?;
     }
     let names: Vec<String> = tracks.iter().map(|t| t.ir.name.clone()).collect();
-    (
+    Ok((
         StatusCode::OK,
         serde_json::json!({ "tracks": names, "changed": changed }),
-    )
+    ))
 }

@@ -2,7 +2,7 @@
 //! read, and an error names the key and says what it must be.
 
 use crate::error::{Error, Result};
-use crate::group::protocol::{NodeId, Role};
+use crate::group::protocol::{NodeId, Role, Settings};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -138,6 +138,7 @@ impl NodeConfig {
                 d
             }
         };
+        let defaults = Settings::new(0, Role::Active);
         let count = |v: Option<i64>, key: &str, default: u32, max: u32| match v {
             None => Ok(default),
             Some(n) if n >= 1 && n <= i64::from(max) => Ok(n as u32),
@@ -166,15 +167,37 @@ impl NodeConfig {
             database,
             secret,
             cycle,
-            missed_cycles: count(raw.missed_cycles, "missed_cycles", 4, 100)?,
-            claim_counter: count(raw.claim_counter, "claim_counter", 2, 100)?,
+            missed_cycles: count(
+                raw.missed_cycles,
+                "missed_cycles",
+                defaults.missed_cycles,
+                100,
+            )?,
+            claim_counter: count(
+                raw.claim_counter,
+                "claim_counter",
+                defaults.claim_counter,
+                100,
+            )?,
             role,
-            capacity: count(raw.capacity, "capacity", 2, 256)?,
+            capacity: count(raw.capacity, "capacity", defaults.capacity, 256)?,
             smtp: raw.smtp,
             smtp_from: raw.smtp_from.unwrap_or_else(|| "trackc@localhost".into()),
             templates: raw.templates,
             users: raw.users,
         })
+    }
+
+    /// The protocol's parameters; `incarnation` tells this life of the node
+    /// from its earlier ones (its start time).
+    pub fn settings(&self, incarnation: u64) -> Settings {
+        Settings {
+            missed_cycles: self.missed_cycles,
+            claim_counter: self.claim_counter,
+            capacity: self.capacity,
+            incarnation,
+            ..Settings::new(self.id, self.role)
+        }
     }
 
     /// The user whose token this is.

@@ -23,9 +23,7 @@ use crate::clock::now_micros;
 use crate::db::{self, DbUrl};
 use crate::deliver::{Deliverer, DeliveryConfig};
 use crate::error::{Error, Result};
-use crate::group::protocol::{
-    Block, BlockId, Command, Group, Message, NodeId, Outcome, Output, Settings,
-};
+use crate::group::protocol::{Block, BlockId, Command, Group, Message, NodeId, Outcome, Output};
 use crate::group::wire::{Opener, Sealer, BROADCAST};
 use config::NodeConfig;
 use std::collections::{BTreeMap, HashMap};
@@ -35,7 +33,7 @@ use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use transport::Outgoing;
-use work::{Bundle, OwnerJob, OwnerThread};
+use work::{Bundle, OwnerThread};
 
 /// What the protocol thread is told.
 pub enum Input {
@@ -94,15 +92,10 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<()> {
     let shared = Arc::new(Shared::default());
     shared.bundle_hash.store(bundle.hash, Ordering::SeqCst);
     let (inputs_tx, inputs) = channel::<Input>();
-    let mut settings = Settings::new(config.id, config.role);
-    settings.missed_cycles = config.missed_cycles;
-    settings.claim_counter = config.claim_counter;
-    settings.capacity = config.capacity;
-    settings.incarnation = now_micros() as u64;
-    let mut group = Group::new(settings);
+    let mut group = Group::new(config.settings(now_micros() as u64));
     group.ready(bundle.hash, bundle.names());
 
-    let (owner_tx, owner_rx) = channel::<OwnerJob>();
+    let (owner_tx, owner_rx) = channel::<Command>();
     let owner = OwnerThread::new(
         config.id,
         store,
@@ -163,10 +156,7 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<()> {
     let net_thread = spawn("network", move || {
         rt.block_on(async move {
             tokio::spawn(api::serve_http(http, context));
-            let result = transport::run(listen, transport_inputs, net_rx, bound_tx).await;
-            if let Err(e) = result {
-                eprintln!("network: {e}");
-            }
+            transport::run(listen, transport_inputs, net_rx, bound_tx).await;
         })
     })?;
     bound_rx
@@ -194,7 +184,7 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<()> {
     for t in threads {
         let _ = t.join();
     }
-    drop(net_thread);
+    let _ = net_thread.join();
     Ok(())
 }
 
@@ -215,7 +205,7 @@ struct ProtocolThread {
     accepted: u64,
     config: NodeConfig,
     net: tokio::sync::mpsc::UnboundedSender<Outgoing>,
-    owner: Sender<OwnerJob>,
+    owner: Sender<Command>,
     blocks: Sender<Block>,
     shared: Arc<Shared>,
 }
@@ -305,26 +295,15 @@ impl ProtocolThread {
                     let _ = self.net.send(Outgoing::Tcp(addr, frame));
                 }
             }
+            Output::Command(Command::Execute(block)) => {
+                let _ = self.blocks.send(block);
+            }
+            Output::Command(Command::Leave) => {
+                eprintln!("node {}: drained, leaving", self.config.id);
+                self.shared.stop.store(true, Ordering::SeqCst);
+            }
             Output::Command(command) => {
-                let job = match command {
-                    Command::RecordClaim { track, known_epoch } => {
-                        OwnerJob::Claim { track, known_epoch }
-                    }
-                    Command::Run { track, epoch } => OwnerJob::Run { track, epoch },
-                    Command::FinishRun { track, epoch } => OwnerJob::Finish { track, epoch },
-                    Command::Release { track } => OwnerJob::Release { track },
-                    Command::CheckBundle => OwnerJob::CheckBundle,
-                    Command::Execute(block) => {
-                        let _ = self.blocks.send(block);
-                        return;
-                    }
-                    Command::Leave => {
-                        eprintln!("node {}: drained, leaving", self.config.id);
-                        self.shared.stop.store(true, Ordering::SeqCst);
-                        return;
-                    }
-                };
-                let _ = self.owner.send(job);
+                let _ = self.owner.send(command);
             }
         }
     }

@@ -30,7 +30,7 @@ pub async fn run(
     inputs: Sender<Input>,
     mut out: UnboundedReceiver<Outgoing>,
     bound: Sender<std::io::Result<()>>,
-) -> std::io::Result<()> {
+) {
     let sockets = async {
         Ok((
             UdpSocket::bind(listen).await?,
@@ -38,16 +38,13 @@ pub async fn run(
         ))
     };
     let (udp, tcp) = match sockets.await {
-        Ok(s) => {
-            let _ = bound.send(Ok(()));
-            s
-        }
+        Ok(s) => s,
         Err(e) => {
-            let kind = std::io::Error::other(format!("{e}"));
             let _ = bound.send(Err(e));
-            return Err(kind);
+            return;
         }
     };
+    let _ = bound.send(Ok(()));
     let udp = Arc::new(udp);
     let udp_in = udp.clone();
     let frames = inputs.clone();
@@ -85,7 +82,6 @@ pub async fn run(
             }
         }
     }
-    Ok(())
 }
 
 async fn read_frames(mut stream: TcpStream, inputs: Sender<Input>) {

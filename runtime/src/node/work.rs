@@ -8,9 +8,9 @@ use super::{Input, Shared};
 use crate::bundle::{self, LoadedTrack};
 use crate::clock::now_micros;
 use crate::db::{content_hash, Rows, RunInfo, Store};
-use crate::engine::{due, Due};
+use crate::engine::{due, listens_for, Due};
 use crate::error::{Error, Result};
-use crate::group::protocol::{Block, NodeId, Outcome};
+use crate::group::protocol::{Block, Command, NodeId, Outcome};
 use crate::run::{execute_block, source_statement, BLOCK_RECORDS};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -72,16 +72,6 @@ pub struct BlockPayload {
     pub rows: Rows,
 }
 
-/// Work for the owner thread.
-#[derive(Debug)]
-pub enum OwnerJob {
-    Claim { track: String, known_epoch: u64 },
-    Run { track: String, epoch: u64 },
-    Finish { track: String, epoch: u64 },
-    Release { track: String },
-    CheckBundle,
-}
-
 /// A run opened in the database, finished when its blocks are all done.
 struct OpenRun {
     run: RunInfo,
@@ -122,7 +112,9 @@ impl OwnerThread {
         }
     }
 
-    pub fn serve(mut self, jobs: Receiver<OwnerJob>) {
+    /// Does the protocol's database commands (all but `Execute`, which the
+    /// block workers do, and `Leave`) one at a time.
+    pub fn serve(mut self, jobs: Receiver<Command>) {
         while let Ok(job) = jobs.recv() {
             if self.shared.stop.load(Ordering::SeqCst) {
                 break;
@@ -137,15 +129,15 @@ impl OwnerThread {
         let _ = self.inputs.send(input);
     }
 
-    fn job(&mut self, job: OwnerJob) -> Result<()> {
+    fn job(&mut self, job: Command) -> Result<()> {
         match job {
-            OwnerJob::Claim { track, known_epoch } => {
+            Command::RecordClaim { track, known_epoch } => {
                 let result = self.store.claim_track(&track, self.id, known_epoch);
                 // A failed claim is lost: the database keeps its epoch.
                 let result = result.unwrap_or(Err(known_epoch));
                 self.send(Input::Claim { track, result });
             }
-            OwnerJob::Run { track, epoch } => {
+            Command::Run { track, epoch } => {
                 let result = self.run(&track, epoch);
                 let last = Input::Gathered {
                     track: track.clone(),
@@ -162,7 +154,7 @@ impl OwnerThread {
                     }
                 }
             }
-            OwnerJob::Finish { track, epoch } => {
+            Command::FinishRun { track, epoch } => {
                 let runs = self.runs.remove(&track).unwrap_or_default();
                 if self.store.track_epoch(&track)? != epoch {
                     self.send(Input::Lost { track, epoch });
@@ -173,10 +165,11 @@ impl OwnerThread {
                 }
                 self.send(Input::RunFinished { track, epoch });
             }
-            OwnerJob::Release { track } => {
+            Command::Release { track } => {
                 self.runs.remove(&track);
             }
-            OwnerJob::CheckBundle => {
+            Command::Execute(_) | Command::Leave => {}
+            Command::CheckBundle => {
                 let bundle = Bundle::load(self.store.as_mut(), &self.jit)?;
                 if bundle.hash != self.bundle.hash {
                     self.shared.bundle_hash.store(bundle.hash, Ordering::SeqCst);
@@ -207,13 +200,11 @@ impl OwnerThread {
         };
         let now = now_micros();
         let mut opened = Vec::new();
-        let triggers = &self.bundle.tracks[t].ir.triggers;
-        let listens = |name: &str| {
-            triggers
-                .iter()
-                .any(|tr| matches!(tr, Trigger::Event(n) if n == name))
-        };
-        let scheduled = triggers.iter().any(|tr| !matches!(tr, Trigger::Event(_)));
+        let ir = &self.bundle.tracks[t].ir;
+        let scheduled = ir
+            .triggers
+            .iter()
+            .any(|tr| !matches!(tr, Trigger::Event(_)));
         if scheduled {
             if let Due::Yes { mark } = due(
                 self.store.as_mut(),
@@ -228,7 +219,7 @@ impl OwnerThread {
             }
         }
         for event in self.store.pending_events(EVENTS_PER_RUN)? {
-            if listens(&event.name) {
+            if listens_for(&self.bundle.tracks[t].ir, &event.name) {
                 if let Some(run) = self.store.open_run(track, now, Some(&event), None)? {
                     opened.push((run, None));
                 }
