@@ -123,13 +123,29 @@ pub enum Outcome {
     Failed(String),
 }
 
+impl Outcome {
+    /// Its name in metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::Fenced => "fenced",
+            Outcome::Refused => "refused",
+            Outcome::Failed(_) => "failed",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Message {
     Advert(Advert),
     Block(Block),
+    /// A block is finished (or refused); `free` is the worker's room
+    /// now, so the owner need not wait for its next advertisement to hand
+    /// it another block.
     Ack {
         id: BlockId,
         outcome: Outcome,
+        free: u32,
     },
     /// An operator asked the receiver to drain (`trackc drain`).
     Drain,
@@ -186,8 +202,10 @@ pub enum PeerState {
 struct Peer {
     advert: Advert,
     heard_cycle: u64,
-    /// Blocks handed to it since its last advertisement.
-    given_since_advert: u32,
+    /// Its room as last reported, by an advertisement or an ack.
+    room: u32,
+    /// Blocks handed to it since that report.
+    given_since_report: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -248,6 +266,9 @@ pub struct Group {
     done: VecDeque<(BlockId, Outcome)>,
     /// A `CheckBundle` went out this cycle.
     bundle_asked: bool,
+    /// Blocks this node handed out and had refused (its view of the
+    /// worker's room was stale).
+    refusals: u64,
     out: Vec<Output>,
 }
 
@@ -292,6 +313,7 @@ impl Group {
             working: BTreeSet::new(),
             done: VecDeque::new(),
             bundle_asked: false,
+            refusals: 0,
             out: Vec::new(),
         }
     }
@@ -377,7 +399,13 @@ impl Group {
         match message {
             Message::Advert(advert) => self.on_advert(from, advert),
             Message::Block(block) => self.on_block(from, block),
-            Message::Ack { id, outcome } => self.on_ack(from, id, outcome),
+            Message::Ack { id, outcome, free } => {
+                if let Some(p) = self.peers.get_mut(&from) {
+                    p.room = free;
+                    p.given_since_report = 0;
+                }
+                self.on_ack(from, id, outcome)
+            }
             Message::Drain => self.drain(),
         }
     }
@@ -465,11 +493,13 @@ impl Group {
         if id.owner == self.settings.id {
             self.on_ack(self.settings.id, id, outcome);
         } else {
-            self.out.push(Output::Send {
-                to: id.owner,
-                message: Message::Ack { id, outcome },
-            });
+            self.ack(id.owner, id, outcome);
         }
+    }
+
+    /// Blocks this node handed out that the worker refused (status).
+    pub fn refusals(&self) -> u64 {
+        self.refusals
     }
 
     /// Blocks queued or in flight for `track` (status).
@@ -695,13 +725,16 @@ impl Group {
             .entry(from)
             .and_modify(|p| {
                 p.advert = advert.clone();
+                p.room = advert.free;
+                p.given_since_report = 0;
+                p.advert = advert.clone();
                 p.heard_cycle = cycle;
-                p.given_since_advert = 0;
             })
             .or_insert(Peer {
+                room: advert.free,
+                given_since_report: 0,
                 advert,
                 heard_cycle: cycle,
-                given_since_advert: 0,
             });
         self.assign();
     }
@@ -711,31 +744,27 @@ impl Group {
             return;
         }
         if let Some((_, outcome)) = self.done.iter().find(|(id, _)| *id == block.id) {
-            let outcome = outcome.clone();
-            self.out.push(Output::Send {
-                to: from,
-                message: Message::Ack {
-                    id: block.id,
-                    outcome,
-                },
-            });
+            self.ack(from, block.id, outcome.clone());
             return;
         }
         if self.working.contains(&block.id) {
             return;
         }
         if self.free() == 0 || block.epoch == 0 {
-            self.out.push(Output::Send {
-                to: from,
-                message: Message::Ack {
-                    id: block.id,
-                    outcome: Outcome::Refused,
-                },
-            });
+            self.ack(from, block.id, Outcome::Refused);
             return;
         }
         self.working.insert(block.id);
         self.out.push(Output::Command(Command::Execute(block)));
+    }
+
+    /// Answers the owner of block `id`, telling it this node's room.
+    fn ack(&mut self, owner: NodeId, id: BlockId, outcome: Outcome) {
+        let free = self.free();
+        self.out.push(Output::Send {
+            to: owner,
+            message: Message::Ack { id, outcome, free },
+        });
     }
 
     fn on_ack(&mut self, from: NodeId, id: BlockId, outcome: Outcome) {
@@ -750,6 +779,7 @@ impl Group {
         match outcome {
             Outcome::Done | Outcome::Failed(_) => {}
             Outcome::Refused => {
+                self.refusals += 1;
                 if self.owns_epoch(&track, flight.block.epoch) {
                     self.queue.push_front(flight.block);
                 }
@@ -947,7 +977,7 @@ impl Group {
                 if !self.peer_takes_work(p) || p.advert.bundle != self.bundle {
                     continue;
                 }
-                let room = p.advert.free.saturating_sub(p.given_since_advert);
+                let room = p.room.saturating_sub(p.given_since_report);
                 if room > 0 && best.is_none_or(|(r, _)| room > r) {
                     best = Some((room, id));
                 }
@@ -971,7 +1001,7 @@ impl Group {
                 self.peers
                     .get_mut(&worker)
                     .expect("chosen")
-                    .given_since_advert += 1;
+                    .given_since_report += 1;
                 self.out.push(Output::Send {
                     to: worker,
                     message: Message::Block(block),
@@ -995,6 +1025,7 @@ impl Group {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::group::sim::{track_name, Sim, SimConfig};
 
     fn calm(actives: usize, standbys: usize, tracks: usize) -> Sim {
@@ -1089,5 +1120,66 @@ mod tests {
         assert_eq!(sim.group(3).unwrap().advert().free, 0);
         sim.crash(1);
         until(&mut sim, 30, |s| !s.group(3).unwrap().owned().is_empty());
+    }
+
+    /// Node 1 owning track `t` with one run's `blocks` gathered, and an
+    /// idle active peer 2 advertising room for two blocks; the blocks sent
+    /// to peer 2 so far.
+    fn owner_with_blocks(blocks: u8) -> (Group, Vec<BlockId>) {
+        let tracks = || ["t".to_string()];
+        let mut owner = Group::new(Settings::new(1, Role::Active));
+        owner.ready(7, tracks());
+        let mut peer = Group::new(Settings::new(2, Role::Active));
+        peer.ready(7, tracks());
+        let mut run = None;
+        for _ in 0..20 {
+            owner.handle(2, Message::Advert(peer.advert()));
+            owner.tick();
+            for output in owner.take() {
+                match output {
+                    Output::Command(Command::RecordClaim { track, known_epoch }) => {
+                        owner.claim_recorded(&track, Ok(known_epoch + 1))
+                    }
+                    Output::Command(Command::Run { epoch, .. }) => run = Some(epoch),
+                    _ => {}
+                }
+            }
+            if run.is_some() {
+                break;
+            }
+        }
+        let epoch = run.expect("node 1 claims t and runs it");
+        owner.gathered("t", epoch, (0..blocks).map(|b| vec![b]).collect(), true);
+        let sent = sent_to(&mut owner, 2);
+        (owner, sent)
+    }
+
+    fn sent_to(group: &mut Group, peer: NodeId) -> Vec<BlockId> {
+        group
+            .take()
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Send {
+                    to,
+                    message: Message::Block(b),
+                } if to == peer => Some(b.id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_ack_reports_the_workers_room_so_blocks_flow_between_adverts() {
+        let (mut owner, sent) = owner_with_blocks(10);
+        // Two for the owner itself, two for the peer's advertised room.
+        assert_eq!(sent.len(), 2);
+        let ack = |id, outcome, free| Message::Ack { id, outcome, free };
+        owner.handle(2, ack(sent[0], Outcome::Done, 1));
+        assert_eq!(sent_to(&mut owner, 2).len(), 1, "the room the ack reported");
+        // A refusal says the peer is full: nothing more until it reports room.
+        owner.handle(2, ack(sent[1], Outcome::Refused, 0));
+        assert_eq!(sent_to(&mut owner, 2).len(), 0);
+        assert_eq!(owner.refusals(), 1);
+        assert_eq!(owner.blocks_in_flight("t"), 10 - 1);
     }
 }

@@ -224,6 +224,15 @@ fn prometheus(status: &serde_json::Value) -> String {
             out += &format!("trackc_frames_rejected_total{{reason=\"{why}\"}} {n}\n");
         }
     }
+    if let Some(executed) = metrics["blocks_executed"].as_object() {
+        for (outcome, n) in executed {
+            out += &format!("trackc_blocks_executed_total{{outcome=\"{outcome}\"}} {n}\n");
+        }
+    }
+    out += &format!(
+        "trackc_blocks_refused_total {}\n",
+        metrics["blocks_refused"].as_u64().unwrap_or(0)
+    );
     out += &format!(
         "trackc_blocks_outstanding {}\n",
         metrics["blocks_outstanding"].as_u64().unwrap_or(0)
