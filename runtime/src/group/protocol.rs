@@ -604,6 +604,17 @@ impl Group {
             .any(|p| p.advert.role == Role::Active && !self.available(p))
     }
 
+    /// A standby whose active peers are all back: it gives its tracks up
+    /// (each once its run is over) for the active nodes to claim.
+    fn standby_steps_back(&self) -> bool {
+        self.settings.role == Role::Standby
+            && !self.standby_called()
+            && self
+                .peers
+                .values()
+                .any(|p| p.advert.role == Role::Active && self.peer_takes_work(p))
+    }
+
     fn takes_work(&self) -> bool {
         self.is_ready()
             && !self.draining
@@ -940,8 +951,9 @@ impl Group {
             .filter(|(_, o)| o.phase == RunPhase::Idle)
             .map(|(t, o)| (t.clone(), o.epoch))
             .collect();
+        let hand_back = self.draining || self.standby_steps_back();
         for (track, epoch) in idle {
-            if self.draining {
+            if hand_back {
                 self.release(&track);
                 continue;
             }
@@ -1112,7 +1124,7 @@ mod tests {
     }
 
     #[test]
-    fn a_standby_takes_tracks_only_when_an_active_node_fails() {
+    fn a_standby_takes_tracks_only_while_an_active_node_is_away() {
         let mut sim = calm(2, 1, 4);
         until(&mut sim, 30, |s| s.is_settled().is_ok());
         sim.steps(20).unwrap();
@@ -1120,6 +1132,11 @@ mod tests {
         assert_eq!(sim.group(3).unwrap().advert().free, 0);
         sim.crash(1);
         until(&mut sim, 30, |s| !s.group(3).unwrap().owned().is_empty());
+        // Node 1 back: the standby hands its tracks to the active nodes.
+        sim.restart(1);
+        until(&mut sim, 30, |s| {
+            s.group(3).unwrap().owned().is_empty() && s.is_settled().is_ok()
+        });
     }
 
     /// Node 1 owning track `t` with one run's `blocks` gathered, and an

@@ -705,6 +705,16 @@ impl Sim {
                 return Err(format!("{track}: {undone} records not done"));
             }
         }
+        if running.iter().any(|n| n.role == Role::Active) {
+            if let Some(n) = running.iter().find(|n| {
+                n.role == Role::Standby && n.group.as_ref().is_some_and(|g| !g.owned().is_empty())
+            }) {
+                return Err(format!(
+                    "standby {} keeps tracks while active nodes run",
+                    n.id
+                ));
+            }
+        }
         let expected = running
             .iter()
             .filter(|n| n.role == Role::Active)
