@@ -11,12 +11,13 @@
 # Peer, same run, same database and workload: one process,
 # `trackc run --once --no-deliver` (the single-node runtime of issue 4).
 #
-# Where the time goes: the CPU the trackc processes used during the run
-# (utime + stime from /proc) against the machine's busy CPU in the same
-# interval (/proc/stat; the rest is PostgreSQL).
+# Where the time goes: the CPU the trackc processes used (utime + stime
+# from /proc, from the deploy to the end of the run), per second of the
+# run: the cores trackc kept busy; on this machine the rest of its cores
+# go to PostgreSQL.
 #
 # Prints per case and repetition:
-#   RESULT case=<run-once|group> nodes=<n> contacts=<n> record_steps=<n> run_seconds=<s> record_steps_per_s=<x> deploy_to_done_seconds=<s> blocks_per_node=<a/b/c> trackc_cpu_s=<s> machine_busy_cpu_s=<s>
+#   RESULT case=<run-once|group> nodes=<n> contacts=<n> record_steps=<n> run_seconds=<s> record_steps_per_s=<x> deploy_to_done_seconds=<s> blocks_per_node=<a/b/c> trackc_cpu_s=<s>
 # and at the end, per case, the median and its ratio over one node.
 #
 # CONTACTS=200000 by default; NODES="1 2 3"; CAPACITY=2; CYCLE=1s; REPEAT=3;
@@ -71,9 +72,6 @@ free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1
 
 now() { date +%s.%N; }
 
-# The machine's busy CPU time so far, in clock ticks (all but idle and iowait).
-busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
-
 # The CPU time of processes, in clock ticks (utime + stime).
 cpu_ticks() {
   local t=0 pid
@@ -81,23 +79,22 @@ cpu_ticks() {
   echo "$t"
 }
 
-result() { # case nodes run_seconds deploy_to_done blocks trackc_ticks busy_ticks
+result() { # case nodes run_seconds deploy_to_done blocks trackc_ticks
   python3 - "$@" "$CONTACTS" "$(getconf CLK_TCK)" <<'PY' | tee -a "$OUT/results"
 import sys
-case, nodes, secs, wall, blocks, cpu, busy, contacts, hz = sys.argv[1:]
+case, nodes, secs, wall, blocks, cpu, contacts, hz = sys.argv[1:]
 steps = 3 * int(contacts)
 print(f"RESULT case={case} nodes={nodes} contacts={contacts} record_steps={steps} "
       f"run_seconds={float(secs):.2f} record_steps_per_s={steps / float(secs):.0f} "
       f"deploy_to_done_seconds={wall} blocks_per_node={blocks} "
-      f"trackc_cpu_s={int(cpu) / int(hz):.2f} machine_busy_cpu_s={int(busy) / int(hz):.2f}")
+      f"trackc_cpu_s={int(cpu) / int(hz):.2f}")
 PY
 }
 
 # The peer: one process, no group.
 run_once() {
   fresh_db
-  local b0 b1 pid cpu=0
-  b0=$(busy_ticks)
+  local pid cpu=0
   "$BIN" run --once --no-deliver --db "$URL" "$TRACKS" > "$OUT/run-once.out" 2> "$OUT/run-once.err" &
   pid=$!
   # The last reading before the process exits is its CPU time (to 50 ms).
@@ -106,12 +103,11 @@ run_once() {
     sleep 0.05
   done
   wait "$pid" || { cat "$OUT/run-once.err"; exit 1; }
-  b1=$(busy_ticks)
-  result run-once 1 "$(run_seconds)" - - "$cpu" $((b1 - b0))
+  result run-once 1 "$(run_seconds)" - - "$cpu"
 }
 
 group() { # $1 = nodes
-  local n=$1 i b peers=() https=() peer_list t0 t1 b0 b1 c0 c1 secs blocks="" done_states
+  local n=$1 i b peers=() https=() peer_list t0 t1 c0 c1 secs blocks="" done_states
   fresh_db
   for i in $(seq 1 "$n"); do peers+=("127.0.0.1:$(free_port)"); https+=("127.0.0.1:$(free_port)"); done
   peer_list=$(printf '"%s", ' "${peers[@]}")
@@ -139,13 +135,13 @@ EOF
       sleep 0.1
     done
   done
-  t0=$(now) b0=$(busy_ticks) c0=$(cpu_ticks "${PIDS[@]}")
+  t0=$(now) c0=$(cpu_ticks "${PIDS[@]}")
   "$BIN" deploy "$TRACKS" --to "http://${https[0]}" --token "$TOKEN" > "$OUT/deploy.out"
   for _ in $(seq 1 3000); do
     [ "$(sql "SELECT count(*) FROM trackc_runs WHERE finished_at IS NOT NULL")" = 1 ] && break
     sleep 0.1
   done
-  t1=$(now) b1=$(busy_ticks) c1=$(cpu_ticks "${PIDS[@]}")
+  t1=$(now) c1=$(cpu_ticks "${PIDS[@]}")
   secs=$(run_seconds)
   [ -n "$secs" ] || { echo "the run did not finish in 300 s; logs in $OUT" >&2; exit 1; }
   done_states=$(sql "SELECT count(*) FROM trackc_state WHERE seq = 3 AND step IS NULL")
@@ -165,8 +161,7 @@ EOF
   done
   [ "$sum" = "$want" ] || echo "warning: the nodes report $blocks blocks done, the run has $want" >&2
   stop_nodes
-  result group "$n" "$secs" "$(python3 -c "print(f'{$t1 - $t0:.2f}')")" "$blocks" \
-    $((c1 - c0)) $((b1 - b0))
+  result group "$n" "$secs" "$(python3 -c "print(f'{$t1 - $t0:.2f}')")" "$blocks" $((c1 - c0))
 }
 
 : > "$OUT/results"
@@ -186,7 +181,7 @@ for r in rows:
 one = median(float(r["record_steps_per_s"]) for r in cases[("group", "1")])
 for (case, nodes), runs in cases.items():
     rate = median(float(r["record_steps_per_s"]) for r in runs)
-    cpu = median(float(r["trackc_cpu_s"]) / float(r["machine_busy_cpu_s"]) for r in runs)
+    cores = median(float(r["trackc_cpu_s"]) / float(r["run_seconds"]) for r in runs)
     print(f"MEDIAN case={case} nodes={nodes} runs={len(runs)} record_steps_per_s={rate:.0f} "
-          f"over_one_node={rate / one:.2f} trackc_share_of_busy_cpu={cpu:.2f}")
+          f"over_one_node={rate / one:.2f} trackc_cores={cores:.2f}")
 PY
