@@ -735,7 +735,6 @@ impl Group {
         self.peers
             .entry(from)
             .and_modify(|p| {
-                p.advert = advert.clone();
                 p.room = advert.free;
                 p.given_since_report = 0;
                 p.advert = advert.clone();
@@ -1197,6 +1196,7 @@ mod tests {
         owner.handle(2, ack(sent[1], Outcome::Refused, 0));
         assert_eq!(sent_to(&mut owner, 2).len(), 0);
         assert_eq!(owner.refusals(), 1);
+        // One block is done; the refused one waits in the queue again.
         assert_eq!(owner.blocks_in_flight("t"), 10 - 1);
     }
 }
