@@ -34,6 +34,7 @@ PG_ADMIN=${PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}
 OUT=$PWD/bench/out/group
 TRACKS=$PWD/bench/runtime
 mkdir -p "$OUT"
+source bench/lib.sh
 if [ -z "${BIN:-}" ]; then
   cargo build --release --quiet
   BIN=$PWD/target/release/trackc
@@ -52,25 +53,13 @@ stop_nodes() {
 }
 trap stop_nodes EXIT
 
-fresh_db() {
-  psql -q "$PG_ADMIN" -c "SET client_min_messages = warning" \
-    -c "DROP DATABASE IF EXISTS $PGDB WITH (FORCE)" -c "CREATE DATABASE $PGDB"
-  { cat "$TRACKS/schema.sql"
-    echo "INSERT INTO contacts SELECT i, 'c' || i || '@example.com',
-            CASE i % 3 WHEN 0 THEN 'trial' WHEN 1 THEN 'pro' ELSE 'free' END,
-            (i::bigint * 7919) % 100,
-            CASE i % 5 WHEN 0 THEN 'DE' WHEN 1 THEN 'FR' WHEN 2 THEN 'AT' WHEN 3 THEN 'US' ELSE 'CH' END
-          FROM generate_series(1, $CONTACTS) AS i;"
-    echo "VACUUM ANALYZE contacts;"; } | psql -q -v ON_ERROR_STOP=1 "$URL"
-}
+fresh_db() { pg_contacts_db "$PG_ADMIN" "$PGDB" "$CONTACTS"; }
 
 sql() { psql -qAt -v ON_ERROR_STOP=1 "$URL" -c "$1"; }
 
 run_seconds() { sql "SELECT (finished_at - started_at) / 1e6 FROM trackc_runs WHERE finished_at IS NOT NULL"; }
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-
-now() { date +%s.%N; }
 
 # The CPU time of processes, in clock ticks (utime + stime).
 cpu_ticks() {

@@ -22,26 +22,10 @@ DBS=${DBS:-"sqlite postgres"}
 PG_ADMIN=${PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}
 OUT=bench/out/runtime
 mkdir -p "$OUT"
+source bench/lib.sh
 cargo build --release --quiet
 BIN=target/release/trackc
 TRACKS=bench/runtime
-
-contacts_select() { # $1 = N; columns id, email, plan, score, country
-  local n=$1
-  case $2 in
-    sqlite) echo "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $n)
-      SELECT i, 'c' || i || '@example.com',
-             CASE i % 3 WHEN 0 THEN 'trial' WHEN 1 THEN 'pro' ELSE 'free' END,
-             (i * 7919) % 100,
-             CASE i % 5 WHEN 0 THEN 'DE' WHEN 1 THEN 'FR' WHEN 2 THEN 'AT' WHEN 3 THEN 'US' ELSE 'CH' END
-      FROM s" ;;
-    postgres) echo "SELECT i, 'c' || i || '@example.com',
-             CASE i % 3 WHEN 0 THEN 'trial' WHEN 1 THEN 'pro' ELSE 'free' END,
-             (i::bigint * 7919) % 100,
-             CASE i % 5 WHEN 0 THEN 'DE' WHEN 1 THEN 'FR' WHEN 2 THEN 'AT' WHEN 3 THEN 'US' ELSE 'CH' END
-      FROM generate_series(1, $n) AS i" ;;
-  esac
-}
 
 setsql() { # $1 = dialect: the same final rows as the track, set-based
   local text key json
@@ -65,8 +49,6 @@ UPDATE contacts SET plan = 'cold' WHERE score = 0;
 COMMIT;
 EOF
 }
-
-now() { date +%s.%N; }
 
 measure() { # $1 = db kind, $2 = N, $3 = URL, $4 = command running SQL from stdin
   local kind=$1 n=$2 url=$3 sqlcmd=$4
@@ -101,10 +83,7 @@ for n in $SIZES; do
 
   pgdb="trackc_bench_$n"
   base=${PG_ADMIN%/*}
-  psql -q "$PG_ADMIN" -c "SET client_min_messages = warning" \
-    -c "DROP DATABASE IF EXISTS $pgdb WITH (FORCE)" -c "CREATE DATABASE $pgdb"
-  { cat "$TRACKS/schema.sql"; echo "INSERT INTO contacts $(contacts_select "$n" postgres);"; echo "VACUUM ANALYZE contacts;"; } \
-    | psql -q -v ON_ERROR_STOP=1 "$base/$pgdb"
+  pg_contacts_db "$PG_ADMIN" "$pgdb" "$n"
   measure postgres "$n" "$base/$pgdb" "psql -q -v ON_ERROR_STOP=1 $base/$pgdb"
   psql -q "$PG_ADMIN" -c "DROP DATABASE $pgdb WITH (FORCE)"
 done

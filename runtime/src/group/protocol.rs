@@ -266,10 +266,18 @@ pub struct Group {
     done: VecDeque<(BlockId, Outcome)>,
     /// A `CheckBundle` went out this cycle.
     bundle_asked: bool,
+    counts: BlockCounts,
+    out: Vec<Output>,
+}
+
+/// What became of blocks, for the status.
+#[derive(Clone, Debug, Default)]
+pub struct BlockCounts {
+    /// Blocks this node worked on, by outcome.
+    pub executed: BTreeMap<&'static str, u64>,
     /// Blocks this node handed out and had refused (its view of the
     /// worker's room was stale).
-    refusals: u64,
-    out: Vec<Output>,
+    pub refused: u64,
 }
 
 /// A summary for status pages and tests.
@@ -313,7 +321,7 @@ impl Group {
             working: BTreeSet::new(),
             done: VecDeque::new(),
             bundle_asked: false,
-            refusals: 0,
+            counts: BlockCounts::default(),
             out: Vec::new(),
         }
     }
@@ -486,6 +494,7 @@ impl Group {
         if !self.working.remove(&id) {
             return;
         }
+        *self.counts.executed.entry(outcome.name()).or_default() += 1;
         if self.done.len() >= DONE_REMEMBERED_MAX {
             self.done.pop_front();
         }
@@ -497,9 +506,8 @@ impl Group {
         }
     }
 
-    /// Blocks this node handed out that the worker refused (status).
-    pub fn refusals(&self) -> u64 {
-        self.refusals
+    pub fn block_counts(&self) -> &BlockCounts {
+        &self.counts
     }
 
     /// Blocks queued or in flight for `track` (status).
@@ -789,7 +797,7 @@ impl Group {
         match outcome {
             Outcome::Done | Outcome::Failed(_) => {}
             Outcome::Refused => {
-                self.refusals += 1;
+                self.counts.refused += 1;
                 if self.owns_epoch(&track, flight.block.epoch) {
                     self.queue.push_front(flight.block);
                 }
@@ -1195,7 +1203,7 @@ mod tests {
         // A refusal says the peer is full: nothing more until it reports room.
         owner.handle(2, ack(sent[1], Outcome::Refused, 0));
         assert_eq!(sent_to(&mut owner, 2).len(), 0);
-        assert_eq!(owner.refusals(), 1);
+        assert_eq!(owner.block_counts().refused, 1);
         // One block is done; the refused one waits in the queue again.
         assert_eq!(owner.blocks_in_flight("t"), 10 - 1);
     }

@@ -172,7 +172,6 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<()> {
         addrs: HashMap::new(),
         rejected: BTreeMap::new(),
         accepted: 0,
-        executed: BTreeMap::new(),
         config,
         net: net_tx,
         owner: owner_tx,
@@ -204,8 +203,6 @@ struct ProtocolThread {
     addrs: HashMap<NodeId, SocketAddr>,
     rejected: BTreeMap<&'static str, u64>,
     accepted: u64,
-    /// Blocks this node worked on, by outcome.
-    executed: BTreeMap<&'static str, u64>,
     config: NodeConfig,
     net: tokio::sync::mpsc::UnboundedSender<Outgoing>,
     owner: Sender<Command>,
@@ -271,10 +268,7 @@ impl ProtocolThread {
             } => g.gathered(&track, epoch, payloads, last),
             Input::Lost { track, epoch } => g.lost(&track, epoch),
             Input::RunFinished { track, epoch } => g.run_finished(&track, epoch),
-            Input::Executed { id, outcome } => {
-                *self.executed.entry(outcome.name()).or_default() += 1;
-                g.executed(id, outcome)
-            }
+            Input::Executed { id, outcome } => g.executed(id, outcome),
             Input::Bundle { hash, tracks } => g.set_bundle(hash, tracks),
             Input::Drain(id) if id == self.config.id => g.drain(),
             Input::Drain(id) => {
@@ -323,8 +317,8 @@ impl ProtocolThread {
                 "frames_accepted": self.accepted,
                 "frames_rejected": self.rejected,
                 "blocks_outstanding": self.group.blocks_outstanding(),
-                "blocks_executed": self.executed,
-                "blocks_refused": self.group.refusals(),
+                "blocks_executed": self.group.block_counts().executed,
+                "blocks_refused": self.group.block_counts().refused,
             },
         });
         *self.shared.status.lock().expect("status") = status;

@@ -277,13 +277,11 @@ impl OwnerThread {
         }
         if let Some(event) = &r.run.event {
             let finished = self.store.event_runs_finished(event.seq)?;
-            let all = self.bundle.tracks.iter().all(|l| {
-                let listens =
-                    l.ir.triggers
-                        .iter()
-                        .any(|tr| matches!(tr, Trigger::Event(n) if *n == event.name));
-                !listens || finished.contains(&l.ir.name)
-            });
+            let all = self
+                .bundle
+                .tracks
+                .iter()
+                .all(|l| !listens_for(&l.ir, &event.name) || finished.contains(&l.ir.name));
             if all {
                 self.store.event_done(event.seq, now_micros())?;
             }
