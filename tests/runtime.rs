@@ -10,10 +10,13 @@
 
 #[path = "support/db.rs"]
 mod db;
+#[path = "support/pgcluster.rs"]
+mod pgcluster;
 #[path = "support/receivers.rs"]
 mod receivers;
 
-use db::{temp_dir, Db};
+use db::{admin_url, pg_admin, temp_dir, Db};
+use pgcluster::Cluster;
 
 use receivers::{HttpReceiver, SmtpSink};
 use std::collections::HashSet;
@@ -678,4 +681,140 @@ fn deploy_removing_an_occupied_step_needs_a_mapping() {
         db.count("SELECT count(*) FROM trackc_state WHERE step IS NULL"),
         n
     );
+}
+
+/// A `trackc run --once` of the crash fixture over `n` items, started.
+fn spawn_pass(db: &Db, receivers: &Receivers) -> std::process::Child {
+    trackc()
+        .args(["run", "--once", "--block", "64", "--db", &db.url])
+        .args(receivers.delivery_args())
+        .arg(&receivers.tracks)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// The output of `child`, which must end within `limit`.
+fn finish_within(child: std::process::Child, limit: Duration) -> Output {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let pid = child.id();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    rx.recv_timeout(limit).unwrap_or_else(|_| {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        panic!("the pass did not finish within {limit:?}")
+    })
+}
+
+/// Waits until the pass has written some states (so that a fault lands
+/// in the middle of it).
+fn wait_for_progress(db: &mut Db, child: &mut std::process::Child) {
+    let started = Instant::now();
+    while db.count("SELECT count(*) FROM trackc_state") == 0 {
+        assert!(child.try_wait().unwrap().is_none(), "the pass ended early");
+        assert!(started.elapsed() < Duration::from_secs(60), "no progress");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `trackc run --once` while its own PostgreSQL cluster restarts in `mode`
+/// mid-pass: the store reconnects, the interrupted run is resumed, the
+/// pass finishes on its own, every effect exactly once, and the outage is
+/// logged once when lost and once when back.
+fn pass_survives_a_restart(mode: &str) {
+    let Some(cluster) = Cluster::start(&format!("restart-{mode}")) else {
+        return;
+    };
+    let mut db = Db::postgres_at(&cluster.url("postgres"), "restart").expect("the cluster runs");
+    let n = 6_000;
+    let receivers = Receivers::start(&format!("pg-restart-{mode}"));
+    db.execute(&items_sql(n));
+    let mut child = spawn_pass(&db, &receivers);
+    wait_for_progress(&mut db, &mut child);
+    let restarted = Instant::now();
+    cluster.restart(mode);
+    let restart_took = restarted.elapsed();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the pass finished before the restart ended: make the work longer"
+    );
+    let out = finish_within(child, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr.matches("the database is unreachable").count(),
+        1,
+        "one line when lost: {}",
+        text(&out)
+    );
+    assert_eq!(
+        stderr.matches("the database is reachable again").count(),
+        1,
+        "one line when back: {}",
+        text(&out)
+    );
+    check_exactly_once(&mut db, n);
+    assert_eq!(
+        check_delivered(&mut db, &receivers, n),
+        0,
+        "nothing sent twice"
+    );
+    eprintln!("restart -m {mode} took {restart_took:?}; the pass finished");
+}
+
+#[test]
+fn postgres_pass_survives_a_fast_restart() {
+    pass_survives_a_restart("fast");
+}
+
+#[test]
+fn postgres_pass_survives_an_immediate_restart() {
+    pass_survives_a_restart("immediate");
+}
+
+/// `trackc run --once` while every connection to its database is
+/// terminated in rounds, 300 ms apart (what a restart or a failover does
+/// to each client): the pass and the delivery finish, every effect once.
+#[test]
+fn postgres_pass_survives_terminated_connections() {
+    let Some(mut db) = Db::postgres("terminate") else {
+        return;
+    };
+    let receivers = Receivers::start("pg-terminate");
+    let n = 6_000;
+    db.execute(&items_sql(n));
+    let mut child = spawn_pass(&db, &receivers);
+    wait_for_progress(&mut db, &mut child);
+    let terminate = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = '{}' AND pid <> pg_backend_pid()",
+        db.name()
+    );
+    let mut rounds = 0;
+    for _ in 0..5 {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        pg_admin(&admin_url(), &terminate).unwrap();
+        rounds += 1;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(
+        rounds >= 2,
+        "the pass ended after {rounds} rounds: make it longer"
+    );
+    let out = finish_within(child, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("the database is reachable again"),
+        "{}",
+        text(&out)
+    );
+    check_exactly_once(&mut db, n);
+    assert_eq!(
+        check_delivered(&mut db, &receivers, n),
+        0,
+        "nothing sent twice"
+    );
+    eprintln!("connections terminated in {rounds} rounds; the pass finished");
 }

@@ -106,25 +106,13 @@ pub fn serve(
 ) -> Result<()> {
     let started = now_micros();
     while !runner.stop.load(Ordering::SeqCst) {
-        let now = now_micros();
-        let mut stats = RunStats::default();
-        for t in 0..runner.tracks.len() {
-            match due(runner.store, runner.tracks, t, now, started) {
-                Ok(Due::No) => {}
-                Ok(Due::Yes { mark }) => {
-                    let before = stats.errors.len();
-                    run_guarded(runner, t, now, None, None, &mut stats);
-                    if let (Some(mark), true) = (mark, stats.errors.len() == before) {
-                        runner.store.set_mark(&runner.tracks[t].ir.name, &mark)?;
-                    }
-                }
-                Err(e) => stats
-                    .errors
-                    .push(format!("track {}: {e}", runner.tracks[t].ir.name)),
-            }
-        }
-        stats.add(process_events(runner, now)?);
-        let busy = between(runner.store, &stats)?;
+        let busy = match serve_round(runner, started, between) {
+            Ok(busy) => busy,
+            // The database stayed away longer than an operation retries:
+            // the next round tries again (the store logs the outage).
+            Err(e) if e.fault().is_some() => false,
+            Err(e) => return Err(e),
+        };
         let mut slept = Duration::ZERO;
         while !busy && slept < tick && !runner.stop.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(50));
@@ -132,6 +120,33 @@ pub fn serve(
         }
     }
     Ok(())
+}
+
+/// One round of `serve`: the due tracks, the events, then `between`.
+fn serve_round(
+    runner: &mut Runner<'_>,
+    started: i64,
+    between: &mut dyn FnMut(&mut dyn Store, &RunStats) -> Result<bool>,
+) -> Result<bool> {
+    let now = now_micros();
+    let mut stats = RunStats::default();
+    for t in 0..runner.tracks.len() {
+        match due(runner.store, runner.tracks, t, now, started) {
+            Ok(Due::No) => {}
+            Ok(Due::Yes { mark }) => {
+                let before = stats.errors.len();
+                run_guarded(runner, t, now, None, None, &mut stats);
+                if let (Some(mark), true) = (mark, stats.errors.len() == before) {
+                    runner.store.set_mark(&runner.tracks[t].ir.name, &mark)?;
+                }
+            }
+            Err(e) => stats
+                .errors
+                .push(format!("track {}: {e}", runner.tracks[t].ir.name)),
+        }
+    }
+    stats.add(process_events(runner, now)?);
+    between(runner.store, &stats)
 }
 
 pub(crate) enum Due {

@@ -13,6 +13,15 @@ pub enum Error {
         context: String,
         message: String,
     },
+    /// The database could not do it now and trying again may work: the
+    /// connection was lost, the server is restarting, a serialization
+    /// failure, a deadlock, a lock or statement timeout. `db::retry`
+    /// retries these; any other error is final.
+    Transient {
+        context: String,
+        message: String,
+        fault: Fault,
+    },
     /// A value that does not fit its field, a NULL key, …
     Data(String),
     /// Track files with errors, or a deploy that would lose records.
@@ -31,6 +40,20 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Why a transient error happened, which decides what helps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// The connection is gone or the server cannot take it now (restart,
+    /// failover, terminated backend): reconnect, and the database counts
+    /// as unreachable until an operation succeeds again.
+    Connection,
+    /// The transaction lost to another (serialization failure, deadlock,
+    /// lock timeout, SQLite busy): the same connection may try again.
+    Conflict,
+    /// A statement ran past the statement timeout.
+    Timeout,
+}
+
 impl Error {
     pub fn db(context: impl Into<String>, message: impl fmt::Display) -> Error {
         Error::Db {
@@ -44,7 +67,12 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Config(m) | Error::Data(m) | Error::Deploy(m) | Error::Io(m) => f.write_str(m),
-            Error::Db { context, message } => write!(f, "{context}: {message}"),
+            Error::Db { context, message }
+            | Error::Transient {
+                context, message, ..
+            } => {
+                write!(f, "{context}: {message}")
+            }
             Error::Fenced {
                 track,
                 epoch,
@@ -54,6 +82,16 @@ impl fmt::Display for Error {
                 "track {track}: the block's epoch {epoch} is not the track's epoch {current}"
             ),
             Error::Stopped => f.write_str("stopped"),
+        }
+    }
+}
+
+impl Error {
+    /// The fault of a transient error (`None`: final).
+    pub fn fault(&self) -> Option<Fault> {
+        match self {
+            Error::Transient { fault, .. } => Some(*fault),
+            _ => None,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! (same instant) and skips the records it already changed.
 
 use crate::bundle::LoadedTrack;
+use crate::db::retry::Attempts;
 use crate::db::{
     Applied, BlockWriter, Change, EffectRow, OutboxKind, OutboxRow, PendingEvent, RecordState,
     Rows, RunInfo, Statement, Store,
@@ -98,6 +99,10 @@ impl Runner<'_> {
     ) -> Result<RunStats> {
         let mut total = RunStats::default();
         let name = self.tracks[t].ir.name.clone();
+        // A run cut short by a transient fault (the database restarted
+        // while its records streamed) stays open and is resumed: the
+        // records it already changed are skipped.
+        let mut attempts = Attempts::new(self.store.options());
         loop {
             if self.stop.load(Ordering::SeqCst) {
                 break;
@@ -105,7 +110,11 @@ impl Runner<'_> {
             let Some(run) = self.store.open_run(&name, now, event, pass)? else {
                 break;
             };
-            let stats = self.execute(t, &run)?;
+            let result = self.execute(t, &run);
+            if result.as_ref().is_err_and(|e| e.fault().is_some()) && attempts.again(&result) {
+                continue;
+            }
+            let stats = result?;
             let interrupted = self.stop.load(Ordering::SeqCst);
             if !interrupted {
                 self.store.finish_run(&run, stats.records, stats.changes)?;

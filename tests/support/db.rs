@@ -42,8 +42,13 @@ impl Db {
     /// `None` (after a loud message) when no server is reachable and it is
     /// not required.
     pub fn postgres(name: &str) -> Option<Db> {
-        let admin = std::env::var("TRACKC_TEST_POSTGRES")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        Db::postgres_at(&admin_url(), name)
+    }
+
+    /// A fresh database `name` on the server of `admin` (an admin
+    /// connection's URL).
+    pub fn postgres_at(admin: &str, name: &str) -> Option<Db> {
+        let admin = admin.to_string();
         let db = format!("trackc_test_{name}_{}", std::process::id());
         if let Err(e) = pg_admin(&admin, &format!("DROP DATABASE IF EXISTS {db}"))
             .and_then(|_| pg_admin(&admin, &format!("CREATE DATABASE {db}")))
@@ -67,6 +72,11 @@ impl Db {
             store: Some(store),
             drop_pg: Some((admin, db)),
         })
+    }
+
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        self.url.rsplit('/').next().unwrap_or_default()
     }
 
     pub fn count(&mut self, sql: &str) -> i64 {
@@ -95,6 +105,23 @@ impl Drop for Db {
                 &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"),
             );
         }
+    }
+}
+
+/// The admin connection of the machine's PostgreSQL.
+pub fn admin_url() -> String {
+    std::env::var("TRACKC_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// `host:port` of a `postgres://user@host:port/db` URL.
+pub fn server_of(url: &str) -> String {
+    let rest = url.split_once('@').map_or(url, |(_, r)| r);
+    let hostport = rest.split('/').next().unwrap_or(rest);
+    if hostport.contains(':') {
+        hostport.to_string()
+    } else {
+        format!("{hostport}:5432")
     }
 }
 

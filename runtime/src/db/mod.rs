@@ -12,11 +12,13 @@ mod migrations;
 mod outbox;
 mod owners;
 mod postgres;
+pub mod retry;
 mod runs;
 mod sqlite;
 mod timefmt;
 
 pub use outbox::{Kinds, OutboxItem, OutboxListing, Outcome, Settled};
+pub use retry::{DbOptions, Health, RetryPolicy};
 pub use timefmt::{format_sqlite_timestamp, parse_sqlite_timestamp};
 
 use crate::error::{Error, Result};
@@ -70,9 +72,15 @@ pub enum Dialect {
 /// Opens the database and brings the runtime's tables to the current
 /// version.
 pub fn open(url: &DbUrl) -> Result<Box<dyn Store>> {
+    open_with(url, &DbOptions::default())
+}
+
+/// `open`, with how faults are retried and whom they are reported to (a
+/// node shares one `Health` among all its connections).
+pub fn open_with(url: &DbUrl, options: &DbOptions) -> Result<Box<dyn Store>> {
     let mut store: Box<dyn Store> = match url {
-        DbUrl::Sqlite(path) => Box::new(sqlite::SqliteStore::open(path)?),
-        DbUrl::Postgres(url) => Box::new(postgres::PgStore::open(url)?),
+        DbUrl::Sqlite(path) => Box::new(sqlite::SqliteStore::open(path, options)?),
+        DbUrl::Postgres(url) => Box::new(postgres::PgStore::open(url, options)?),
     };
     store.migrate()?;
     Ok(store)
@@ -259,6 +267,13 @@ pub trait Store: Send {
 
     /// Creates or upgrades the runtime's tables (idempotent).
     fn migrate(&mut self) -> Result<()>;
+
+    /// How this store retries and whom it tells about outages.
+    fn options(&self) -> &DbOptions;
+
+    /// One round trip to the database, tried once (reconnecting first if
+    /// the connection was lost); its outcome goes to the store's `Health`.
+    fn ping(&mut self) -> Result<()>;
 
     /// The versions of the runtime's schema applied, oldest first.
     fn migrations(&mut self) -> Result<Vec<i64>>;

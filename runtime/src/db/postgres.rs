@@ -5,13 +5,15 @@
 
 use super::migrations::{sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
 use super::outbox as ob;
+use super::retry::{once, retrying, Attempts, DbOptions, Reconnect};
 use super::runs;
 use super::*;
-use crate::error::Context;
+use crate::error::Fault;
 use crate::sqltext;
 use bytes::{BufMut, BytesMut};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::runtime::Runtime;
 use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type as PgType};
 use tokio_postgres::{Client, IsolationLevel, NoTls};
@@ -23,16 +25,27 @@ const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
 const MIGRATION_LOCK: i64 = 0x7472_6163_6b63;
 
 pub struct PgStore {
-    rt: Arc<Runtime>,
-    reader: Client,
+    reader: PgConn,
     writer: PgWriter,
 }
 
-pub struct PgWriter {
+/// One connection to the server that comes back: when the old one has
+/// closed (a restart, a failover, a terminated backend), `ensure` opens a
+/// new one with the same settings.
+struct PgConn {
     rt: Arc<Runtime>,
+    config: tokio_postgres::Config,
+    /// The URL without its password, for messages.
+    shown: String,
     client: Client,
+}
+
+pub struct PgWriter {
+    conn: PgConn,
+    options: DbOptions,
     /// Prepared track SQL with its parameter names, by the text the track
-    /// wrote.
+    /// wrote; prepared statements live with their connection, so this is
+    /// emptied when the connection is new.
     prepared: HashMap<String, (tokio_postgres::Statement, Vec<String>)>,
     /// States this writer has written, and that count when it last had
     /// `trackc_state` analyzed (see `analyze_when_grown`).
@@ -43,16 +56,132 @@ pub struct PgWriter {
 /// States written before the first `ANALYZE` of `trackc_state`.
 const ANALYZE_AFTER: u64 = 50_000;
 
-fn connect(rt: &Runtime, url: &str) -> Result<Client> {
-    let (client, connection) = rt
-        .block_on(tokio_postgres::connect(url, NoTls))
-        .context(|| format!("cannot connect to {}", redact(url)))?;
-    rt.spawn(async move {
-        if let Err(e) = connection.await {
-            eprintln!("trackc: the PostgreSQL connection closed: {e}");
+/// Server settings every connection gets unless the URL sets them
+/// (`?options=-c%20lock_timeout%3D2s`): a lock held by someone else or a
+/// statement that never returns ends in an error that is retried, instead
+/// of hanging the node. The statement timeout is generous because a
+/// source query's first rows may take a while on a big table.
+const SESSION_DEFAULTS: &[(&str, &str)] = &[("statement_timeout", "120s"), ("lock_timeout", "10s")];
+/// How long opening a connection may take before it counts as failed (a
+/// server that accepts TCP but does not answer).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Unacknowledged data or silent keepalives for this long end a
+/// connection whose server vanished without a reset (a partition, a
+/// powered-off host), so that it is noticed and replaced.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(20);
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(3);
+
+/// The connection settings of `url`, with the defaults above where the
+/// URL says nothing.
+fn pg_config(url: &str) -> Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+        Error::Config(format!(
+            "`{}` is not a usable PostgreSQL URL: {e}",
+            redact(url)
+        ))
+    })?;
+    let mut options = config.get_options().unwrap_or_default().to_string();
+    for (name, value) in SESSION_DEFAULTS {
+        if !options.contains(name) {
+            options.push_str(&format!(" -c {name}={value}"));
         }
+    }
+    config.options(options.trim());
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    config
+        .keepalives_idle(KEEPALIVE_IDLE)
+        .keepalives_interval(KEEPALIVE_INTERVAL);
+    Ok(config)
+}
+
+impl PgConn {
+    fn open(rt: &Arc<Runtime>, config: &tokio_postgres::Config, shown: &str) -> Result<PgConn> {
+        Ok(PgConn {
+            rt: rt.clone(),
+            config: config.clone(),
+            shown: shown.to_string(),
+            client: new_client(rt, config, shown)?,
+        })
+    }
+
+    /// Connects again if the connection closed; true if it did.
+    fn ensure(&mut self) -> Result<bool> {
+        if !self.client.is_closed() {
+            return Ok(false);
+        }
+        self.client = new_client(&self.rt, &self.config, &self.shown)?;
+        Ok(true)
+    }
+}
+
+fn new_client(rt: &Runtime, config: &tokio_postgres::Config, shown: &str) -> Result<Client> {
+    let (client, connection) = rt
+        .block_on(config.connect(NoTls))
+        .pg(|| format!("cannot connect to {shown}"))?;
+    // The connection's end is seen by the next operation on it (a closed
+    // client), which reconnects; `Health` logs the outage once.
+    rt.spawn(async move {
+        let _ = connection.await;
     });
     Ok(client)
+}
+
+/// Which driver errors are worth trying again, and why (see `db::retry`).
+fn classify(e: &tokio_postgres::Error) -> Option<Fault> {
+    if let Some(code) = e.code() {
+        let code = code.code();
+        return match code {
+            // serialization_failure, deadlock_detected, lock_not_available
+            "40001" | "40P01" | "55P03" => Some(Fault::Conflict),
+            // query_canceled: the statement timeout (or an operator)
+            "57014" => Some(Fault::Timeout),
+            // admin_shutdown (terminated backend, fast/smart shutdown),
+            // crash_shutdown, cannot_connect_now (starting up),
+            // too_many_connections, connection_exception (08…)
+            "57P01" | "57P02" | "57P03" | "53300" => Some(Fault::Connection),
+            _ if code.starts_with("08") => Some(Fault::Connection),
+            _ => None,
+        };
+    }
+    let io = std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>());
+    if e.is_closed() || io {
+        return Some(Fault::Connection);
+    }
+    // The driver names its other connection faults only in words.
+    let text = e.to_string();
+    [
+        "error connecting to server",
+        "timeout waiting for server",
+        "error communicating with the server",
+        "unexpected message from server",
+    ]
+    .iter()
+    .any(|p| text.starts_with(p))
+    .then_some(Fault::Connection)
+}
+
+/// Adds what the store was doing to a driver error, classified.
+trait PgContext<T> {
+    fn pg(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> PgContext<T> for std::result::Result<T, tokio_postgres::Error> {
+    fn pg(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| match classify(&e) {
+            Some(fault) => Error::Transient {
+                context: what(),
+                message: e.to_string(),
+                fault,
+            },
+            None => Error::db(what(), e),
+        })
+    }
 }
 
 /// The URL without its password, for messages.
@@ -69,52 +198,112 @@ fn redact(url: &str) -> String {
     }
 }
 
+impl Reconnect for PgWriter {
+    fn options(&self) -> &DbOptions {
+        &self.options
+    }
+
+    fn ensure_connected(&mut self) -> Result<()> {
+        if self.conn.ensure()? {
+            self.prepared.clear();
+        }
+        Ok(())
+    }
+}
+
+impl Reconnect for PgStore {
+    fn options(&self) -> &DbOptions {
+        &self.writer.options
+    }
+
+    fn ensure_connected(&mut self) -> Result<()> {
+        self.reader.ensure()?;
+        self.writer.ensure_connected()
+    }
+}
+
 impl PgStore {
-    pub fn open(url: &str) -> Result<PgStore> {
+    pub fn open(url: &str, options: &DbOptions) -> Result<PgStore> {
         let rt = Arc::new(
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .map_err(|e| Error::Io(format!("cannot start the I/O runtime: {e}")))?,
         );
-        let reader = connect(&rt, url)?;
-        let client = connect(&rt, url)?;
+        let config = pg_config(url)?;
+        let shown = redact(url);
+        // A node may start while the database restarts: connecting is
+        // tried again like any operation.
+        let mut attempts = Attempts::new(options);
+        let (reader, conn) = loop {
+            let result = PgConn::open(&rt, &config, &shown)
+                .and_then(|r| Ok((r, PgConn::open(&rt, &config, &shown)?)));
+            if !attempts.again(&result) {
+                break result?;
+            }
+        };
         Ok(PgStore {
             writer: PgWriter {
-                rt: rt.clone(),
-                client,
+                conn,
+                options: options.clone(),
                 prepared: HashMap::new(),
                 states_written: 0,
                 analyzed_at: 0,
             },
-            rt,
             reader,
         })
     }
 
+    /// The rows of one statement on the writer's connection, tried again
+    /// through transient faults.
     fn query<T>(
         &mut self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
-        what: impl FnOnce() -> String,
+        what: impl Fn() -> String,
         map: impl Fn(&tokio_postgres::Row) -> T,
     ) -> Result<Vec<T>> {
-        let rows = self
-            .rt
-            .block_on(self.writer.client.query(sql, params))
-            .context(what)?;
-        Ok(rows.iter().map(map).collect())
+        retrying(&mut self.writer, |w| {
+            let rows = w
+                .conn
+                .rt
+                .block_on(w.conn.client.query(sql, params))
+                .pg(&what)?;
+            Ok(rows.iter().map(&map).collect())
+        })
     }
 
     fn execute(
         &mut self,
         sql: &str,
         params: &[&(dyn ToSql + Sync)],
-        what: impl FnOnce() -> String,
+        what: impl Fn() -> String,
     ) -> Result<u64> {
-        self.rt
-            .block_on(self.writer.client.execute(sql, params))
-            .context(what)
+        retrying(&mut self.writer, |w| {
+            w.conn
+                .rt
+                .block_on(w.conn.client.execute(sql, params))
+                .pg(&what)
+        })
+    }
+
+    /// Runs `body` in one transaction on the writer's connection, the whole
+    /// transaction tried again through transient faults.
+    fn transaction<T>(
+        &mut self,
+        what: impl Fn() -> String,
+        body: impl for<'t> AsyncFnMut(&'t tokio_postgres::Transaction<'t>) -> Result<T>,
+    ) -> Result<T> {
+        let mut body = body;
+        retrying(&mut self.writer, |w| {
+            let PgConn { rt, client, .. } = &mut w.conn;
+            rt.block_on(async {
+                let tx = client.transaction().await.pg(&what)?;
+                let value = body(&tx).await?;
+                tx.commit().await.pg(&what)?;
+                Ok(value)
+            })
+        })
     }
 }
 
@@ -369,9 +558,12 @@ impl PgWriter {
             return Ok(());
         }
         self.analyzed_at = self.states_written;
-        self.rt
-            .block_on(self.client.batch_execute("ANALYZE trackc_state"))
-            .context(|| "analyzing trackc_state".into())
+        retrying(self, |w| {
+            w.conn
+                .rt
+                .block_on(w.conn.client.batch_execute("ANALYZE trackc_state"))
+                .pg(|| "analyzing trackc_state".into())
+        })
     }
 
     /// Prepares `sql` (with its parameters made positional) once per text;
@@ -382,9 +574,10 @@ impl PgWriter {
         }
         let (text, names) = sqltext::to_positional(sql)?;
         let statement = self
+            .conn
             .rt
-            .block_on(self.client.prepare(&text))
-            .context(|| format!("SQL `{}`", sql.trim()))?;
+            .block_on(self.conn.client.prepare(&text))
+            .pg(|| format!("SQL `{}`", sql.trim()))?;
         self.prepared.insert(sql.to_string(), (statement, names));
         Ok(())
     }
@@ -454,22 +647,24 @@ impl BlockWriter for PgWriter {
         track: &str,
         keys: &[String],
     ) -> Result<HashMap<String, RecordState>> {
-        let rows = self
-            .rt
-            .block_on(self.client.query(
-                // One primary-key probe per key (a lateral join), whatever
-                // the statistics say: `key = ANY($2)` or a plain join let
-                // the planner, with statistics from when the table was
-                // small, hash the whole track's states for every block,
-                // which made a first run over a big table quadratic.
-                "SELECT s.key, s.step, s.entered_at, s.wake_at, s.seq, s.run_id
+        let rows = retrying(self, |w| {
+            w.conn
+                .rt
+                .block_on(w.conn.client.query(
+                    // One primary-key probe per key (a lateral join), whatever
+                    // the statistics say: `key = ANY($2)` or a plain join let
+                    // the planner, with statistics from when the table was
+                    // small, hash the whole track's states for every block,
+                    // which made a first run over a big table quadratic.
+                    "SELECT s.key, s.step, s.entered_at, s.wake_at, s.seq, s.run_id
                  FROM unnest($2::text[]) AS k(key)
                  CROSS JOIN LATERAL (
                      SELECT * FROM trackc_state
                      WHERE track = $1 AND key = k.key LIMIT 1) s",
-                &[&track, &keys],
-            ))
-            .context(|| "reading record states".into())?;
+                    &[&track, &keys],
+                ))
+                .pg(|| "reading record states".into())
+        })?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -487,7 +682,28 @@ impl BlockWriter for PgWriter {
             .collect())
     }
 
+    /// Tried again through transient faults, even when the COMMIT's answer
+    /// was lost: the state writes are conditional on each record's
+    /// sequence number and bring their effects only when written, so a
+    /// block that did commit changes nothing the second time.
     fn apply(&mut self, track: &str, changes: &[Change], fence: Option<u64>) -> Result<Applied> {
+        let applied = retrying(self, |w| w.apply_once(track, changes, fence))?;
+        // The block is committed: statistics that could not be refreshed
+        // now will be on a later block.
+        if let Err(e) = self.analyze_when_grown(applied.changes) {
+            eprintln!("trackc: {e}");
+        }
+        Ok(applied)
+    }
+}
+
+impl PgWriter {
+    fn apply_once(
+        &mut self,
+        track: &str,
+        changes: &[Change],
+        fence: Option<u64>,
+    ) -> Result<Applied> {
         // Prepare every action statement first (outside the transaction).
         for c in changes {
             for e in &c.effects {
@@ -500,17 +716,17 @@ impl BlockWriter for PgWriter {
             changes.iter().partition(|c| c.expected_seq.is_none());
         let (new, old) = (StateColumns::of(&new), StateColumns::of(&old));
         let prepared = &self.prepared;
-        let client = &mut self.client;
-        let applied = self.rt.block_on(async {
+        let PgConn { rt, client, .. } = &mut self.conn;
+        rt.block_on(async {
             let tx = client
                 .transaction()
                 .await
-                .context(|| "starting a block's transaction".into())?;
+                .pg(|| "starting a block's transaction".into())?;
             if let Some(epoch) = fence {
                 let current = tx
                     .query_opt(owners::EPOCH_LOCKED, &[&track])
                     .await
-                    .context(|| format!("reading the epoch of {track}"))?
+                    .pg(|| format!("reading the epoch of {track}"))?
                     .map_or(0, |r| r.get::<_, i64>(0) as u64);
                 owners::check_fence(track, epoch, current)?;
             }
@@ -533,7 +749,7 @@ impl BlockWriter for PgWriter {
                         ],
                     )
                     .await
-                    .context(|| format!("writing new record states of {track}"))?;
+                    .pg(|| format!("writing new record states of {track}"))?;
                 written.extend(rows.iter().map(|r| r.get::<_, String>(0)));
             }
             if !old.keys.is_empty() {
@@ -558,7 +774,7 @@ impl BlockWriter for PgWriter {
                         ],
                     )
                     .await
-                    .context(|| format!("writing record states of {track}"))?;
+                    .pg(|| format!("writing record states of {track}"))?;
                 written.extend(rows.iter().map(|r| r.get::<_, String>(0)));
             }
             let mut applied = Applied {
@@ -587,7 +803,7 @@ impl BlockWriter for PgWriter {
                     tx_ref
                         .execute(*st, p)
                         .await
-                        .context(|| format!("action SQL `{}`", s.sql.trim()))
+                        .pg(|| format!("action SQL `{}`", s.sql.trim()))
                 });
             applied.sql = futures_util::future::try_join_all(futures).await?.len() as u64;
             let mut outbox = OutboxColumns::default();
@@ -626,7 +842,7 @@ impl BlockWriter for PgWriter {
                         ],
                     )
                     .await
-                    .context(|| "writing outbox rows".into())?;
+                    .pg(|| "writing outbox rows".into())?;
             }
             if !events.ids.is_empty() {
                 applied.events = tx
@@ -637,68 +853,20 @@ impl BlockWriter for PgWriter {
                         &[&events.ids, &events.names, &events.keys, &events.at],
                     )
                     .await
-                    .context(|| "raising events".into())?;
+                    .pg(|| "raising events".into())?;
             }
             tx.commit()
                 .await
-                .context(|| "committing a block".into())?;
+                .pg(|| "committing a block".into())?;
             Ok::<_, Error>(applied)
-        })?;
-        self.analyze_when_grown(applied.changes)?;
-        Ok(applied)
+        })
     }
 }
 
-impl Store for PgStore {
-    fn dialect(&self) -> Dialect {
-        Dialect::Postgres
-    }
-
-    fn migrate(&mut self) -> Result<()> {
-        let client = &mut self.writer.client;
-        self.rt.block_on(async {
-            let tx = client.transaction().await.context(|| "migrating".into())?;
-            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-                .await
-                .context(|| "locking for migrations".into())?;
-            tx.batch_execute(CREATE_MIGRATIONS_TABLE)
-                .await
-                .context(|| "creating trackc_migrations".into())?;
-            for m in MIGRATIONS {
-                let done = tx
-                    .query_opt(
-                        "SELECT version FROM trackc_migrations WHERE version = $1",
-                        &[&m.version],
-                    )
-                    .await
-                    .context(|| "reading migrations".into())?;
-                if done.is_none() {
-                    tx.batch_execute(&sql_for(m, true))
-                        .await
-                        .context(|| format!("migration {} ({})", m.version, m.name))?;
-                    tx.execute(
-                        "INSERT INTO trackc_migrations (version, name, applied_at)
-                         VALUES ($1, $2, $3)",
-                        &[&m.version, &m.name, &crate::clock::now_micros()],
-                    )
-                    .await
-                    .context(|| format!("recording migration {}", m.version))?;
-                }
-            }
-            tx.commit().await.context(|| "committing migrations".into())
-        })
-    }
-
-    fn migrations(&mut self) -> Result<Vec<i64>> {
-        self.query(
-            "SELECT version FROM trackc_migrations ORDER BY version",
-            &[],
-            || "reading migrations".into(),
-            |r| r.get(0),
-        )
-    }
-
-    fn gather(
+impl PgStore {
+    /// One try at `gather`: the source query in a read-only snapshot,
+    /// read through a portal a block at a time.
+    fn gather_once(
         &mut self,
         query: &Statement,
         types: &[Type],
@@ -709,17 +877,18 @@ impl Store for PgStore {
         let params = lookup(&names, &query.params)?;
         let params = refs(&params);
         let what = || format!("the source query `{}`", query.sql.trim());
-        let PgStore { rt, reader, writer } = self;
+        let PgStore { reader, writer } = self;
+        let PgConn { rt, client, .. } = reader;
         let tx = rt
             .block_on(
-                reader
+                client
                     .build_transaction()
                     .isolation_level(IsolationLevel::RepeatableRead)
                     .read_only(true)
                     .start(),
             )
-            .context(what)?;
-        let statement = rt.block_on(tx.prepare(&sql)).context(what)?;
+            .pg(what)?;
+        let statement = rt.block_on(tx.prepare(&sql)).pg(what)?;
         if statement.columns().len() != types.len() {
             return Err(Error::Data(format!(
                 "{} returns {} columns, the track has {} fields",
@@ -728,12 +897,12 @@ impl Store for PgStore {
                 types.len()
             )));
         }
-        let portal = rt.block_on(tx.bind(&statement, &params)).context(what)?;
+        let portal = rt.block_on(tx.bind(&statement, &params)).pg(what)?;
         let mut number = 0u64;
         loop {
             let rows = rt
                 .block_on(tx.query_portal(&portal, block_records as i32))
-                .context(what)?;
+                .pg(what)?;
             let done = rows.len() < block_records;
             let mut block = Vec::with_capacity(rows.len());
             for row in &rows {
@@ -759,7 +928,97 @@ impl Store for PgStore {
                 break;
             }
         }
-        rt.block_on(tx.commit()).context(what)
+        rt.block_on(tx.commit()).pg(what)
+    }
+}
+
+impl Store for PgStore {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    fn migrate(&mut self) -> Result<()> {
+        self.transaction(
+            || "migrating".into(),
+            async |tx| {
+                tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                    .await
+                    .pg(|| "locking for migrations".into())?;
+                tx.batch_execute(CREATE_MIGRATIONS_TABLE)
+                    .await
+                    .pg(|| "creating trackc_migrations".into())?;
+                for m in MIGRATIONS {
+                    let done = tx
+                        .query_opt(
+                            "SELECT version FROM trackc_migrations WHERE version = $1",
+                            &[&m.version],
+                        )
+                        .await
+                        .pg(|| "reading migrations".into())?;
+                    if done.is_none() {
+                        tx.batch_execute(&sql_for(m, true))
+                            .await
+                            .pg(|| format!("migration {} ({})", m.version, m.name))?;
+                        tx.execute(
+                            "INSERT INTO trackc_migrations (version, name, applied_at)
+                             VALUES ($1, $2, $3)",
+                            &[&m.version, &m.name, &crate::clock::now_micros()],
+                        )
+                        .await
+                        .pg(|| format!("recording migration {}", m.version))?;
+                    }
+                }
+                Ok(())
+            },
+        )
+    }
+
+    fn options(&self) -> &DbOptions {
+        &self.writer.options
+    }
+
+    fn ping(&mut self) -> Result<()> {
+        once(self, |s| {
+            let conn = &s.writer.conn;
+            conn.rt
+                .block_on(conn.client.simple_query("SELECT 1"))
+                .pg(|| "checking the database".into())
+                .map(drop)
+        })
+    }
+
+    fn migrations(&mut self) -> Result<Vec<i64>> {
+        self.query(
+            "SELECT version FROM trackc_migrations ORDER BY version",
+            &[],
+            || "reading migrations".into(),
+            |r| r.get(0),
+        )
+    }
+
+    /// Tried again through transient faults until the first block is
+    /// handed on; after that a fault ends the gathering (the caller's run
+    /// stays open and is resumed).
+    fn gather(
+        &mut self,
+        query: &Statement,
+        types: &[Type],
+        block_records: usize,
+        each: &mut dyn FnMut(&mut dyn BlockWriter, Rows) -> Result<()>,
+    ) -> Result<()> {
+        let mut attempts = Attempts::new(&self.writer.options);
+        let mut handed_on = false;
+        loop {
+            let result = self.ensure_connected().and_then(|()| {
+                self.gather_once(query, types, block_records, &mut |w, rows| {
+                    handed_on = true;
+                    each(w, rows)
+                })
+            });
+            if handed_on || !attempts.again(&result) {
+                return result;
+            }
+        }
     }
 
     fn writer(&mut self) -> &mut dyn BlockWriter {
@@ -775,10 +1034,12 @@ impl Store for PgStore {
         let what = || format!("recording a claim of {track}");
         // A paused node may hold the track's row (a block's share lock):
         // give up after a second and claim again later, rather than wait.
-        let client = &mut self.writer.client;
-        let won: Vec<u64> = self
-            .rt
-            .block_on(async {
+        // Tried once: a claim that failed (or whose answer was lost) is
+        // claimed again by the protocol, and the epoch's compare-and-set
+        // decides.
+        let won: Vec<u64> = once(&mut self.writer, |w| {
+            let PgConn { rt, client, .. } = &mut w.conn;
+            rt.block_on(async {
                 let tx = client.transaction().await?;
                 tx.batch_execute("SET LOCAL lock_timeout = '1s'").await?;
                 let rows = tx
@@ -792,7 +1053,8 @@ impl Store for PgStore {
                     rows.iter().map(|r| r.get::<_, i64>(0) as u64).collect(),
                 )
             })
-            .context(what)?;
+            .pg(what)
+        })?;
         match won.first() {
             Some(&epoch) => Ok(Ok(epoch)),
             None => Ok(Err(self.track_epoch(track)?)),
@@ -860,42 +1122,40 @@ impl Store for PgStore {
         tracks: &[DeployedTrack],
         moves: &[(String, String, String)],
     ) -> Result<()> {
-        let client = &mut self.writer.client;
-        self.rt.block_on(async {
-            let tx = client
-                .transaction()
-                .await
-                .context(|| "starting the deploy".into())?;
-            let now = crate::clock::now_micros();
-            for t in tracks {
-                let steps = serde_json::to_string(&t.steps).expect("strings serialize");
-                tx.execute(
-                    "UPDATE trackc_deployments SET active = FALSE WHERE track = $1 AND active",
-                    &[&t.name],
-                )
-                .await
-                .context(|| format!("deploying {}", t.name))?;
-                tx.execute(
-                    "INSERT INTO trackc_deployments
+        let now = crate::clock::now_micros();
+        self.transaction(
+            || "deploying".into(),
+            async |tx| {
+                for t in tracks {
+                    let steps = serde_json::to_string(&t.steps).expect("strings serialize");
+                    tx.execute(
+                        "UPDATE trackc_deployments SET active = FALSE WHERE track = $1 AND active",
+                        &[&t.name],
+                    )
+                    .await
+                    .pg(|| format!("deploying {}", t.name))?;
+                    tx.execute(
+                        "INSERT INTO trackc_deployments
                      (track, version, hash, file, source, steps, deployed_at, active)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, TRUE)",
-                    &[
-                        &t.name, &t.version, &t.hash, &t.file, &t.source, &steps, &now,
-                    ],
-                )
-                .await
-                .context(|| format!("deploying {}", t.name))?;
-            }
-            for (track, from, to) in moves {
-                tx.execute(
-                    "UPDATE trackc_state SET step = $3 WHERE track = $1 AND step = $2",
-                    &[track, from, to],
-                )
-                .await
-                .context(|| format!("moving records of {track} from {from} to {to}"))?;
-            }
-            tx.commit().await.context(|| "committing the deploy".into())
-        })
+                        &[
+                            &t.name, &t.version, &t.hash, &t.file, &t.source, &steps, &now,
+                        ],
+                    )
+                    .await
+                    .pg(|| format!("deploying {}", t.name))?;
+                }
+                for (track, from, to) in moves {
+                    tx.execute(
+                        "UPDATE trackc_state SET step = $3 WHERE track = $1 AND step = $2",
+                        &[track, from, to],
+                    )
+                    .await
+                    .pg(|| format!("moving records of {track} from {from} to {to}"))?;
+                }
+                Ok(())
+            },
+        )
     }
 
     fn step_counts(&mut self, track: &str) -> Result<Vec<(Option<String>, i64)>> {
@@ -915,20 +1175,15 @@ impl Store for PgStore {
         pass: Option<i64>,
     ) -> Result<Option<RunInfo>> {
         let what = || format!("opening a run of {track}");
-        let client = &mut self.writer.client;
-        self.rt.block_on(async {
-            let tx = client.transaction().await.context(what)?;
+        self.transaction(what, async |tx| {
             // One opener at a time per track (the owner, in a group).
             tx.execute(
                 "SELECT pg_advisory_xact_lock(hashtext($1))",
                 &[&format!("trackc run {track}")],
             )
             .await
-            .context(what)?;
-            let unfinished = tx
-                .query_opt(runs::UNFINISHED, &[&track])
-                .await
-                .context(what)?;
+            .pg(what)?;
+            let unfinished = tx.query_opt(runs::UNFINISHED, &[&track]).await.pg(what)?;
             if let Some(r) = unfinished {
                 let resumed =
                     RunInfo::resumed(track, r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
@@ -938,7 +1193,7 @@ impl Store for PgStore {
             let ran: i64 = tx
                 .query_one(runs::ALREADY_RAN, &[&track, &event.map(|e| e.seq), &pass])
                 .await
-                .context(what)?
+                .pg(what)?
                 .get(0);
             if ran > 0 {
                 return Ok(None);
@@ -946,7 +1201,7 @@ impl Store for PgStore {
             let last_run: i64 = tx
                 .query_opt(runs::LATEST_FINISHED, &[&track])
                 .await
-                .context(what)?
+                .pg(what)?
                 .map_or(0, |r| r.get(0));
             let id: i64 = tx
                 .query_one(
@@ -962,21 +1217,18 @@ impl Store for PgStore {
                     ],
                 )
                 .await
-                .context(what)?
+                .pg(what)?
                 .get(0);
-            tx.commit().await.context(what)?;
             Ok(Some(RunInfo::started(track, id, now, last_run, event)))
         })
     }
 
     fn open_pass(&mut self, now: i64) -> Result<(i64, i64)> {
         let what = || "opening a pass".to_string();
-        let client = &mut self.writer.client;
-        self.rt.block_on(async {
-            let tx = client.transaction().await.context(what)?;
+        self.transaction(what, async |tx| {
             tx.execute("SELECT pg_advisory_xact_lock(hashtext('trackc pass'))", &[])
                 .await
-                .context(what)?;
+                .pg(what)?;
             let open = tx
                 .query_opt(
                     "SELECT id, run_at FROM trackc_passes WHERE finished_at IS NULL
@@ -984,7 +1236,7 @@ impl Store for PgStore {
                     &[],
                 )
                 .await
-                .context(what)?;
+                .pg(what)?;
             let pass = match open {
                 Some(r) => (r.get(0), r.get(1)),
                 None => {
@@ -994,11 +1246,10 @@ impl Store for PgStore {
                             &[&now],
                         )
                         .await
-                        .context(what)?;
+                        .pg(what)?;
                     (r.get(0), now)
                 }
             };
-            tx.commit().await.context(what)?;
             Ok(pass)
         })
     }
@@ -1014,8 +1265,9 @@ impl Store for PgStore {
 
     fn finish_run(&mut self, run: &RunInfo, records: u64, changes: u64) -> Result<()> {
         self.execute(
+            // Once: a retry after a lost COMMIT answer adds nothing.
             "UPDATE trackc_runs SET finished_at = $2, records = records + $3,
-             changes = changes + $4 WHERE id = $1",
+             changes = changes + $4 WHERE id = $1 AND finished_at IS NULL",
             &[
                 &run.id,
                 &crate::clock::now_micros(),
@@ -1038,13 +1290,15 @@ impl Store for PgStore {
     }
 
     fn query_fingerprint(&mut self, query: &Statement) -> Result<String> {
-        self.writer.ensure_prepared(&query.sql)?;
-        let (statement, names) = &self.writer.prepared[&query.sql];
-        let params = lookup(names, &query.params)?;
-        let rows = self
-            .rt
-            .block_on(self.writer.client.query(statement, &refs(&params)))
-            .context(|| format!("the change query `{}`", query.sql.trim()))?;
+        let rows = retrying(&mut self.writer, |w| {
+            w.ensure_prepared(&query.sql)?;
+            let (statement, names) = &w.prepared[&query.sql];
+            let params = lookup(names, &query.params)?;
+            w.conn
+                .rt
+                .block_on(w.conn.client.query(statement, &refs(&params)))
+                .pg(|| format!("the change query `{}`", query.sql.trim()))
+        })?;
         let mut text = String::new();
         for row in &rows {
             for i in 0..row.len() {
@@ -1153,19 +1407,17 @@ impl Store for PgStore {
     }
 
     fn settle_outbox(&mut self, settled: &[Settled], now: i64) -> Result<()> {
-        let client = &mut self.writer.client;
-        self.rt
-            .block_on(async {
-                let tx = client.transaction().await?;
-                let stmt = tx.prepare(ob::SETTLE).await?;
-                for s in settled {
-                    let (state, next, error) = ob::settle_columns(&s.outcome);
-                    tx.execute(&stmt, &[&s.id, &s.attempt, &now, &state, &next, &error])
-                        .await?;
-                }
-                tx.commit().await
-            })
-            .context(|| "settling outbox rows".into())
+        let what = || "settling outbox rows".to_string();
+        self.transaction(what, async |tx| {
+            let stmt = tx.prepare(ob::SETTLE).await.pg(what)?;
+            for s in settled {
+                let (state, next, error) = ob::settle_columns(&s.outcome);
+                tx.execute(&stmt, &[&s.id, &s.attempt, &now, &state, &next, &error])
+                    .await
+                    .pg(what)?;
+            }
+            Ok(())
+        })
     }
 
     fn list_outbox(&mut self, state: Option<&str>, limit: usize) -> Result<Vec<OutboxListing>> {
@@ -1193,9 +1445,12 @@ impl Store for PgStore {
     }
 
     fn execute_batch(&mut self, sql: &str) -> Result<()> {
-        self.rt
-            .block_on(self.writer.client.batch_execute(sql))
-            .context(|| "running SQL".into())
+        retrying(&mut self.writer, |w| {
+            w.conn
+                .rt
+                .block_on(w.conn.client.batch_execute(sql))
+                .pg(|| "running SQL".into())
+        })
     }
 
     fn query_i64(&mut self, sql: &str) -> Result<i64> {

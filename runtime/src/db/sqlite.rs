@@ -4,10 +4,11 @@
 use super::migrations::{sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
 use super::outbox as ob;
 use super::owners;
+use super::retry::{once, retrying, DbOptions, Reconnect};
 use super::runs;
 use super::timefmt::{format_sqlite_timestamp, parse_sqlite_timestamp};
 use super::*;
-use crate::error::Context;
+use crate::error::Fault;
 use crate::sqltext;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -21,29 +22,66 @@ pub struct SqliteStore {
 
 pub struct SqliteWriter {
     conn: Connection,
+    options: DbOptions,
     /// Track SQL as SQLite runs it, by the text the track wrote.
     rewritten: HashMap<String, String>,
 }
 
+/// How long SQLite itself waits for another writer's lock before it
+/// answers "database is locked"; that answer is then retried like any
+/// transient fault (`db::retry`).
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Adds what the store was doing to a driver error; a busy or locked
+/// database is transient (another process holds the write lock).
+trait LiteContext<T> {
+    fn lite(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T> LiteContext<T> for rusqlite::Result<T> {
+    fn lite(self, what: impl FnOnce() -> String) -> Result<T> {
+        use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+        self.map_err(|e| match e.sqlite_error_code() {
+            Some(DatabaseBusy | DatabaseLocked) => Error::Transient {
+                context: what(),
+                message: e.to_string(),
+                fault: Fault::Conflict,
+            },
+            _ => Error::db(what(), e),
+        })
+    }
+}
+
+impl Reconnect for SqliteWriter {
+    fn options(&self) -> &DbOptions {
+        &self.options
+    }
+
+    /// A file does not go away like a connection.
+    fn ensure_connected(&mut self) -> Result<()> {
+        Ok(())
+    }
+}
+
 fn connect(path: &str) -> Result<Connection> {
-    let conn =
-        Connection::open(path).context(|| format!("cannot open the SQLite file `{path}`"))?;
-    conn.busy_timeout(std::time::Duration::from_secs(30))
-        .context(|| format!("{path}: busy timeout"))?;
+    let conn = Connection::open(path).lite(|| format!("cannot open the SQLite file `{path}`"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .lite(|| format!("{path}: busy timeout"))?;
     conn.pragma_update(None, "journal_mode", "WAL")
-        .context(|| format!("{path}: cannot switch to WAL mode"))?;
+        .lite(|| format!("{path}: cannot switch to WAL mode"))?;
     conn.pragma_update(None, "synchronous", "NORMAL")
-        .context(|| format!("{path}: synchronous"))?;
+        .lite(|| format!("{path}: synchronous"))?;
     Ok(conn)
 }
 
 impl SqliteStore {
-    pub fn open(path: &str) -> Result<SqliteStore> {
+    pub fn open(path: &str, options: &DbOptions) -> Result<SqliteStore> {
         Ok(SqliteStore {
             path: path.to_string(),
             reader: connect(path)?,
             writer: SqliteWriter {
                 conn: connect(path)?,
+                options: options.clone(),
                 rewritten: HashMap::new(),
             },
         })
@@ -121,10 +159,10 @@ fn query_all<T>(
     what: &str,
     map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 ) -> Result<Vec<T>> {
-    let mut stmt = conn.prepare_cached(sql).context(|| what.to_string())?;
-    let rows = stmt.query_map(params, map).context(|| what.to_string())?;
+    let mut stmt = conn.prepare_cached(sql).lite(|| what.to_string())?;
+    let rows = stmt.query_map(params, map).lite(|| what.to_string())?;
     rows.collect::<rusqlite::Result<_>>()
-        .context(|| what.to_string())
+        .lite(|| what.to_string())
 }
 
 fn epoch_of(conn: &Connection, track: &str) -> Result<u64> {
@@ -158,7 +196,7 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[(String, Value)]) -> Resul
             .map(|(_, v)| v)
             .ok_or_else(|| Error::Data(format!("no value for the SQL parameter {name}")))?;
         stmt.raw_bind_parameter(i, to_sqlite(value))
-            .context(|| format!("binding {name}"))?;
+            .lite(|| format!("binding {name}"))?;
     }
     Ok(())
 }
@@ -169,10 +207,10 @@ impl SqliteWriter {
         let mut stmt = self
             .conn
             .prepare_cached(sql)
-            .context(|| format!("action SQL `{}`", statement.sql.trim()))?;
+            .lite(|| format!("action SQL `{}`", statement.sql.trim()))?;
         bind(&mut stmt, &statement.params)?;
         stmt.raw_execute()
-            .context(|| format!("action SQL `{}`", statement.sql.trim()))
+            .lite(|| format!("action SQL `{}`", statement.sql.trim()))
     }
 
     fn apply_one(&mut self, track: &str, c: &Change, applied: &mut Applied) -> Result<()> {
@@ -214,7 +252,7 @@ impl SqliteWriter {
                     ])
                 }),
         }
-        .context(|| format!("writing the state of `{}` in {track}", c.key))?;
+        .lite(|| format!("writing the state of `{}` in {track}", c.key))?;
         if written == 0 {
             applied.stale += 1;
             return Ok(());
@@ -245,7 +283,7 @@ impl SqliteWriter {
                                 o.at
                             ])
                         })
-                        .context(|| format!("writing outbox row {}", o.id))?;
+                        .lite(|| format!("writing outbox row {}", o.id))?;
                     applied.outbox += 1;
                 }
                 EffectRow::Event { id, name, key, at } => {
@@ -255,7 +293,7 @@ impl SqliteWriter {
                              VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING",
                         )
                         .and_then(|mut st| st.execute(params![id, name, key, at]))
-                        .context(|| format!("raising event {name} for `{key}`"))?;
+                        .lite(|| format!("raising event {name} for `{key}`"))?;
                     applied.events += 1;
                 }
             }
@@ -271,50 +309,64 @@ impl BlockWriter for SqliteWriter {
         keys: &[String],
     ) -> Result<HashMap<String, RecordState>> {
         let keys_json = serde_json::to_string(keys).expect("strings serialize");
-        let rows = query_all(
-            &self.conn,
-            "SELECT key, step, entered_at, wake_at, seq, run_id FROM trackc_state
+        let rows = retrying(self, |w| {
+            query_all(
+                &w.conn,
+                "SELECT key, step, entered_at, wake_at, seq, run_id FROM trackc_state
              WHERE track = ?1 AND key IN (SELECT value FROM json_each(?2))",
-            params![track, keys_json],
-            "reading record states",
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    RecordState {
-                        step: r.get(1)?,
-                        entered_at: r.get(2)?,
-                        wake_at: r.get(3)?,
-                        seq: r.get(4)?,
-                        run_id: r.get(5)?,
-                    },
-                ))
-            },
-        )?;
+                params![track, keys_json],
+                "reading record states",
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        RecordState {
+                            step: r.get(1)?,
+                            entered_at: r.get(2)?,
+                            wake_at: r.get(3)?,
+                            seq: r.get(4)?,
+                            run_id: r.get(5)?,
+                        },
+                    ))
+                },
+            )
+        })?;
         Ok(rows.into_iter().collect())
     }
 
+    /// Tried again while the file is busy; a failed try is rolled back
+    /// whole (a COMMIT that failed busy leaves its transaction open).
     fn apply(&mut self, track: &str, changes: &[Change], fence: Option<u64>) -> Result<Applied> {
+        retrying(self, |w| {
+            let result = w.apply_once(track, changes, fence);
+            if result.is_err() && !w.conn.is_autocommit() {
+                let _ = w.conn.execute_batch("ROLLBACK");
+            }
+            result
+        })
+    }
+}
+
+impl SqliteWriter {
+    fn apply_once(
+        &mut self,
+        track: &str,
+        changes: &[Change],
+        fence: Option<u64>,
+    ) -> Result<Applied> {
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
-            .context(|| "starting a block's transaction".into())?;
+            .lite(|| "starting a block's transaction".into())?;
         if let Some(epoch) = fence {
-            let fenced = epoch_of(&self.conn, track)
-                .and_then(|current| owners::check_fence(track, epoch, current));
-            if let Err(e) = fenced {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                return Err(e);
-            }
+            let current = epoch_of(&self.conn, track)?;
+            owners::check_fence(track, epoch, current)?;
         }
         let mut applied = Applied::default();
         for c in changes {
-            if let Err(e) = self.apply_one(track, c, &mut applied) {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                return Err(e);
-            }
+            self.apply_one(track, c, &mut applied)?;
         }
         self.conn
             .execute_batch("COMMIT")
-            .context(|| "committing a block".into())?;
+            .lite(|| "committing a block".into())?;
         Ok(applied)
     }
 }
@@ -328,11 +380,11 @@ impl Store for SqliteStore {
         let path = self.path.clone();
         let conn = self.conn();
         conn.execute_batch(CREATE_MIGRATIONS_TABLE)
-            .context(|| format!("{path}: creating trackc_migrations"))?;
+            .lite(|| format!("{path}: creating trackc_migrations"))?;
         for m in MIGRATIONS {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .context(|| format!("{path}: migration {}", m.version))?;
+                .lite(|| format!("{path}: migration {}", m.version))?;
             let done: Option<i64> = tx
                 .query_row(
                     "SELECT version FROM trackc_migrations WHERE version = ?1",
@@ -340,20 +392,32 @@ impl Store for SqliteStore {
                     |r| r.get(0),
                 )
                 .optional()
-                .context(|| format!("{path}: reading migrations"))?;
+                .lite(|| format!("{path}: reading migrations"))?;
             if done.is_none() {
                 tx.execute_batch(&sql_for(m, false))
-                    .context(|| format!("{path}: migration {} ({})", m.version, m.name))?;
+                    .lite(|| format!("{path}: migration {} ({})", m.version, m.name))?;
                 tx.execute(
                     "INSERT INTO trackc_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)",
                     params![m.version, m.name, crate::clock::now_micros()],
                 )
-                .context(|| format!("{path}: recording migration {}", m.version))?;
+                .lite(|| format!("{path}: recording migration {}", m.version))?;
             }
             tx.commit()
-                .context(|| format!("{path}: migration {}", m.version))?;
+                .lite(|| format!("{path}: migration {}", m.version))?;
         }
         Ok(())
+    }
+
+    fn options(&self) -> &DbOptions {
+        &self.writer.options
+    }
+
+    fn ping(&mut self) -> Result<()> {
+        once(&mut self.writer, |w| {
+            w.conn
+                .execute_batch("SELECT 1")
+                .lite(|| "checking the database".into())
+        })
     }
 
     fn migrations(&mut self) -> Result<Vec<i64>> {
@@ -375,7 +439,7 @@ impl Store for SqliteStore {
     ) -> Result<()> {
         let sql = rewritten(&mut self.writer.rewritten, &query.sql)?;
         let what = || format!("the source query `{}`", query.sql.trim());
-        let mut stmt = self.reader.prepare(sql).context(what)?;
+        let mut stmt = self.reader.prepare(sql).lite(what)?;
         if stmt.column_count() != types.len() {
             return Err(Error::Data(format!(
                 "{} returns {} columns, the track has {} fields",
@@ -388,11 +452,11 @@ impl Store for SqliteStore {
         let mut rows = stmt.raw_query();
         let mut block = Vec::with_capacity(block_records);
         let mut number = 0u64;
-        while let Some(row) = rows.next().context(what)? {
+        while let Some(row) = rows.next().lite(what)? {
             number += 1;
             let mut record = Vec::with_capacity(types.len());
             for (i, &ty) in types.iter().enumerate() {
-                let v = row.get_ref(i).context(what)?;
+                let v = row.get_ref(i).lite(what)?;
                 record.push(from_sqlite(v, ty).map_err(|e| {
                     let name = row.as_ref().column_name(i).unwrap_or("?");
                     Error::Data(format!("row {number} of {}, column `{name}`: {e}", what()))
@@ -453,7 +517,7 @@ impl Store for SqliteStore {
                 &sqlite_placeholders(owners::SET_SCHEMA),
                 params![file, text],
             )
-            .context(|| "storing the schema".into())?;
+            .lite(|| "storing the schema".into())?;
         Ok(())
     }
 
@@ -498,14 +562,14 @@ impl Store for SqliteStore {
         let tx = self
             .conn()
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context(|| "starting the deploy".into())?;
+            .lite(|| "starting the deploy".into())?;
         let now = crate::clock::now_micros();
         for t in tracks {
             tx.execute(
                 "UPDATE trackc_deployments SET active = FALSE WHERE track = ?1 AND active",
                 [&t.name],
             )
-            .context(|| format!("deploying {}", t.name))?;
+            .lite(|| format!("deploying {}", t.name))?;
             tx.execute(
                 "INSERT INTO trackc_deployments
                  (track, version, hash, file, source, steps, deployed_at, active)
@@ -520,16 +584,16 @@ impl Store for SqliteStore {
                     now
                 ],
             )
-            .context(|| format!("deploying {}", t.name))?;
+            .lite(|| format!("deploying {}", t.name))?;
         }
         for (track, from, to) in moves {
             tx.execute(
                 "UPDATE trackc_state SET step = ?3 WHERE track = ?1 AND step = ?2",
                 params![track, from, to],
             )
-            .context(|| format!("moving records of {track} from {from} to {to}"))?;
+            .lite(|| format!("moving records of {track} from {from} to {to}"))?;
         }
-        tx.commit().context(|| "committing the deploy".into())
+        tx.commit().lite(|| "committing the deploy".into())
     }
 
     fn step_counts(&mut self, track: &str) -> Result<Vec<(Option<String>, i64)>> {
@@ -553,7 +617,7 @@ impl Store for SqliteStore {
         let tx = self
             .conn()
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context(what)?;
+            .lite(what)?;
         let unfinished = tx
             .query_row(&sqlite_placeholders(runs::UNFINISHED), [track], |r| {
                 Ok(RunInfo::resumed(
@@ -566,7 +630,7 @@ impl Store for SqliteStore {
                 ))
             })
             .optional()
-            .context(what)?;
+            .lite(what)?;
         if unfinished.is_some() {
             return Ok(unfinished);
         }
@@ -577,7 +641,7 @@ impl Store for SqliteStore {
                 params![track, event.map(|e| e.seq), pass],
                 |r| r.get(0),
             )
-            .context(what)?;
+            .lite(what)?;
         if ran > 0 {
             return Ok(None);
         }
@@ -586,7 +650,7 @@ impl Store for SqliteStore {
                 r.get(0)
             })
             .optional()
-            .context(what)?
+            .lite(what)?
             .unwrap_or(0);
         let id: i64 = tx
             .query_row(
@@ -602,8 +666,8 @@ impl Store for SqliteStore {
                 ],
                 |r| r.get(0),
             )
-            .context(what)?;
-        tx.commit().context(what)?;
+            .lite(what)?;
+        tx.commit().lite(what)?;
         Ok(Some(RunInfo::started(track, id, now, last_run, event)))
     }
 
@@ -612,7 +676,7 @@ impl Store for SqliteStore {
         let tx = self
             .conn()
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context(what)?;
+            .lite(what)?;
         let open = tx
             .query_row(
                 "SELECT id, run_at FROM trackc_passes WHERE finished_at IS NULL ORDER BY id LIMIT 1",
@@ -620,16 +684,16 @@ impl Store for SqliteStore {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()
-            .context(what)?;
+            .lite(what)?;
         let pass = match open {
             Some(p) => p,
             None => {
                 tx.execute("INSERT INTO trackc_passes (run_at) VALUES (?1)", [now])
-                    .context(what)?;
+                    .lite(what)?;
                 (tx.last_insert_rowid(), now)
             }
         };
-        tx.commit().context(what)?;
+        tx.commit().lite(what)?;
         Ok(pass)
     }
 
@@ -639,7 +703,7 @@ impl Store for SqliteStore {
                 "UPDATE trackc_passes SET finished_at = ?2 WHERE id = ?1",
                 params![id, crate::clock::now_micros()],
             )
-            .context(|| format!("finishing pass {id}"))?;
+            .lite(|| format!("finishing pass {id}"))?;
         Ok(())
     }
 
@@ -655,7 +719,7 @@ impl Store for SqliteStore {
                     changes as i64
                 ],
             )
-            .context(|| format!("finishing run {} of {}", run.id, run.track))?;
+            .lite(|| format!("finishing run {} of {}", run.id, run.track))?;
         Ok(())
     }
 
@@ -665,20 +729,20 @@ impl Store for SqliteStore {
                 r.get(0)
             })
             .optional()
-            .context(|| format!("reading the last run of {track}"))
+            .lite(|| format!("reading the last run of {track}"))
     }
 
     fn query_fingerprint(&mut self, query: &Statement) -> Result<String> {
         let sql = rewritten(&mut self.writer.rewritten, &query.sql)?;
         let what = || format!("the change query `{}`", query.sql.trim());
-        let mut stmt = self.reader.prepare(sql).context(what)?;
+        let mut stmt = self.reader.prepare(sql).lite(what)?;
         bind(&mut stmt, &query.params)?;
         let columns = stmt.column_count();
         let mut rows = stmt.raw_query();
         let mut text = String::new();
-        while let Some(row) = rows.next().context(what)? {
+        while let Some(row) = rows.next().lite(what)? {
             for i in 0..columns {
-                text.push_str(&format!("{:?}\u{1f}", row.get_ref(i).context(what)?));
+                text.push_str(&format!("{:?}\u{1f}", row.get_ref(i).lite(what)?));
             }
             text.push('\u{1e}');
         }
@@ -693,7 +757,7 @@ impl Store for SqliteStore {
                 |r| r.get(0),
             )
             .optional()
-            .context(|| format!("reading the change mark of {track}"))
+            .lite(|| format!("reading the change mark of {track}"))
     }
 
     fn set_mark(&mut self, track: &str, mark: &str) -> Result<()> {
@@ -703,7 +767,7 @@ impl Store for SqliteStore {
                  ON CONFLICT (track) DO UPDATE SET mark = excluded.mark",
                 [track, mark],
             )
-            .context(|| format!("writing the change mark of {track}"))?;
+            .lite(|| format!("writing the change mark of {track}"))?;
         Ok(())
     }
 
@@ -713,7 +777,7 @@ impl Store for SqliteStore {
                 "INSERT INTO trackc_events (name, key, created_at) VALUES (?1, ?2, ?3)",
                 params![name, key, now],
             )
-            .context(|| format!("raising event {name}"))?;
+            .lite(|| format!("raising event {name}"))?;
         Ok(())
     }
 
@@ -740,7 +804,7 @@ impl Store for SqliteStore {
                 "UPDATE trackc_events SET done_at = ?2 WHERE seq = ?1",
                 params![seq, now],
             )
-            .context(|| format!("marking event {seq} done"))?;
+            .lite(|| format!("marking event {seq} done"))?;
         Ok(())
     }
 
@@ -789,18 +853,18 @@ impl Store for SqliteStore {
         let tx = self
             .conn()
             .transaction_with_behavior(TransactionBehavior::Immediate)
-            .context(|| "settling outbox rows".into())?;
+            .lite(|| "settling outbox rows".into())?;
         {
             let mut stmt = tx
                 .prepare_cached(&sqlite_placeholders(ob::SETTLE))
-                .context(|| "settling outbox rows".into())?;
+                .lite(|| "settling outbox rows".into())?;
             for s in settled {
                 let (state, next, error) = ob::settle_columns(&s.outcome);
                 stmt.execute(params![s.id, s.attempt, now, state, next, error])
-                    .context(|| format!("settling outbox row {}", s.id))?;
+                    .lite(|| format!("settling outbox row {}", s.id))?;
             }
         }
-        tx.commit().context(|| "settling outbox rows".into())
+        tx.commit().lite(|| "settling outbox rows".into())
     }
 
     fn list_outbox(&mut self, state: Option<&str>, limit: usize) -> Result<Vec<OutboxListing>> {
@@ -831,19 +895,17 @@ impl Store for SqliteStore {
                 &sqlite_placeholders(ob::RETRY_PARKED),
                 params![now, id.unwrap_or("")],
             )
-            .context(|| "re-queueing parked outbox rows".into())?;
+            .lite(|| "re-queueing parked outbox rows".into())?;
         Ok(n as u64)
     }
 
     fn execute_batch(&mut self, sql: &str) -> Result<()> {
-        self.conn()
-            .execute_batch(sql)
-            .context(|| "running SQL".into())
+        self.conn().execute_batch(sql).lite(|| "running SQL".into())
     }
 
     fn query_i64(&mut self, sql: &str) -> Result<i64> {
         self.conn()
             .query_row(sql, [], |r| r.get(0))
-            .context(|| format!("`{sql}`"))
+            .lite(|| format!("`{sql}`"))
     }
 }

@@ -1,0 +1,148 @@
+//! A fault-injecting TCP relay in front of PostgreSQL, on loopback: the
+//! store connects to the relay, the relay to the server, and the test
+//! decides what gets lost on the way.
+//!
+//! It reads the wire protocol just enough to find message boundaries, so
+//! it can lose exactly the answer to a COMMIT that the server did carry
+//! out (`lose_commit_answers`): the server's `CommandComplete "COMMIT"` is
+//! swallowed and both sockets are closed, which is what a client sees when
+//! the network or the server's host fails right after a commit.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The largest protocol message the relay parses (a block's arrays of a
+/// few thousand rows are far smaller); larger ones end the connection.
+const MESSAGE_BYTES_MAX: usize = 64 << 20;
+
+#[derive(Default)]
+struct Faults {
+    /// COMMIT answers still to be lost.
+    commit_answers_to_lose: AtomicUsize,
+    /// COMMIT answers lost so far.
+    commit_answers_lost: AtomicUsize,
+    /// Connections relayed so far.
+    connections: AtomicUsize,
+    /// New connections are refused (closed at once) while set.
+    refusing: AtomicBool,
+}
+
+pub struct Relay {
+    pub addr: SocketAddr,
+    faults: Arc<Faults>,
+}
+
+impl Relay {
+    /// Relays connections on a free loopback port to `server`.
+    pub fn start(server: SocketAddr) -> Relay {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let faults = Arc::new(Faults::default());
+        let f = faults.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if f.refusing.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(server) else {
+                    continue;
+                };
+                f.connections.fetch_add(1, Ordering::SeqCst);
+                relay_pair(client, server, f.clone());
+            }
+        });
+        Relay { addr, faults }
+    }
+
+    /// The next `n` COMMITs the server completes have their answer lost
+    /// and their connection closed.
+    pub fn lose_commit_answers(&self, n: usize) {
+        self.faults
+            .commit_answers_to_lose
+            .store(n, Ordering::SeqCst);
+    }
+
+    pub fn commit_answers_lost(&self) -> usize {
+        self.faults.commit_answers_lost.load(Ordering::SeqCst)
+    }
+
+    pub fn connections(&self) -> usize {
+        self.faults.connections.load(Ordering::SeqCst)
+    }
+
+    pub fn refuse(&self, refusing: bool) {
+        self.faults.refusing.store(refusing, Ordering::SeqCst);
+    }
+}
+
+fn relay_pair(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
+    let (c2, s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    // Client to server: bytes as they come.
+    std::thread::spawn(move || {
+        let (mut from, mut to) = (c2, s2);
+        let mut buf = [0u8; 16 << 10];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
+    // Server to client: message by message, so that a COMMIT's answer can
+    // be swallowed whole.
+    std::thread::spawn(move || {
+        let (mut from, mut to) = (server, client);
+        let _ = from.set_read_timeout(Some(Duration::from_secs(600)));
+        while let Some(message) = read_message(&mut from) {
+            if is_commit_complete(&message) && take_one(&faults.commit_answers_to_lose) {
+                faults.commit_answers_lost.fetch_add(1, Ordering::SeqCst);
+                break;
+            }
+            if to.write_all(&message).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(Shutdown::Both);
+        let _ = from.shutdown(Shutdown::Both);
+    });
+}
+
+fn take_one(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// One backend message: a type byte, a big-endian length that counts
+/// itself, the body.
+fn read_message(from: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = [0u8; 5];
+    from.read_exact(&mut head).ok()?;
+    let len = u32::from_be_bytes(head[1..].try_into().unwrap()) as usize;
+    if !(4..=MESSAGE_BYTES_MAX).contains(&len) {
+        return None;
+    }
+    let mut message = head.to_vec();
+    message.resize(1 + len, 0);
+    from.read_exact(&mut message[5..]).ok()?;
+    Some(message)
+}
+
+/// `CommandComplete` with the tag `COMMIT` (a transaction that failed
+/// answers `ROLLBACK` instead).
+fn is_commit_complete(message: &[u8]) -> bool {
+    message[0] == b'C' && message[5..].starts_with(b"COMMIT\0")
+}
