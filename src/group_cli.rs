@@ -138,9 +138,17 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode, UsageError> {
         StatusFormat::Json => println!("{status}"),
         StatusFormat::Human => {
             println!("as node {} sees the group:", status["node"]);
+            let database = &status["database"];
+            if database["reachable"] == false {
+                println!(
+                    "  this node cannot reach the database for {:.0} s: {}",
+                    database["unreachable_for_seconds"].as_f64().unwrap_or(0.0),
+                    database["error"].as_str().unwrap_or("?")
+                );
+            }
             for n in status["nodes"].as_array().into_iter().flatten() {
                 println!(
-                    "  node {:<4} {:<12} {:<8}{} tracks: {}",
+                    "  node {:<4} {:<12} {:<8}{} database {:<11} tracks: {}",
                     n["id"],
                     n["state"].as_str().unwrap_or("?"),
                     n["role"].as_str().unwrap_or("?"),
@@ -148,6 +156,11 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode, UsageError> {
                         " master"
                     } else {
                         "       "
+                    },
+                    if n["database"] == true {
+                        "ok"
+                    } else {
+                        "unreachable"
                     },
                     n["tracks"]
                 );

@@ -146,12 +146,11 @@ fn signal(node: &Node, sig: &str) {
         .success());
 }
 
-#[test]
-fn three_nodes_survive_kill_and_pause_with_every_effect_once() {
-    let Some(mut db) = Db::postgres("group") else {
-        return;
-    };
-    let dir = temp_dir("group");
+/// A database with the items and three nodes on it, answering; the
+/// folder with the track files and the schema.
+fn start_group(name: &str) -> Option<(Db, Vec<Node>, PathBuf, PathBuf, PathBuf)> {
+    let mut db = Db::postgres(name)?;
+    let dir = temp_dir(name);
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crash/schema.sql");
     db.execute(&std::fs::read_to_string(&schema).unwrap());
     db.execute(&format!(
@@ -163,13 +162,42 @@ fn three_nodes_survive_kill_and_pause_with_every_effect_once() {
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/group/tracks.dt");
     std::fs::copy(&fixture, tracks.join("tracks.dt")).unwrap();
     let configs = write_configs(&dir, &db);
-    let mut nodes: Vec<Node> = configs
+    let nodes: Vec<Node> = configs
         .iter()
         .map(|(id, path, http)| start(*id, path, http, &dir))
         .collect();
     wait_for("the nodes answer", Duration::from_secs(30), || {
         nodes.iter().all(|n| status(n).is_some())
     });
+    Some((db, nodes, dir, tracks, schema))
+}
+
+/// Every effect of the group fixture once: `extra` more than the three
+/// per item (events).
+fn check_every_effect_once(db: &mut Db, pinged: i64) {
+    for (what, want) in [
+        ("alpha1", ITEMS),
+        ("alpha2", ITEMS),
+        ("beta", ITEMS),
+        ("pinged", pinged),
+    ] {
+        let sql = format!("SELECT count(*) FROM effects WHERE what = '{what}'");
+        assert_eq!(db.count(&sql), want, "{sql}");
+    }
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM (SELECT item, what FROM effects GROUP BY item, what \
+             HAVING count(*) > 1) d"
+        ),
+        0
+    );
+}
+
+#[test]
+fn three_nodes_survive_kill_and_pause_with_every_effect_once() {
+    let Some((mut db, mut nodes, dir, tracks, schema)) = start_group("group") else {
+        return;
+    };
 
     // Roles: no token 401, a viewer may not deploy 403, nothing stored.
     let deploy = |token: Option<&str>, what: &Path| {
@@ -268,22 +296,7 @@ fn three_nodes_survive_kill_and_pause_with_every_effect_once() {
     });
     // Settle, then check nothing more happened and nothing twice.
     std::thread::sleep(Duration::from_secs(2));
-    for (what, want) in [
-        ("alpha1", ITEMS),
-        ("alpha2", ITEMS),
-        ("beta", ITEMS),
-        ("pinged", 1),
-    ] {
-        let sql = format!("SELECT count(*) FROM effects WHERE what = '{what}'");
-        assert_eq!(db.count(&sql), want, "{sql}");
-    }
-    assert_eq!(
-        db.count(
-            "SELECT count(*) FROM (SELECT item, what FROM effects GROUP BY item, what \
-             HAVING count(*) > 1) d"
-        ),
-        0
-    );
+    check_every_effect_once(&mut db, 1);
     wait_for("the event is done", Duration::from_secs(10), || {
         db.count("SELECT count(*) FROM trackc_events WHERE done_at IS NULL") == 0
     });
@@ -308,4 +321,57 @@ fn three_nodes_survive_kill_and_pause_with_every_effect_once() {
             .iter()
             .all(|t| owner(last, t) == Some(last.id))
     });
+}
+
+/// Every connection of the group's database terminated in rounds, 700 ms
+/// apart, while the nodes run (what a PostgreSQL restart or failover does
+/// to each client: the issue's report): the nodes reconnect by themselves,
+/// stay alive, and finish the work with every effect once.
+#[test]
+fn three_nodes_survive_terminated_connections_with_every_effect_once() {
+    let Some((mut db, mut nodes, dir, tracks, _)) = start_group("terminate") else {
+        return;
+    };
+    let out = trackc()
+        .arg("deploy")
+        .arg(&tracks)
+        .args(["--to", &nodes[0].http, "--token", "author-token"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    wait_for("the run has started", Duration::from_secs(60), || {
+        db.count("SELECT count(*) FROM effects") > 0
+    });
+    let terminate = format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+         WHERE datname = '{}' AND pid <> pg_backend_pid()",
+        db.name()
+    );
+    let mut rounds_mid_run = 0;
+    for _ in 0..5 {
+        if db.count("SELECT count(*) FROM effects") < 3 * ITEMS {
+            rounds_mid_run += 1;
+        }
+        db::pg_admin(&db::admin_url(), &terminate).unwrap();
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    assert!(rounds_mid_run >= 2, "the work ended too soon to be hit");
+    let started = Instant::now();
+    wait_for("every effect", Duration::from_secs(120), || {
+        db.count("SELECT count(*) FROM effects") == 3 * ITEMS
+    });
+    eprintln!(
+        "work finished {:.1} s after the last of 5 rounds of terminated connections",
+        started.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    check_every_effect_once(&mut db, 0);
+    for n in &mut nodes {
+        let child = n.child.as_mut().unwrap();
+        assert!(child.try_wait().unwrap().is_none(), "node {} died", n.id);
+        let s = status(n).expect("the node answers");
+        assert_eq!(s["database"]["reachable"], true, "node {}: {s}", n.id);
+    }
+    let log = std::fs::read_to_string(dir.join("node1.log")).unwrap();
+    assert!(log.contains("the database is reachable again"), "{log}");
 }

@@ -36,15 +36,34 @@ fn faults_keep_the_invariants_and_the_group_settles() {
     let crashes: u64 = reports.iter().map(|r| r.crashes).sum();
     let pauses: u64 = reports.iter().map(|r| r.pauses).sum();
     let fenced: u64 = reports.iter().map(|r| r.fenced).sum();
+    let outages: u64 = reports.iter().map(|r| r.db_outages).sum();
+    let lost: u64 = reports.iter().map(|r| r.lost_answers).sum();
     eprintln!(
-        "{} seeds: {crashes} crashes, {pauses} pauses, {fenced} stale commits fenced; \
+        "{} seeds: {crashes} crashes, {pauses} pauses, {outages} database outages, \
+         {lost} lost commit answers, {fenced} stale commits fenced; \
          settled at most {worst} cycles after healing",
         reports.len()
     );
     // The faults must have happened, or the test shows nothing.
     if reports.len() >= 100 {
-        assert!(crashes > 0 && pauses > 0 && fenced > 0);
+        assert!(crashes > 0 && pauses > 0 && fenced > 0 && outages > 0 && lost > 0);
     }
+}
+
+/// The simulator catches a store that decides a block again without the
+/// records' sequence numbers (after a lost COMMIT answer).
+#[test]
+fn a_retry_without_the_sequence_condition_is_caught() {
+    let config = SimConfig {
+        mutant_retry_ignores_seq: true,
+        ..SimConfig::default()
+    };
+    let caught = (1..=50).find_map(|seed| Sim::new(config.clone(), seed).run().err());
+    let failure = caught.expect("the mutant survived 50 seeds");
+    assert!(
+        failure.to_string().contains("done twice"),
+        "caught for another reason: {failure}"
+    );
 }
 
 #[test]

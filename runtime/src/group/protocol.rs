@@ -83,6 +83,10 @@ pub struct Advert {
     pub busy: Vec<(String, u32)>,
     /// The master as it sees the group.
     pub master: Option<NodeId>,
+    /// It reaches the database, so it can claim and commit. A node that
+    /// cannot takes no blocks, claims nothing, is not master, and after
+    /// `missed_cycles` gives its tracks up.
+    pub database: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -266,6 +270,10 @@ pub struct Group {
     done: VecDeque<(BlockId, Outcome)>,
     /// A `CheckBundle` went out this cycle.
     bundle_asked: bool,
+    /// This node reaches the database (`set_database`).
+    database: bool,
+    /// The cycle it last lost the database, while it has not got it back.
+    database_lost_cycle: Option<u64>,
     counts: BlockCounts,
     out: Vec<Output>,
 }
@@ -288,6 +296,8 @@ pub struct NodeView {
     pub role: Role,
     pub master: bool,
     pub tracks: Vec<String>,
+    /// It reaches the database.
+    pub database: bool,
 }
 
 /// A track as the status shows it.
@@ -321,6 +331,8 @@ impl Group {
             working: BTreeSet::new(),
             done: VecDeque::new(),
             bundle_asked: false,
+            database: true,
+            database_lost_cycle: None,
             counts: BlockCounts::default(),
             out: Vec::new(),
         }
@@ -362,6 +374,20 @@ impl Group {
             self.release(&t);
         }
         self.claims.retain(|t, _| self.tracks.contains(t));
+    }
+
+    /// Whether this node reaches the database now (the node tells it every
+    /// cycle). Without it the node steps back: no blocks, no claims, not
+    /// master; after `missed_cycles` it gives its tracks up so that a
+    /// healthy peer claims them. It comes back by itself.
+    pub fn set_database(&mut self, reachable: bool) {
+        if !reachable && self.database {
+            self.database_lost_cycle = Some(self.cycle);
+        }
+        if reachable {
+            self.database_lost_cycle = None;
+        }
+        self.database = reachable;
     }
 
     /// Hand the tracks over, finish the blocks, then leave.
@@ -546,6 +572,7 @@ impl Group {
             role: self.settings.role,
             master: master == Some(self.settings.id),
             tracks: self.owned.keys().cloned().collect(),
+            database: self.database,
         }];
         for (&id, p) in &self.peers {
             nodes.push(NodeView {
@@ -554,6 +581,7 @@ impl Group {
                 role: p.advert.role,
                 master: master == Some(id),
                 tracks: p.advert.owned.iter().map(|(t, _)| t.clone()).collect(),
+                database: p.advert.database,
             });
         }
         nodes
@@ -609,7 +637,7 @@ impl Group {
     fn standby_called(&self) -> bool {
         self.peers
             .values()
-            .any(|p| p.advert.role == Role::Active && !self.available(p))
+            .any(|p| p.advert.role == Role::Active && (!self.available(p) || !p.advert.database))
     }
 
     /// A standby whose active peers are all back: it gives its tracks up
@@ -625,6 +653,7 @@ impl Group {
 
     fn takes_work(&self) -> bool {
         self.is_ready()
+            && self.database
             && !self.draining
             && (self.settings.role == Role::Active || self.standby_called())
     }
@@ -632,6 +661,7 @@ impl Group {
     fn peer_takes_work(&self, p: &Peer) -> bool {
         self.available(p)
             && p.advert.ready
+            && p.advert.database
             && !p.advert.draining
             && (p.advert.role == Role::Active || self.standby_called())
     }
@@ -642,12 +672,14 @@ impl Group {
         let me = self.settings.id;
         let candidate = |active: bool| {
             let mine = (self.is_ready()
+                && self.database
                 && !self.draining
                 && (self.settings.role == Role::Active) == active)
                 .then_some(me);
             let theirs = self.peers.iter().filter_map(|(&id, p)| {
                 (self.available(p)
                     && p.advert.ready
+                    && p.advert.database
                     && !p.advert.draining
                     && (p.advert.role == Role::Active) == active)
                     .then_some(id)
@@ -700,6 +732,7 @@ impl Group {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             master: self.master(),
+            database: self.database,
         }
     }
 
@@ -952,6 +985,19 @@ impl Group {
     /// Starts a run of every idle owned track (the node checks whether it
     /// is due); a draining node hands idle tracks over instead.
     fn drive_runs(&mut self) {
+        if !self.database {
+            // Runs would only wait for the database; after missed_cycles
+            // the tracks go to peers that have it (fencing keeps a commit
+            // of this node's that was still on its way harmless).
+            let lost = self.database_lost_cycle.unwrap_or(self.cycle);
+            if self.cycle - lost >= u64::from(self.settings.missed_cycles) {
+                let owned: Vec<String> = self.owned.keys().cloned().collect();
+                for track in owned {
+                    self.release(&track);
+                }
+            }
+            return;
+        }
         let idle: Vec<(String, u64)> = self
             .owned
             .iter()
@@ -1100,6 +1146,46 @@ mod tests {
         // each step one cycle, give or take a message's cycle of delay.
         assert!((6..=8).contains(&took), "took {took} cycles");
         until(&mut sim, 10, |s| s.undone("track0") == 0);
+    }
+
+    #[test]
+    fn a_node_without_its_database_steps_back_and_rejoins() {
+        let mut sim = calm(3, 0, 3);
+        until(&mut sim, 30, |s| s.is_settled().is_ok());
+        let (owner, epoch) = sim.db_owner("track0").unwrap();
+        let was_master = sim.group(owner).unwrap().is_master();
+        sim.lose_database(owner, 20);
+        sim.add_records("track0", 5);
+        // It says so at once: no room for blocks, not master, and its
+        // peers see it in its advertisement.
+        sim.step().unwrap();
+        let g = sim.group(owner).unwrap();
+        assert_eq!(g.advert().free, 0);
+        assert!(!g.advert().database && !g.is_master());
+        let peer = (1..=3).find(|&id| id != owner).unwrap();
+        until(&mut sim, 3, |s| {
+            s.group(peer)
+                .unwrap()
+                .nodes()
+                .iter()
+                .any(|n| n.id == owner && !n.database)
+        });
+        if was_master {
+            until(&mut sim, 3, |s| {
+                s.group(peer).unwrap().master() != Some(owner)
+            });
+        }
+        // After missed_cycles it gives the track up and a peer claims it.
+        let took = until(&mut sim, 15, |s| {
+            s.db_owner("track0")
+                .is_some_and(|(n, e)| n != owner && e > epoch)
+        });
+        assert!((4..=9).contains(&took), "took {took} cycles");
+        until(&mut sim, 10, |s| s.undone("track0") == 0);
+        // Back with its database, it takes work again.
+        until(&mut sim, 30, |s| s.group(owner).unwrap().advert().database);
+        until(&mut sim, 10, |s| s.group(owner).unwrap().advert().free > 0);
+        until(&mut sim, 30, |s| s.is_settled().is_ok());
     }
 
     #[test]

@@ -40,6 +40,15 @@ pub struct SimConfig {
     pub partition: u32,
     /// New records per cycle (per mille chance of one).
     pub arrivals: u32,
+    /// A node loses the database for a while: its database work waits
+    /// (its threads retry) and the protocol is told every cycle.
+    pub db_outage: u32,
+    /// Per mille of block commits whose answer is lost after the commit:
+    /// the worker decides the block again on a new connection.
+    pub lost_commit_answer: u32,
+    /// A deliberately broken store for tests of this simulator: a block
+    /// decided again ignores the records' sequence numbers.
+    pub mutant_retry_ignores_seq: bool,
 }
 
 impl Default for SimConfig {
@@ -62,6 +71,9 @@ impl Default for SimConfig {
             pause: 15,
             partition: 10,
             arrivals: 300,
+            db_outage: 8,
+            lost_commit_answer: 30,
+            mutant_retry_ignores_seq: false,
         }
     }
 }
@@ -110,6 +122,8 @@ struct SimNode {
     incarnation: u64,
     jobs: Vec<Job>,
     left: bool,
+    /// It reaches the database again at this cycle.
+    db_back_at: u64,
 }
 
 struct Envelope {
@@ -139,6 +153,10 @@ pub struct SimReport {
     pub messages: u64,
     pub crashes: u64,
     pub pauses: u64,
+    /// Nodes that lost the database for a while.
+    pub db_outages: u64,
+    /// Commits whose answer was lost and that were decided again.
+    pub lost_answers: u64,
     pub commits: u64,
     /// Block commits refused because the epoch had moved on.
     pub fenced: u64,
@@ -211,6 +229,7 @@ impl Sim {
                     group: None,
                     restart_at: 0,
                     paused_until: 0,
+                    db_back_at: 0,
                     incarnation: 0,
                     jobs: Vec::new(),
                     left: false,
@@ -359,6 +378,7 @@ impl Sim {
         for n in &mut self.nodes {
             n.paused_until = n.paused_until.min(cycle);
             n.restart_at = n.restart_at.min(cycle);
+            n.db_back_at = n.db_back_at.min(cycle);
         }
         self.note("faults healed".into());
     }
@@ -382,11 +402,26 @@ impl Sim {
         }
         for i in order {
             if self.runs(i) {
-                self.nodes[i].group.as_mut().expect("runs").tick();
+                let reachable = self.reaches_db(i);
+                let group = self.nodes[i].group.as_mut().expect("runs");
+                group.set_database(reachable);
+                group.tick();
                 self.collect(i);
             }
         }
         self.check_safety()
+    }
+
+    /// Node `id` cannot reach the database for `cycles` cycles.
+    pub fn lose_database(&mut self, id: NodeId, cycles: u64) {
+        let i = self.index(id).expect("a simulated node");
+        self.nodes[i].db_back_at = self.cycle + cycles;
+        self.report.db_outages += 1;
+        self.note(format!("node {id} loses the database for {cycles} cycles"));
+    }
+
+    fn reaches_db(&self, i: usize) -> bool {
+        self.nodes[i].db_back_at <= self.cycle
     }
 
     /// Whether node `i` is up and not paused.
@@ -427,6 +462,11 @@ impl Sim {
                 }
             }
             self.note(format!("node {a} cut off for {length} cycles"));
+        }
+        if self.rng.chance(self.config.db_outage) {
+            let id = self.rng.below(count) as NodeId + 1;
+            let length = 1 + self.rng.below(3 * u64::from(self.config.missed_cycles));
+            self.lose_database(id, length);
         }
         let cycle = self.cycle;
         self.cut.retain(|_, until| *until > cycle);
@@ -546,7 +586,9 @@ impl Sim {
 
     fn finish_jobs(&mut self) -> Result<(), SimFailure> {
         for i in 0..self.nodes.len() {
-            if !self.runs(i) {
+            // Without the database the node's threads retry: its work
+            // waits, it is not lost.
+            if !self.runs(i) || !self.reaches_db(i) {
                 continue;
             }
             let cycle = self.cycle;
@@ -631,18 +673,35 @@ impl Sim {
             return Ok(Outcome::Fenced);
         }
         self.db.commits += 1;
-        let effects = self.db.effects.get_mut(&block.track).expect("track");
-        for r in block.payload.chunks(4) {
-            let r = u32::from_le_bytes(r.try_into().expect("4 bytes")) as usize;
-            if effects[r] == 0 {
-                effects[r] = 1;
-            }
-        }
+        self.apply_block(block, true);
         self.note(format!(
             "node {worker}: block {} of {} committed",
             block.id, block.track
         ));
+        if self.faults && self.rng.chance(self.config.lost_commit_answer) {
+            // The answer was lost: the worker cannot tell whether it
+            // committed and decides the block again, which must change
+            // nothing.
+            self.report.lost_answers += 1;
+            self.note(format!(
+                "node {worker}: the answer to block {}'s commit was lost; decided again",
+                block.id
+            ));
+            self.apply_block(block, !self.config.mutant_retry_ignores_seq);
+        }
         Ok(Outcome::Done)
+    }
+
+    /// Each record's change, conditional on its state (`conditional`) as
+    /// the store's sequence numbers make it, or not (the mutant).
+    fn apply_block(&mut self, block: &Block, conditional: bool) {
+        let effects = self.db.effects.get_mut(&block.track).expect("track");
+        for r in block.payload.chunks(4) {
+            let r = u32::from_le_bytes(r.try_into().expect("4 bytes")) as usize;
+            if effects[r] == 0 || !conditional {
+                effects[r] += 1;
+            }
+        }
     }
 
     /// At most one node holds a track under its current epoch, and it is

@@ -164,6 +164,7 @@ mod tests {
             free: 2,
             busy: vec![],
             master: Some(1),
+            database: true,
         })
     }
 

@@ -237,6 +237,15 @@ fn prometheus(status: &serde_json::Value) -> String {
         "trackc_blocks_outstanding {}\n",
         metrics["blocks_outstanding"].as_u64().unwrap_or(0)
     );
+    let database = &status["database"];
+    out += &format!(
+        "trackc_database_reachable {}\n",
+        u8::from(database["reachable"] == true)
+    );
+    out += &format!(
+        "trackc_database_retries_total {}\n",
+        database["retries"].as_u64().unwrap_or(0)
+    );
     out
 }
 

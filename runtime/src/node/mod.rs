@@ -20,7 +20,7 @@ mod transport;
 pub mod work;
 
 use crate::clock::now_micros;
-use crate::db::{self, DbUrl};
+use crate::db::{self, DbOptions, DbUrl, Health};
 use crate::deliver::{Deliverer, DeliveryConfig};
 use crate::error::{Error, Result};
 use crate::group::protocol::{Block, BlockId, Command, Group, Message, NodeId, Outcome, Output};
@@ -84,7 +84,14 @@ pub struct Shared {
 /// Runs a node until `stop` is set or it has drained.
 pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<()> {
     let url = DbUrl::parse(&config.database)?;
-    let open = || db::open(&url);
+    // One `Health` for every connection of the node: an outage is logged
+    // once, and the protocol hears of it every cycle.
+    let options = DbOptions {
+        health: Health::new(&format!("node {}", config.id)),
+        ..DbOptions::default()
+    };
+    let health = options.health.clone();
+    let open = || db::open_with(&url, &options);
     // Join: the database is reachable and the current bundle compiles.
     let mut store = open()?;
     let jit = trackc_compiler::jit::Jit::new().map_err(|e| Error::Config(e.to_string()))?;
@@ -126,6 +133,10 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<()> {
                 if let Err(e) = deliverer.deliver_due(store.as_mut(), &sh.stop, Some(cycle)) {
                     eprintln!("delivery: {e}");
                 }
+            } else {
+                // An idle node still learns each cycle whether it reaches
+                // the database (the answer goes to `Health`).
+                let _ = store.ping();
             }
             std::thread::sleep(cycle);
         }
@@ -177,9 +188,12 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<()> {
         owner: owner_tx,
         blocks: block_tx,
         shared: shared.clone(),
+        health: health.clone(),
     };
     protocol.serve(&inputs, &stop);
     shared.stop.store(true, Ordering::SeqCst);
+    // Threads waiting for the database stop waiting.
+    health.give_up();
     drop(protocol);
     for t in threads {
         let _ = t.join();
@@ -208,6 +222,7 @@ struct ProtocolThread {
     owner: Sender<Command>,
     blocks: Sender<Block>,
     shared: Arc<Shared>,
+    health: Arc<Health>,
 }
 
 impl ProtocolThread {
@@ -228,6 +243,7 @@ impl ProtocolThread {
             }
             let now = Instant::now();
             if now >= next_tick {
+                self.group.set_database(self.health.is_reachable());
                 self.group.tick();
                 // After a pause (SIGSTOP), the next cycle starts now, not
                 // in a burst of missed ones.
@@ -311,6 +327,12 @@ impl ProtocolThread {
     fn publish_status(&self) {
         let status = serde_json::json!({
             "node": self.config.id,
+            "database": {
+                "reachable": self.health.is_reachable(),
+                "unreachable_for_seconds": self.health.unreachable_for().map(|d| d.as_secs_f64()),
+                "error": self.health.last_error(),
+                "retries": self.health.retries(),
+            },
             "nodes": self.group.nodes(),
             "tracks": self.group.tracks(),
             "metrics": {
