@@ -8,7 +8,7 @@
 #[path = "support/db.rs"]
 mod db;
 
-use db::{temp_dir, Db};
+use db::{free_port, temp_dir, Db};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,14 +23,6 @@ const TOKENS: [(&str, &str); 4] = [
 
 fn trackc() -> Command {
     Command::new(env!("CARGO_BIN_EXE_trackc"))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Node {
@@ -342,17 +334,12 @@ fn three_nodes_survive_terminated_connections_with_every_effect_once() {
     wait_for("the run has started", Duration::from_secs(60), || {
         db.count("SELECT count(*) FROM effects") > 0
     });
-    let terminate = format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = '{}' AND pid <> pg_backend_pid()",
-        db.name()
-    );
     let mut rounds_mid_run = 0;
     for _ in 0..5 {
         if db.count("SELECT count(*) FROM effects") < 3 * ITEMS {
             rounds_mid_run += 1;
         }
-        db::pg_admin(&db::admin_url(), &terminate).unwrap();
+        db.terminate_connections();
         std::thread::sleep(Duration::from_millis(700));
     }
     assert!(rounds_mid_run >= 2, "the work ended too soon to be hit");

@@ -15,7 +15,7 @@ mod pgcluster;
 #[path = "support/receivers.rs"]
 mod receivers;
 
-use db::{admin_url, pg_admin, temp_dir, Db};
+use db::{temp_dir, Db};
 use pgcluster::Cluster;
 
 use receivers::{HttpReceiver, SmtpSink};
@@ -706,6 +706,16 @@ fn finish_within(child: std::process::Child, limit: Duration) -> Output {
     })
 }
 
+/// Waits for a faulted pass and checks it finished on its own with every
+/// effect exactly once and nothing delivered twice; its output.
+fn finished_once(child: std::process::Child, db: &mut Db, receivers: &Receivers, n: i64) -> Output {
+    let out = finish_within(child, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", text(&out));
+    check_exactly_once(db, n);
+    assert_eq!(check_delivered(db, receivers, n), 0, "nothing sent twice");
+    out
+}
+
 /// Waits until the pass has written some states (so that a fault lands
 /// in the middle of it).
 fn wait_for_progress(db: &mut Db, child: &mut std::process::Child) {
@@ -738,8 +748,7 @@ fn pass_survives_a_restart(mode: &str) {
         child.try_wait().unwrap().is_none(),
         "the pass finished before the restart ended: make the work longer"
     );
-    let out = finish_within(child, Duration::from_secs(120));
-    assert!(out.status.success(), "{}", text(&out));
+    let out = finished_once(child, &mut db, &receivers, n);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(
         stderr.matches("the database is unreachable").count(),
@@ -752,12 +761,6 @@ fn pass_survives_a_restart(mode: &str) {
         1,
         "one line when back: {}",
         text(&out)
-    );
-    check_exactly_once(&mut db, n);
-    assert_eq!(
-        check_delivered(&mut db, &receivers, n),
-        0,
-        "nothing sent twice"
     );
     eprintln!("restart -m {mode} took {restart_took:?}; the pass finished");
 }
@@ -785,17 +788,12 @@ fn postgres_pass_survives_terminated_connections() {
     db.execute(&items_sql(n));
     let mut child = spawn_pass(&db, &receivers);
     wait_for_progress(&mut db, &mut child);
-    let terminate = format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-         WHERE datname = '{}' AND pid <> pg_backend_pid()",
-        db.name()
-    );
     let mut rounds = 0;
     for _ in 0..5 {
         if child.try_wait().unwrap().is_some() {
             break;
         }
-        pg_admin(&admin_url(), &terminate).unwrap();
+        db.terminate_connections();
         rounds += 1;
         std::thread::sleep(Duration::from_millis(300));
     }
@@ -803,18 +801,11 @@ fn postgres_pass_survives_terminated_connections() {
         rounds >= 2,
         "the pass ended after {rounds} rounds: make it longer"
     );
-    let out = finish_within(child, Duration::from_secs(120));
-    assert!(out.status.success(), "{}", text(&out));
+    let out = finished_once(child, &mut db, &receivers, n);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("the database is reachable again"),
         "{}",
         text(&out)
-    );
-    check_exactly_once(&mut db, n);
-    assert_eq!(
-        check_delivered(&mut db, &receivers, n),
-        0,
-        "nothing sent twice"
     );
     eprintln!("connections terminated in {rounds} rounds; the pass finished");
 }

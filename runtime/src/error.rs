@@ -61,6 +61,14 @@ impl Error {
             message: message.to_string(),
         }
     }
+
+    /// The fault of a transient error (`None`: final).
+    pub fn fault(&self) -> Option<Fault> {
+        match self {
+            Error::Transient { fault, .. } => Some(*fault),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Error {
@@ -82,16 +90,6 @@ impl fmt::Display for Error {
                 "track {track}: the block's epoch {epoch} is not the track's epoch {current}"
             ),
             Error::Stopped => f.write_str("stopped"),
-        }
-    }
-}
-
-impl Error {
-    /// The fault of a transient error (`None`: final).
-    pub fn fault(&self) -> Option<Fault> {
-        match self {
-            Error::Transient { fault, .. } => Some(*fault),
-            _ => None,
         }
     }
 }

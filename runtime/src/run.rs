@@ -111,7 +111,7 @@ impl Runner<'_> {
                 break;
             };
             let result = self.execute(t, &run);
-            if result.as_ref().is_err_and(|e| e.fault().is_some()) && attempts.again(&result) {
+            if attempts.again(&result) {
                 continue;
             }
             let stats = result?;

@@ -79,6 +79,22 @@ impl Db {
         self.url.rsplit('/').next().unwrap_or_default()
     }
 
+    /// Terminates every other connection to this database, as a restart
+    /// or a failover does to each client.
+    pub fn terminate_connections(&self) {
+        let sql = format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = '{}' AND pid <> pg_backend_pid()",
+            self.name()
+        );
+        let admin = self
+            .drop_pg
+            .as_ref()
+            .map(|(a, _)| a.as_str())
+            .expect("a PostgreSQL database");
+        pg_admin(admin, &sql).unwrap();
+    }
+
     pub fn count(&mut self, sql: &str) -> i64 {
         let store = self.store.as_mut().expect("open");
         store
@@ -106,6 +122,15 @@ impl Drop for Db {
             );
         }
     }
+}
+
+/// A loopback port free now (a test's server binds it next).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The admin connection of the machine's PostgreSQL.

@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+use super::db::free_port;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -43,14 +44,6 @@ fn is_root() -> bool {
         .arg("-u")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 impl Cluster {

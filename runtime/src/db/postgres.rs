@@ -110,6 +110,11 @@ impl PgConn {
         })
     }
 
+    /// Waits for one call on the client (`|c| c.query(…)`).
+    fn call<'c, F: std::future::Future>(&'c self, op: impl FnOnce(&'c Client) -> F) -> F::Output {
+        self.rt.block_on(op(&self.client))
+    }
+
     /// Connects again if the connection closed; true if it did.
     fn ensure(&mut self) -> Result<bool> {
         if !self.client.is_closed() {
@@ -264,11 +269,7 @@ impl PgStore {
         map: impl Fn(&tokio_postgres::Row) -> T,
     ) -> Result<Vec<T>> {
         retrying(&mut self.writer, |w| {
-            let rows = w
-                .conn
-                .rt
-                .block_on(w.conn.client.query(sql, params))
-                .pg(&what)?;
+            let rows = w.conn.call(|c| c.query(sql, params)).pg(&what)?;
             Ok(rows.iter().map(&map).collect())
         })
     }
@@ -280,10 +281,7 @@ impl PgStore {
         what: impl Fn() -> String,
     ) -> Result<u64> {
         retrying(&mut self.writer, |w| {
-            w.conn
-                .rt
-                .block_on(w.conn.client.execute(sql, params))
-                .pg(&what)
+            w.conn.call(|c| c.execute(sql, params)).pg(&what)
         })
     }
 
@@ -292,9 +290,8 @@ impl PgStore {
     fn transaction<T>(
         &mut self,
         what: impl Fn() -> String,
-        body: impl for<'t> AsyncFnMut(&'t tokio_postgres::Transaction<'t>) -> Result<T>,
+        mut body: impl for<'t> AsyncFnMut(&'t tokio_postgres::Transaction<'t>) -> Result<T>,
     ) -> Result<T> {
-        let mut body = body;
         retrying(&mut self.writer, |w| {
             let PgConn { rt, client, .. } = &mut w.conn;
             rt.block_on(async {
@@ -560,8 +557,7 @@ impl PgWriter {
         self.analyzed_at = self.states_written;
         retrying(self, |w| {
             w.conn
-                .rt
-                .block_on(w.conn.client.batch_execute("ANALYZE trackc_state"))
+                .call(|c| c.batch_execute("ANALYZE trackc_state"))
                 .pg(|| "analyzing trackc_state".into())
         })
     }
@@ -575,8 +571,7 @@ impl PgWriter {
         let (text, names) = sqltext::to_positional(sql)?;
         let statement = self
             .conn
-            .rt
-            .block_on(self.conn.client.prepare(&text))
+            .call(|c| c.prepare(&text))
             .pg(|| format!("SQL `{}`", sql.trim()))?;
         self.prepared.insert(sql.to_string(), (statement, names));
         Ok(())
@@ -647,22 +642,20 @@ impl BlockWriter for PgWriter {
         track: &str,
         keys: &[String],
     ) -> Result<HashMap<String, RecordState>> {
+        // One primary-key probe per key (a lateral join), whatever the
+        // statistics say: `key = ANY($2)` or a plain join let the planner,
+        // with statistics from when the table was small, hash the whole
+        // track's states for every block, which made a first run over a
+        // big table quadratic.
+        const STATES: &str = "SELECT s.key, s.step, s.entered_at, s.wake_at, s.seq, s.run_id
+             FROM unnest($2::text[]) AS k(key)
+             CROSS JOIN LATERAL (
+                 SELECT * FROM trackc_state
+                 WHERE track = $1 AND key = k.key LIMIT 1) s";
+        let params: [&(dyn ToSql + Sync); 2] = [&track, &keys];
         let rows = retrying(self, |w| {
             w.conn
-                .rt
-                .block_on(w.conn.client.query(
-                    // One primary-key probe per key (a lateral join), whatever
-                    // the statistics say: `key = ANY($2)` or a plain join let
-                    // the planner, with statistics from when the table was
-                    // small, hash the whole track's states for every block,
-                    // which made a first run over a big table quadratic.
-                    "SELECT s.key, s.step, s.entered_at, s.wake_at, s.seq, s.run_id
-                 FROM unnest($2::text[]) AS k(key)
-                 CROSS JOIN LATERAL (
-                     SELECT * FROM trackc_state
-                     WHERE track = $1 AND key = k.key LIMIT 1) s",
-                    &[&track, &keys],
-                ))
+                .call(|c| c.query(STATES, &params))
                 .pg(|| "reading record states".into())
         })?;
         Ok(rows
@@ -979,9 +972,9 @@ impl Store for PgStore {
 
     fn ping(&mut self) -> Result<()> {
         once(self, |s| {
-            let conn = &s.writer.conn;
-            conn.rt
-                .block_on(conn.client.simple_query("SELECT 1"))
+            s.writer
+                .conn
+                .call(|c| c.simple_query("SELECT 1"))
                 .pg(|| "checking the database".into())
                 .map(drop)
         })
@@ -1294,9 +1287,9 @@ impl Store for PgStore {
             w.ensure_prepared(&query.sql)?;
             let (statement, names) = &w.prepared[&query.sql];
             let params = lookup(names, &query.params)?;
+            let params = refs(&params);
             w.conn
-                .rt
-                .block_on(w.conn.client.query(statement, &refs(&params)))
+                .call(|c| c.query(statement, &params))
                 .pg(|| format!("the change query `{}`", query.sql.trim()))
         })?;
         let mut text = String::new();
@@ -1447,8 +1440,7 @@ impl Store for PgStore {
     fn execute_batch(&mut self, sql: &str) -> Result<()> {
         retrying(&mut self.writer, |w| {
             w.conn
-                .rt
-                .block_on(w.conn.client.batch_execute(sql))
+                .call(|c| c.batch_execute(sql))
                 .pg(|| "running SQL".into())
         })
     }

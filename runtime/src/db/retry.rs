@@ -177,6 +177,17 @@ impl Health {
         }
     }
 
+    /// What a try found: an answer from the database (a success, or a
+    /// final error it gave) means it is reachable; a connection fault, that
+    /// it is not; anything else says nothing about it.
+    fn note<T>(&self, result: &Result<T>) {
+        match result {
+            Err(e) if e.fault() == Some(Fault::Connection) => self.lost(e),
+            Ok(_) | Err(Error::Db { .. } | Error::Fenced { .. }) => self.reached(),
+            Err(_) => {}
+        }
+    }
+
     /// How many times an operation was tried again (all faults).
     pub fn retries(&self) -> u64 {
         self.retries.load(Ordering::Relaxed)
@@ -232,36 +243,22 @@ impl Attempts {
     /// tried again (the wait is done), false when `result` is the answer.
     pub fn again<T>(&mut self, result: &Result<T>) -> bool {
         let health = &self.options.health;
-        let error = match result {
-            Ok(_) => {
-                health.reached();
-                return false;
-            }
-            Err(e) => e,
+        health.note(result);
+        let Err(error) = result else {
+            return false;
         };
-        match error.fault() {
-            None => {
-                // A final answer from the database is still an answer.
-                if matches!(error, Error::Db { .. } | Error::Fenced { .. }) {
-                    health.reached();
-                }
-                false
-            }
-            Some(fault) => {
-                if fault == Fault::Connection {
-                    health.lost(error);
-                }
-                let delay = self.backoff.next_delay();
-                if health.giving_up.load(Ordering::SeqCst)
-                    || self.started.elapsed() + delay > self.options.retry.window
-                {
-                    return false;
-                }
-                std::thread::sleep(delay);
-                health.retries.fetch_add(1, Ordering::Relaxed);
-                true
-            }
+        if error.fault().is_none() {
+            return false;
         }
+        let delay = self.backoff.next_delay();
+        if health.giving_up.load(Ordering::SeqCst)
+            || self.started.elapsed() + delay > self.options.retry.window
+        {
+            return false;
+        }
+        std::thread::sleep(delay);
+        health.retries.fetch_add(1, Ordering::Relaxed);
+        true
     }
 }
 
@@ -295,12 +292,7 @@ pub(crate) fn once<C: Reconnect + ?Sized, T>(
     op: impl FnOnce(&mut C) -> Result<T>,
 ) -> Result<T> {
     let result = conn.ensure_connected().and_then(|()| op(conn));
-    let health = &conn.options().health;
-    match &result {
-        Err(e) if e.fault() == Some(Fault::Connection) => health.lost(e),
-        Ok(_) | Err(Error::Db { .. } | Error::Fenced { .. }) => health.reached(),
-        Err(_) => {}
-    }
+    conn.options().health.note(&result);
     result
 }
 

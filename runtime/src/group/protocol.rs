@@ -270,9 +270,8 @@ pub struct Group {
     done: VecDeque<(BlockId, Outcome)>,
     /// A `CheckBundle` went out this cycle.
     bundle_asked: bool,
-    /// This node reaches the database (`set_database`).
-    database: bool,
-    /// The cycle it last lost the database, while it has not got it back.
+    /// The cycle this node lost the database, while it has not got it
+    /// back (`set_database`); `None`: it reaches the database.
     database_lost_cycle: Option<u64>,
     counts: BlockCounts,
     out: Vec<Output>,
@@ -331,7 +330,6 @@ impl Group {
             working: BTreeSet::new(),
             done: VecDeque::new(),
             bundle_asked: false,
-            database: true,
             database_lost_cycle: None,
             counts: BlockCounts::default(),
             out: Vec::new(),
@@ -381,13 +379,15 @@ impl Group {
     /// master; after `missed_cycles` it gives its tracks up so that a
     /// healthy peer claims them. It comes back by itself.
     pub fn set_database(&mut self, reachable: bool) {
-        if !reachable && self.database {
-            self.database_lost_cycle = Some(self.cycle);
-        }
         if reachable {
             self.database_lost_cycle = None;
+        } else if self.database_lost_cycle.is_none() {
+            self.database_lost_cycle = Some(self.cycle);
         }
-        self.database = reachable;
+    }
+
+    fn has_database(&self) -> bool {
+        self.database_lost_cycle.is_none()
     }
 
     /// Hand the tracks over, finish the blocks, then leave.
@@ -572,7 +572,7 @@ impl Group {
             role: self.settings.role,
             master: master == Some(self.settings.id),
             tracks: self.owned.keys().cloned().collect(),
-            database: self.database,
+            database: self.has_database(),
         }];
         for (&id, p) in &self.peers {
             nodes.push(NodeView {
@@ -653,7 +653,7 @@ impl Group {
 
     fn takes_work(&self) -> bool {
         self.is_ready()
-            && self.database
+            && self.has_database()
             && !self.draining
             && (self.settings.role == Role::Active || self.standby_called())
     }
@@ -672,7 +672,7 @@ impl Group {
         let me = self.settings.id;
         let candidate = |active: bool| {
             let mine = (self.is_ready()
-                && self.database
+                && self.has_database()
                 && !self.draining
                 && (self.settings.role == Role::Active) == active)
                 .then_some(me);
@@ -732,7 +732,7 @@ impl Group {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             master: self.master(),
-            database: self.database,
+            database: self.has_database(),
         }
     }
 
@@ -985,11 +985,10 @@ impl Group {
     /// Starts a run of every idle owned track (the node checks whether it
     /// is due); a draining node hands idle tracks over instead.
     fn drive_runs(&mut self) {
-        if !self.database {
+        if let Some(lost) = self.database_lost_cycle {
             // Runs would only wait for the database; after missed_cycles
             // the tracks go to peers that have it (fencing keeps a commit
             // of this node's that was still on its way harmless).
-            let lost = self.database_lost_cycle.unwrap_or(self.cycle);
             if self.cycle - lost >= u64::from(self.settings.missed_cycles) {
                 let owned: Vec<String> = self.owned.keys().cloned().collect();
                 for track in owned {
