@@ -180,3 +180,22 @@ fn a_row_lock_held_past_the_lock_timeout_is_waited_out() {
     );
     check_once(&mut db, 1);
 }
+
+#[test]
+fn an_event_emitted_when_the_commit_answer_was_lost_is_raised_once() {
+    let Some(mut db) = Db::postgres("lostemit") else {
+        return;
+    };
+    let relay = Relay::start(server_of(&db.url).parse().unwrap());
+    let mut store = open(&db.url.replace(&server_of(&db.url), &relay.addr.to_string()));
+    relay.lose_answers("INSERT", 1);
+    store.insert_event("ping", Some("7"), 1).unwrap();
+    assert_eq!(relay.answers_lost(), 1, "the fault happened");
+    // A second emit of the same event is a new event.
+    store.insert_event("ping", Some("7"), 2).unwrap();
+    assert_eq!(
+        db.count("SELECT count(*) FROM trackc_events WHERE name = 'ping' AND key = '7'"),
+        2,
+        "the insert tried again after the lost answer raised nothing more"
+    );
+}

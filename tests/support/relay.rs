@@ -3,8 +3,9 @@
 //! decides what gets lost on the way.
 //!
 //! It reads the wire protocol just enough to find message boundaries, so
-//! it can lose exactly the answer to a COMMIT that the server did carry
-//! out (`lose_commit_answers`): the server's `CommandComplete "COMMIT"` is
+//! it can lose exactly the answer to a statement that the server did carry
+//! out (`lose_answers`): the server's `CommandComplete` with that tag
+//! (`COMMIT`, or `INSERT` for a statement outside a transaction) is
 //! swallowed and both sockets are closed, which is what a client sees when
 //! the network or the server's host fails right after a commit.
 
@@ -13,7 +14,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The largest protocol message the relay parses (a block's arrays of a
@@ -22,10 +23,12 @@ const MESSAGE_BYTES_MAX: usize = 64 << 20;
 
 #[derive(Default)]
 struct Faults {
-    /// COMMIT answers still to be lost.
-    commit_answers_to_lose: AtomicUsize,
-    /// COMMIT answers lost so far.
-    commit_answers_lost: AtomicUsize,
+    /// The tag of the answers to lose (`COMMIT`, `INSERT`).
+    tag: Mutex<Vec<u8>>,
+    /// Answers still to be lost.
+    answers_to_lose: AtomicUsize,
+    /// Answers lost so far.
+    answers_lost: AtomicUsize,
     /// Connections relayed so far.
     connections: AtomicUsize,
     /// New connections are refused (closed at once) while set.
@@ -64,13 +67,22 @@ impl Relay {
     /// The next `n` COMMITs the server completes have their answer lost
     /// and their connection closed.
     pub fn lose_commit_answers(&self, n: usize) {
-        self.faults
-            .commit_answers_to_lose
-            .store(n, Ordering::SeqCst);
+        self.lose_answers("COMMIT", n);
+    }
+
+    /// The next `n` statements completed with `tag` have their answer
+    /// lost and their connection closed.
+    pub fn lose_answers(&self, tag: &str, n: usize) {
+        *self.faults.tag.lock().unwrap() = tag.as_bytes().to_vec();
+        self.faults.answers_to_lose.store(n, Ordering::SeqCst);
     }
 
     pub fn commit_answers_lost(&self) -> usize {
-        self.faults.commit_answers_lost.load(Ordering::SeqCst)
+        self.answers_lost()
+    }
+
+    pub fn answers_lost(&self) -> usize {
+        self.faults.answers_lost.load(Ordering::SeqCst)
     }
 
     pub fn connections(&self) -> usize {
@@ -107,8 +119,9 @@ fn relay_pair(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
         let (mut from, mut to) = (server, client);
         let _ = from.set_read_timeout(Some(Duration::from_secs(600)));
         while let Some(message) = read_message(&mut from) {
-            if is_commit_complete(&message) && take_one(&faults.commit_answers_to_lose) {
-                faults.commit_answers_lost.fetch_add(1, Ordering::SeqCst);
+            let tag = faults.tag.lock().unwrap().clone();
+            if completes(&message, &tag) && take_one(&faults.answers_to_lose) {
+                faults.answers_lost.fetch_add(1, Ordering::SeqCst);
                 break;
             }
             if to.write_all(&message).is_err() {
@@ -141,8 +154,12 @@ fn read_message(from: &mut TcpStream) -> Option<Vec<u8>> {
     Some(message)
 }
 
-/// `CommandComplete` with the tag `COMMIT` (a transaction that failed
-/// answers `ROLLBACK` instead).
-fn is_commit_complete(message: &[u8]) -> bool {
-    message[0] == b'C' && message[5..].starts_with(b"COMMIT\0")
+/// `CommandComplete` whose tag's first word is `tag` (a transaction that
+/// failed answers `ROLLBACK`, not `COMMIT`; an insert `INSERT 0 1`).
+fn completes(message: &[u8], tag: &[u8]) -> bool {
+    let body = &message[5..];
+    message[0] == b'C'
+        && !tag.is_empty()
+        && body.starts_with(tag)
+        && matches!(body.get(tag.len()), Some(b' ' | b'\0'))
 }

@@ -354,7 +354,8 @@ pub trait Store: Send {
     fn get_mark(&mut self, track: &str) -> Result<Option<String>>;
     fn set_mark(&mut self, track: &str, mark: &str) -> Result<()>;
 
-    /// Raises an event (from outside: `trackc emit`).
+    /// Raises an event (from outside: `trackc emit`), once even when the
+    /// insert is tried again after its answer was lost.
     fn insert_event(&mut self, name: &str, key: Option<&str>, now: i64) -> Result<()>;
 
     /// Events not yet handled, oldest first.
@@ -407,6 +408,24 @@ pub(crate) fn mismatch(field_ty: Type, got: &str) -> Error {
 /// placeholders, for SQLite, whose `?n` means the same.
 pub(crate) fn sqlite_placeholders(sql: &str) -> String {
     sql.replace('$', "?")
+}
+
+/// $1 id, $2 name, $3 key, $4 instant: an event raised from outside. The
+/// id is made once per emit (`emitted_event_id`), so a try after a lost
+/// answer finds the row and adds nothing.
+pub(crate) const INSERT_EMITTED_EVENT: &str =
+    "INSERT INTO trackc_events (id, name, key, created_at) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (id) DO NOTHING";
+
+/// A new id for an event raised from outside: this process, a counter and
+/// random bits, so that emits of any node or process never share one.
+pub(crate) fn emitted_event_id(now: i64) -> String {
+    use std::hash::BuildHasher;
+    static EMITTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = EMITTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    // RandomState is seeded from the OS's randomness.
+    let salt = std::collections::hash_map::RandomState::new().hash_one(n);
+    format!("emit/{now}/{}/{n}/{salt:016x}", std::process::id())
 }
 
 /// FNV-1a over `text`, as 16 hex digits.

@@ -1326,11 +1326,10 @@ impl Store for PgStore {
     }
 
     fn insert_event(&mut self, name: &str, key: Option<&str>, now: i64) -> Result<()> {
-        self.execute(
-            "INSERT INTO trackc_events (name, key, created_at) VALUES ($1, $2, $3)",
-            &[&name, &key, &now],
-            || format!("raising event {name}"),
-        )?;
+        let id = emitted_event_id(now);
+        self.execute(INSERT_EMITTED_EVENT, &[&id, &name, &key, &now], || {
+            format!("raising event {name}")
+        })?;
         Ok(())
     }
 

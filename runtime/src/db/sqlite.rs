@@ -774,8 +774,8 @@ impl Store for SqliteStore {
     fn insert_event(&mut self, name: &str, key: Option<&str>, now: i64) -> Result<()> {
         self.conn()
             .execute(
-                "INSERT INTO trackc_events (name, key, created_at) VALUES (?1, ?2, ?3)",
-                params![name, key, now],
+                &sqlite_placeholders(INSERT_EMITTED_EVENT),
+                params![emitted_event_id(now), name, key, now],
             )
             .lite(|| format!("raising event {name}"))?;
         Ok(())
