@@ -146,9 +146,24 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode, UsageError> {
                     database["error"].as_str().unwrap_or("?")
                 );
             }
+            let protocol = &status["protocol"];
+            for peer in protocol["unreadable_peers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let who = match peer["node"].as_u64() {
+                    Some(id) => format!("node {id}"),
+                    None => "a peer".into(),
+                };
+                println!(
+                    "  {who} speaks protocol {}, this node {}: their frames are dropped",
+                    peer["protocol"], protocol["speaks"]
+                );
+            }
             for n in status["nodes"].as_array().into_iter().flatten() {
                 println!(
-                    "  node {:<4} {:<12} {:<8}{} database {:<11} tracks: {}",
+                    "  node {:<4} {:<12} {:<8}{} database {:<11} protocol {:<2} tracks: {}",
                     n["id"],
                     n["state"].as_str().unwrap_or("?"),
                     n["role"].as_str().unwrap_or("?"),
@@ -162,6 +177,7 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode, UsageError> {
                     } else {
                         "unreachable"
                     },
+                    n["protocol"],
                     n["tracks"]
                 );
             }

@@ -7,13 +7,21 @@
 
 #[path = "support/db.rs"]
 mod db;
+#[path = "support/peer_relay.rs"]
+mod peer_relay;
+#[path = "support/relay.rs"]
+mod relay;
 
-use db::{free_port, temp_dir, Db};
+use db::{free_port, server_of, temp_dir, Db};
+use peer_relay::PeerRelay;
+use relay::Relay;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ITEMS: i64 = 20_000;
+const SECRET: &str = "the group secret of the test";
 const TOKENS: [(&str, &str); 4] = [
     ("admin", "admin-token"),
     ("author", "author-token"),
@@ -43,12 +51,36 @@ impl Drop for Node {
     }
 }
 
-fn write_configs(dir: &Path, db: &Db) -> Vec<(u64, PathBuf, String)> {
-    let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
-    let peers: Vec<String> = ports
-        .iter()
-        .map(|(p, _)| format!("\"127.0.0.1:{p}\""))
+/// One node as the test wires it, before its `node.toml` is written.
+struct Plan {
+    id: u64,
+    listen: SocketAddr,
+    http: u16,
+    database: String,
+    peers: Vec<SocketAddr>,
+    /// More `node.toml` lines.
+    extra: String,
+}
+
+/// Three nodes on free loopback ports, each a peer of all, on `db`.
+fn plans(db: &Db) -> Vec<Plan> {
+    let listen: Vec<SocketAddr> = (0..3)
+        .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
         .collect();
+    (0..3)
+        .map(|i| Plan {
+            id: i as u64 + 1,
+            listen: listen[i],
+            http: free_port(),
+            database: db.url.clone(),
+            peers: listen.clone(),
+            extra: String::new(),
+        })
+        .collect()
+}
+
+/// Writes each node's `node.toml`: (id, path, HTTP URL).
+fn write_configs(dir: &Path, plans: &[Plan]) -> Vec<(u64, PathBuf, String)> {
     let users: String = TOKENS
         .iter()
         .map(|(role, token)| {
@@ -56,24 +88,27 @@ fn write_configs(dir: &Path, db: &Db) -> Vec<(u64, PathBuf, String)> {
             format!("[[users]]\nname = \"{role}\"\nrole = \"{role}\"\ntoken_sha256 = \"{hash}\"\n")
         })
         .collect();
-    ports
+    plans
         .iter()
-        .enumerate()
-        .map(|(i, (peer, http))| {
-            let id = i as u64 + 1;
-            let path = dir.join(format!("node{id}.toml"));
+        .map(|p| {
+            let path = dir.join(format!("node{}.toml", p.id));
+            let peers: Vec<String> = p.peers.iter().map(|a| format!("\"{a}\"")).collect();
             std::fs::write(
                 &path,
                 format!(
-                    "id = {id}\nlisten = \"127.0.0.1:{peer}\"\nhttp = \"127.0.0.1:{http}\"\n\
-                     peers = [{}]\ndatabase = \"{}\"\nsecret = \"the group secret of the test\"\n\
-                     cycle = \"200ms\"\n{users}",
+                    "id = {}\nlisten = \"{}\"\nhttp = \"127.0.0.1:{}\"\n\
+                     peers = [{}]\ndatabase = \"{}\"\nsecret = \"{SECRET}\"\n\
+                     cycle = \"200ms\"\n{}\n{users}",
+                    p.id,
+                    p.listen,
+                    p.http,
                     peers.join(", "),
-                    db.url
+                    p.database,
+                    p.extra,
                 ),
             )
             .unwrap();
-            (id, path, format!("http://127.0.0.1:{http}"))
+            (p.id, path, format!("http://127.0.0.1:{}", p.http))
         })
         .collect()
 }
@@ -141,6 +176,14 @@ fn signal(node: &Node, sig: &str) {
 /// A database with the items and three nodes on it, answering; the
 /// folder with the track files and the schema.
 fn start_group(name: &str) -> Option<(Db, Vec<Node>, PathBuf, PathBuf, PathBuf)> {
+    start_group_wired(name, |_| {})
+}
+
+/// `start_group`, with the nodes' wiring changed by `wire` first.
+fn start_group_wired(
+    name: &str,
+    wire: impl FnOnce(&mut [Plan]),
+) -> Option<(Db, Vec<Node>, PathBuf, PathBuf, PathBuf)> {
     let mut db = Db::postgres(name)?;
     let dir = temp_dir(name);
     let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crash/schema.sql");
@@ -153,7 +196,9 @@ fn start_group(name: &str) -> Option<(Db, Vec<Node>, PathBuf, PathBuf, PathBuf)>
     std::fs::copy(&schema, tracks.join("schema.sql")).unwrap();
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/group/tracks.dt");
     std::fs::copy(&fixture, tracks.join("tracks.dt")).unwrap();
-    let configs = write_configs(&dir, &db);
+    let mut plans = plans(&db);
+    wire(&mut plans);
+    let configs = write_configs(&dir, &plans);
     let nodes: Vec<Node> = configs
         .iter()
         .map(|(id, path, http)| start(*id, path, http, &dir))
@@ -164,13 +209,24 @@ fn start_group(name: &str) -> Option<(Db, Vec<Node>, PathBuf, PathBuf, PathBuf)>
     Some((db, nodes, dir, tracks, schema))
 }
 
+fn deploy(node: &Node, tracks: &Path) {
+    let out = trackc()
+        .arg("deploy")
+        .arg(tracks)
+        .args(["--to", &node.http, "--token", "author-token"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+}
+
 /// Every effect of the group fixture once: `extra` more than the three
 /// per item (events).
 fn check_every_effect_once(db: &mut Db, pinged: i64) {
+    let items = db.count("SELECT count(*) FROM items");
     for (what, want) in [
-        ("alpha1", ITEMS),
-        ("alpha2", ITEMS),
-        ("beta", ITEMS),
+        ("alpha1", items),
+        ("alpha2", items),
+        ("beta", items),
         ("pinged", pinged),
     ] {
         let sql = format!("SELECT count(*) FROM effects WHERE what = '{what}'");
@@ -324,6 +380,14 @@ fn three_nodes_survive_terminated_connections_with_every_effect_once() {
     let Some((mut db, mut nodes, dir, tracks, _)) = start_group("terminate") else {
         return;
     };
+    // Three times the items of the other tests, so that the work lasts
+    // through several rounds even on a fast machine.
+    db.execute(&format!(
+        "INSERT INTO items (id, n, email) SELECT i, i, 'x' FROM generate_series({}, {}) i",
+        ITEMS + 1,
+        3 * ITEMS
+    ));
+    let effects = 3 * 3 * ITEMS;
     let out = trackc()
         .arg("deploy")
         .arg(&tracks)
@@ -336,7 +400,7 @@ fn three_nodes_survive_terminated_connections_with_every_effect_once() {
     });
     let mut rounds_mid_run = 0;
     for _ in 0..5 {
-        if db.count("SELECT count(*) FROM effects") < 3 * ITEMS {
+        if db.count("SELECT count(*) FROM effects") < effects {
             rounds_mid_run += 1;
         }
         db.terminate_connections();
@@ -345,7 +409,7 @@ fn three_nodes_survive_terminated_connections_with_every_effect_once() {
     assert!(rounds_mid_run >= 2, "the work ended too soon to be hit");
     let started = Instant::now();
     wait_for("every effect", Duration::from_secs(120), || {
-        db.count("SELECT count(*) FROM effects") == 3 * ITEMS
+        db.count("SELECT count(*) FROM effects") == effects
     });
     eprintln!(
         "work finished {:.1} s after the last of 5 rounds of terminated connections",
@@ -361,4 +425,230 @@ fn three_nodes_survive_terminated_connections_with_every_effect_once() {
     }
     let log = std::fs::read_to_string(dir.join("node1.log")).unwrap();
     assert!(log.contains("the database is reachable again"), "{log}");
+}
+
+/// The owner's database connection hangs (a stalled proxy in front of
+/// PostgreSQL: answers held, no error, nothing lost) while the node goes
+/// on advertising: alive but stuck. Peers report the stalled run, the
+/// owner gives the track up after `stuck_after` (2 s here), blocks it held
+/// go to other workers, and the healthy nodes finish the work while it
+/// still hangs. When its answers come through, its late commits are
+/// fenced: every effect once, every node alive.
+#[test]
+fn an_owner_stuck_on_a_hung_database_gives_its_track_up_and_nothing_is_lost() {
+    let mut stalling = None;
+    let Some((mut db, mut nodes, dir, tracks, _)) = start_group_wired("stuck", |plans| {
+        let server = server_of(&plans[0].database);
+        let relay = Relay::start(server.parse().unwrap());
+        plans[0].database = plans[0]
+            .database
+            .replacen(&server, &relay.addr.to_string(), 1);
+        for p in plans.iter_mut() {
+            p.extra = "stuck_after = \"2s\"".into();
+        }
+        stalling = Some(relay);
+    }) else {
+        return;
+    };
+    let relay = stalling.unwrap();
+    deploy(&nodes[0], &tracks);
+    let track = *["alpha", "beta", "pinged"]
+        .iter()
+        .find(|t| {
+            wait_for("the tracks are owned", Duration::from_secs(30), || {
+                owner(&nodes[1], t).is_some()
+            });
+            owner(&nodes[1], t) == Some(1)
+        })
+        .expect("node 1 owns a track (the fewest tracks, then the lowest id)");
+    wait_for("the run has started", Duration::from_secs(60), || {
+        db.count("SELECT count(*) FROM effects") > 0
+    });
+    relay.stall(true);
+    let stalled_at = Instant::now();
+    let mut reported = false;
+    wait_for(
+        "the stuck track is taken over",
+        Duration::from_secs(30),
+        || {
+            let s = status(&nodes[1]).unwrap_or_default();
+            let view = s["tracks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|t| t["name"] == track);
+            reported |= view.is_some_and(|t| t["owner"] == 1 && t["stalled_cycles"].is_u64());
+            owner(&nodes[1], track).is_some_and(|o| o != 1)
+        },
+    );
+    let took = stalled_at.elapsed().as_secs_f64();
+    eprintln!(
+        "`{track}` taken over {took:.2} s ({:.1} cycles of 200 ms) after node 1's database \
+         connection hung (stuck_after 2 s)",
+        took / 0.2
+    );
+    assert!(
+        reported,
+        "node 2 never reported the stalled run of `{track}`"
+    );
+    wait_for(
+        "every effect while node 1 hangs",
+        Duration::from_secs(120),
+        || db.count("SELECT count(*) FROM effects") == 3 * ITEMS,
+    );
+    relay.stall(false);
+    std::thread::sleep(Duration::from_secs(3));
+    check_every_effect_once(&mut db, 0);
+    for n in &mut nodes {
+        let child = n.child.as_mut().unwrap();
+        assert!(child.try_wait().unwrap().is_none(), "node {} died", n.id);
+    }
+    let log = std::fs::read_to_string(dir.join("node1.log")).unwrap();
+    assert!(log.contains("made no progress"), "{log}");
+}
+
+/// Node 2 still speaks protocol 1 (a rolling upgrade half done), and the
+/// owner of a track is cut off from its peers mid-run for 3 s (15 cycles)
+/// while it keeps its database: both sides may claim, fencing decides,
+/// and no effect is doubled. After healing the group converges on one
+/// owner per track that every node agrees on. A frame of a protocol this
+/// build does not read is named in the log and in the status.
+#[test]
+fn a_partitioned_node_in_a_mixed_version_group_doubles_nothing() {
+    use trackc_runtime::group::protocol::{Advert, Message, Role};
+    use trackc_runtime::group::wire::{Sealer, BROADCAST, PROTOCOL_VERSION};
+    let mut relaying = None;
+    let mut node1 = None;
+    let Some((mut db, mut nodes, dir, tracks, _)) = start_group_wired("partition", |plans| {
+        let listen = plans.iter().map(|p| (p.id, p.listen)).collect();
+        let relay = PeerRelay::start(&listen);
+        for p in plans.iter_mut() {
+            p.peers = relay.peers_of(p.id).to_vec();
+        }
+        plans[1].extra = "protocol = 1".into();
+        node1 = Some(plans[0].listen);
+        relaying = Some(relay);
+    }) else {
+        return;
+    };
+    let relay = relaying.unwrap();
+    // Each node hears the others, and knows which protocol each speaks.
+    wait_for("the nodes see each other", Duration::from_secs(20), || {
+        let s = status(&nodes[0]).unwrap_or_default();
+        let protocols: Vec<_> = s["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| (n["id"].as_u64(), n["protocol"].as_u64(), n["state"].clone()))
+            .collect();
+        protocols
+            == [
+                (Some(1), Some(u64::from(PROTOCOL_VERSION)), "alive".into()),
+                (Some(2), Some(1), "alive".into()),
+                (Some(3), Some(u64::from(PROTOCOL_VERSION)), "alive".into()),
+            ]
+    });
+    // A peer of a newer protocol is named, not counted as noise.
+    let newer = PROTOCOL_VERSION + 1;
+    let advert = Message::Advert(Advert {
+        role: Role::Active,
+        ready: true,
+        draining: false,
+        bundle: 0,
+        owned: vec![],
+        claims: vec![],
+        free: 0,
+        busy: vec![],
+        master: None,
+        database: true,
+        runs: vec![],
+        gave_up: vec![],
+    });
+    let frame = Sealer::new(SECRET.as_bytes(), 9, 1)
+        .speaking(newer)
+        .seal(BROADCAST, &advert);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(&frame, node1.unwrap()).unwrap();
+    wait_for("the newer peer is named", Duration::from_secs(5), || {
+        let s = status(&nodes[0]).unwrap_or_default();
+        s["protocol"]["unreadable_peers"] == serde_json::json!([{"node": 9, "protocol": newer}])
+    });
+    let human = trackc()
+        .args(["status", "--to", &nodes[0].http, "--token", "viewer-token"])
+        .output()
+        .unwrap();
+    let human = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        human.contains(&format!(
+            "node 9 speaks protocol {newer}, this node {PROTOCOL_VERSION}"
+        )),
+        "{human}"
+    );
+
+    deploy(&nodes[0], &tracks);
+    wait_for("alpha is owned", Duration::from_secs(30), || {
+        owner(&nodes[0], "alpha").is_some()
+    });
+    wait_for("the run has started", Duration::from_secs(60), || {
+        db.count("SELECT count(*) FROM effects") > 0
+    });
+    let cut = owner(&nodes[0], "alpha").unwrap();
+    let epoch_sql = "SELECT epoch FROM trackc_owners WHERE track = 'alpha'";
+    let epoch_at_cut = db.count(epoch_sql);
+    let done_at_cut = db.count("SELECT count(*) FROM effects");
+    relay.isolate(cut, true);
+    std::thread::sleep(Duration::from_secs(3));
+    // The peers took alpha over while it was cut off.
+    assert!(
+        db.count(epoch_sql) > epoch_at_cut,
+        "alpha was not taken over"
+    );
+    relay.isolate(cut, false);
+    let healed_at = Instant::now();
+    assert!(done_at_cut < 3 * ITEMS, "the work ended before the cut");
+    wait_for("every effect", Duration::from_secs(120), || {
+        db.count("SELECT count(*) FROM effects") == 3 * ITEMS
+    });
+    // One owner per track, the same in every node's view, every node
+    // alive in every view.
+    wait_for("the views agree", Duration::from_secs(30), || {
+        let views: Vec<_> = nodes
+            .iter()
+            .map(|n| status(n).unwrap_or_default())
+            .collect();
+        let owners = |s: &serde_json::Value| {
+            ["alpha", "beta", "pinged"].map(|t| {
+                s["tracks"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|v| v["name"] == t)
+                    .and_then(|v| v["owner"].as_u64())
+            })
+        };
+        let all_alive = views.iter().all(|s| {
+            s["nodes"]
+                .as_array()
+                .is_some_and(|ns| ns.len() == 3 && ns.iter().all(|n| n["state"] == "alive"))
+        });
+        all_alive
+            && owners(&views[0]).iter().all(Option::is_some)
+            && views.iter().all(|s| owners(s) == owners(&views[0]))
+    });
+    eprintln!(
+        "node {cut} cut off for 3 s mid-run ({done_at_cut} effects done): every effect and one \
+         agreed owner per track {:.1} s after healing",
+        healed_at.elapsed().as_secs_f64()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    check_every_effect_once(&mut db, 0);
+    for n in &mut nodes {
+        let child = n.child.as_mut().unwrap();
+        assert!(child.try_wait().unwrap().is_none(), "node {} died", n.id);
+    }
+    let log = std::fs::read_to_string(dir.join("node1.log")).unwrap();
+    assert!(
+        log.contains(&format!("node 9 speaks protocol {newer}")),
+        "{log}"
+    );
 }

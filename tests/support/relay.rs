@@ -33,6 +33,9 @@ struct Faults {
     connections: AtomicUsize,
     /// New connections are refused (closed at once) while set.
     refusing: AtomicBool,
+    /// The server's answers are held (not lost) while set: the client's
+    /// calls hang, as behind a stalled proxy or a frozen server.
+    stalled: AtomicBool,
 }
 
 pub struct Relay {
@@ -92,6 +95,12 @@ impl Relay {
     pub fn refuse(&self, refusing: bool) {
         self.faults.refusing.store(refusing, Ordering::SeqCst);
     }
+
+    /// Holds every answer of the server while `stalled`; they go on, in
+    /// order, once it is unset.
+    pub fn stall(&self, stalled: bool) {
+        self.faults.stalled.store(stalled, Ordering::SeqCst);
+    }
 }
 
 fn relay_pair(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
@@ -123,6 +132,9 @@ fn relay_pair(client: TcpStream, server: TcpStream, faults: Arc<Faults>) {
             if completes(&message, &tag) && take_one(&faults.answers_to_lose) {
                 faults.answers_lost.fetch_add(1, Ordering::SeqCst);
                 break;
+            }
+            while faults.stalled.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(20));
             }
             if to.write_all(&message).is_err() {
                 break;

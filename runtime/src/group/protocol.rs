@@ -45,6 +45,10 @@ pub struct Settings {
     pub capacity: u32,
     /// Cycles an unacknowledged block waits before it is sent again.
     pub resend_cycles: u32,
+    /// Cycles an owned run may make no progress (no block gathered or
+    /// finished) before the owner gives the track up (`stuck_after`). A
+    /// block unanswered for half of it goes to another worker.
+    pub stuck_cycles: u32,
     /// Told apart blocks of this node's earlier lives (boot time, restart
     /// count): block ids stay unique across restarts.
     pub incarnation: u64,
@@ -59,6 +63,7 @@ impl Settings {
             claim_counter: 2,
             capacity: 2,
             resend_cycles: 4,
+            stuck_cycles: 60,
             incarnation: 0,
         }
     }
@@ -87,6 +92,14 @@ pub struct Advert {
     /// cannot takes no blocks, claims nothing, is not master, and after
     /// `missed_cycles` gives its tracks up.
     pub database: bool,
+    /// Owned tracks with a run in progress, each with a count that goes up
+    /// whenever the run moves (a block gathered or finished): peers watch
+    /// it to report a stalled owner. Since protocol 2.
+    pub runs: Vec<(String, u64)>,
+    /// Tracks it gave up because their run made no progress: it does not
+    /// claim them again for `stuck_cycles`, and peers leave it out when
+    /// they choose who claims them. Since protocol 2.
+    pub gave_up: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -191,6 +204,8 @@ pub enum Output {
         message: Message,
     },
     Command(Command),
+    /// Something an operator should read in the log.
+    Report(String),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -227,6 +242,19 @@ enum RunPhase {
 struct Owned {
     epoch: u64,
     phase: RunPhase,
+    /// Goes up whenever the current run moves (advertised in `runs`).
+    progress: u64,
+    /// The cycle of the last progress (or of the run's start).
+    progress_cycle: u64,
+}
+
+/// A peer's run as this node watches it, to report it when it stalls.
+#[derive(Clone, Debug)]
+struct Watched {
+    owner: NodeId,
+    progress: u64,
+    /// The cycle this node first saw `progress`.
+    since: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -240,7 +268,10 @@ enum ClaimPhase {
 struct InFlight {
     block: Block,
     worker: NodeId,
+    /// When it was last sent (resent after `resend_cycles`).
     sent_cycle: u64,
+    /// When it was handed to this worker.
+    given_cycle: u64,
 }
 
 /// Blocks remembered after they are done, to answer a block sent again.
@@ -273,6 +304,13 @@ pub struct Group {
     /// The cycle this node lost the database, while it has not got it
     /// back (`set_database`); `None`: it reaches the database.
     database_lost_cycle: Option<u64>,
+    /// Blocks taken back from a worker that did not answer, and that
+    /// worker: they go elsewhere when there is room elsewhere.
+    unanswered_by: BTreeMap<BlockId, NodeId>,
+    /// Tracks this node gave up as stuck, with the cycle it did.
+    gave_up: BTreeMap<String, u64>,
+    /// Peers' runs in progress, by track.
+    watched: BTreeMap<String, Watched>,
     counts: BlockCounts,
     out: Vec<Output>,
 }
@@ -306,6 +344,10 @@ pub struct TrackView {
     pub owner: Option<NodeId>,
     pub epoch: Option<u64>,
     pub blocks_in_flight: u32,
+    /// Cycles its run has made no progress, once that is half of
+    /// `stuck_cycles` or more: this node's own run, or a peer's as its
+    /// adverts show it.
+    pub stalled_cycles: Option<u64>,
 }
 
 impl Group {
@@ -331,6 +373,9 @@ impl Group {
             done: VecDeque::new(),
             bundle_asked: false,
             database_lost_cycle: None,
+            unanswered_by: BTreeMap::new(),
+            gave_up: BTreeMap::new(),
+            watched: BTreeMap::new(),
             counts: BlockCounts::default(),
             out: Vec::new(),
         }
@@ -416,6 +461,7 @@ impl Group {
         self.resend_unanswered();
         self.advance_claims();
         self.start_claims();
+        self.give_up_stuck();
         self.drive_runs();
         self.assign();
         self.finish_drain();
@@ -461,6 +507,8 @@ impl Group {
                     Owned {
                         epoch,
                         phase: RunPhase::Idle,
+                        progress: 0,
+                        progress_cycle: self.cycle,
                     },
                 );
             }
@@ -480,6 +528,8 @@ impl Group {
         if last {
             owned.phase = RunPhase::Gathering { all: true };
         }
+        owned.progress += 1;
+        owned.progress_cycle = self.cycle;
         for payload in payloads {
             let id = BlockId {
                 owner: self.settings.id,
@@ -609,9 +659,24 @@ impl Group {
                     owner: owner.map(|o| o.0),
                     epoch: owner.map(|o| o.1),
                     blocks_in_flight: blocks,
+                    stalled_cycles: owner.and_then(|(id, _)| self.stalled_cycles(t, id)),
                 }
             })
             .collect()
+    }
+
+    /// Cycles the run of `track` under `owner` has not moved, when that is
+    /// half of `stuck_cycles` or more.
+    fn stalled_cycles(&self, track: &str, owner: NodeId) -> Option<u64> {
+        let since = if owner == self.settings.id {
+            let o = self.owned.get(track)?;
+            (o.phase != RunPhase::Idle).then_some(o.progress_cycle)?
+        } else {
+            let w = self.watched.get(track)?;
+            (w.owner == owner).then_some(w.since)?
+        };
+        let stalled = self.cycle - since;
+        (2 * stalled >= u64::from(self.settings.stuck_cycles)).then_some(stalled)
     }
 
     fn peer_state(&self, p: &Peer) -> PeerState {
@@ -733,6 +798,13 @@ impl Group {
                 .collect(),
             master: self.master(),
             database: self.has_database(),
+            runs: self
+                .owned
+                .iter()
+                .filter(|(_, o)| o.phase != RunPhase::Idle)
+                .map(|(t, o)| (t.clone(), o.progress))
+                .collect(),
+            gave_up: self.gave_up.keys().cloned().collect(),
         }
     }
 
@@ -773,6 +845,22 @@ impl Group {
             self.out.push(Output::Command(Command::CheckBundle));
         }
         let cycle = self.cycle;
+        self.watched
+            .retain(|t, w| w.owner != from || advert.runs.iter().any(|(r, _)| r == t));
+        for (t, progress) in &advert.runs {
+            let moved = self
+                .watched
+                .get(t)
+                .is_none_or(|w| w.owner != from || w.progress != *progress);
+            if moved {
+                let w = Watched {
+                    owner: from,
+                    progress: *progress,
+                    since: cycle,
+                };
+                self.watched.insert(t.clone(), w);
+            }
+        }
         self.peers
             .entry(from)
             .and_modify(|p| {
@@ -827,6 +915,12 @@ impl Group {
         }
         let flight = self.in_flight.remove(&id).expect("looked up above");
         let track = flight.block.track.clone();
+        if let Some(o) = self.owned.get_mut(&track) {
+            if o.epoch == flight.block.epoch {
+                o.progress += 1;
+                o.progress_cycle = self.cycle;
+            }
+        }
         match outcome {
             Outcome::Done | Outcome::Failed(_) => {}
             Outcome::Refused => {
@@ -857,6 +951,9 @@ impl Group {
         }
         self.queue.retain(|b| b.track != track);
         self.in_flight.retain(|_, f| f.block.track != track);
+        let queue = &self.queue;
+        self.unanswered_by
+            .retain(|id, _| queue.iter().any(|b| b.id == *id));
         self.out.push(Output::Command(Command::Release {
             track: track.to_string(),
         }));
@@ -881,6 +978,27 @@ impl Group {
     fn resend_unanswered(&mut self) {
         let me = self.settings.id;
         let cycle = self.cycle;
+        // A worker that still advertises but has not answered for half of
+        // `stuck_cycles` is stuck (a hung database call, a paused thread):
+        // the block goes to another one. Doing it twice is harmless, the
+        // commit's sequence condition makes the second a no-op.
+        let reassign_after = u64::from(self.settings.stuck_cycles.div_ceil(2));
+        let unanswered: Vec<BlockId> = self
+            .in_flight
+            .iter()
+            .filter(|(_, f)| cycle - f.given_cycle >= reassign_after)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in unanswered {
+            let f = self.in_flight.remove(&id).expect("listed above");
+            self.out.push(Output::Report(format!(
+                "block {id} of `{}` unanswered by node {} for {reassign_after} cycles: \
+                 handed to another worker",
+                f.block.track, f.worker
+            )));
+            self.unanswered_by.insert(id, f.worker);
+            self.queue.push_front(f.block);
+        }
         let after = u64::from(self.settings.resend_cycles);
         for f in self.in_flight.values_mut() {
             if f.worker != me && cycle - f.sent_cycle >= after {
@@ -970,9 +1088,19 @@ impl Group {
             if claimed_by_peer {
                 continue;
             }
-            let (&winner, _) = load
-                .iter()
+            // Nodes that gave this track up as stuck are left out while
+            // another can take it.
+            let gave_up = |id: NodeId| {
+                if id == me {
+                    self.gave_up.contains_key(&t)
+                } else {
+                    self.peers[&id].advert.gave_up.contains(&t)
+                }
+            };
+            let fresh = load.iter().filter(|&(&id, _)| !gave_up(id));
+            let (&winner, _) = fresh
                 .min_by_key(|&(&id, &n)| (n, id))
+                .or_else(|| load.iter().min_by_key(|&(&id, &n)| (n, id)))
                 .expect("this node is in the map");
             *load.get_mut(&winner).expect("present") += 1;
             if winner == me {
@@ -1009,9 +1137,43 @@ impl Group {
                 self.release(&track);
                 continue;
             }
-            self.owned.get_mut(&track).expect("listed").phase = RunPhase::Gathering { all: false };
+            let cycle = self.cycle;
+            let o = self.owned.get_mut(&track).expect("listed");
+            o.phase = RunPhase::Gathering { all: false };
+            o.progress += 1;
+            o.progress_cycle = cycle;
             self.out
                 .push(Output::Command(Command::Run { track, epoch }));
+        }
+    }
+
+    /// Gives up every owned track whose run has not moved for
+    /// `stuck_cycles` while this node still reaches the database (a hung
+    /// query, a lock, a worker that never answers): a peer claims it under
+    /// a new epoch, and fencing makes whatever this node still commits for
+    /// it harmless. This node does not claim it back for `stuck_cycles`.
+    fn give_up_stuck(&mut self) {
+        let cycle = self.cycle;
+        let limit = u64::from(self.settings.stuck_cycles);
+        self.gave_up.retain(|_, at| cycle - *at < limit);
+        // Blocks waiting for a worker with room are load, not a stuck run.
+        for b in &self.queue {
+            if let Some(o) = self.owned.get_mut(&b.track) {
+                o.progress_cycle = cycle;
+            }
+        }
+        let stuck: Vec<String> = self
+            .owned
+            .iter()
+            .filter(|(_, o)| o.phase != RunPhase::Idle && cycle - o.progress_cycle >= limit)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for track in stuck {
+            self.out.push(Output::Report(format!(
+                "the run of `{track}` made no progress for {limit} cycles: giving the track up"
+            )));
+            self.release(&track);
+            self.gave_up.insert(track, cycle);
         }
     }
 
@@ -1034,32 +1196,42 @@ impl Group {
     /// first, this node on a tie.
     fn assign(&mut self) {
         let me = self.settings.id;
-        while !self.queue.is_empty() {
+        while let Some(next) = self.queue.front() {
+            // A block taken back from a worker that did not answer goes
+            // to that worker again only when no other has room.
+            let shunned = self.unanswered_by.get(&next.id).copied();
             let own_room = self.free();
-            let mut best: Option<(u32, NodeId)> = (own_room > 0).then_some((own_room, me));
+            let mut best: Option<(bool, u32, NodeId)> =
+                (own_room > 0).then_some((shunned != Some(me), own_room, me));
             for (&id, p) in &self.peers {
                 if !self.peer_takes_work(p) || p.advert.bundle != self.bundle {
                     continue;
                 }
                 let room = p.room.saturating_sub(p.given_since_report);
-                if room > 0 && best.is_none_or(|(r, _)| room > r) {
-                    best = Some((room, id));
+                let candidate = (shunned != Some(id), room, id);
+                if room > 0 && best.is_none_or(|(s, r, _)| (candidate.0, room) > (s, r)) {
+                    best = Some(candidate);
                 }
             }
-            let Some((_, worker)) = best else {
+            let Some((_, _, worker)) = best else {
                 return;
             };
             let block = self.queue.pop_front().expect("not empty");
+            self.unanswered_by.remove(&block.id);
             self.in_flight.insert(
                 block.id,
                 InFlight {
                     block: block.clone(),
                     worker,
                     sent_cycle: self.cycle,
+                    given_cycle: self.cycle,
                 },
             );
             if worker == me {
-                self.working.insert(block.id);
+                if !self.working.insert(block.id) {
+                    // Still on this node's own (stuck) worker.
+                    continue;
+                }
                 self.out.push(Output::Command(Command::Execute(block)));
             } else {
                 self.peers
@@ -1185,6 +1357,40 @@ mod tests {
         until(&mut sim, 30, |s| s.group(owner).unwrap().advert().database);
         until(&mut sim, 10, |s| s.group(owner).unwrap().advert().free > 0);
         until(&mut sim, 30, |s| s.is_settled().is_ok());
+    }
+
+    #[test]
+    fn an_owner_whose_run_is_stuck_gives_the_track_up_and_peers_see_it() {
+        let mut sim = calm(3, 0, 3);
+        until(&mut sim, 30, |s| s.is_settled().is_ok());
+        let (owner, epoch) = sim.db_owner("track0").unwrap();
+        let peer = (1..=3).find(|&id| id != owner).unwrap();
+        // Its database work hangs far longer than stuck_cycles (12) while
+        // it still advertises that it reaches the database.
+        sim.hang(owner, 200);
+        sim.add_records("track0", 5);
+        // A peer reports the stall from half of stuck_cycles on.
+        until(&mut sim, 12, |s| {
+            s.group(peer)
+                .unwrap()
+                .tracks()
+                .iter()
+                .any(|t| t.name == "track0" && t.owner == Some(owner) && t.stalled_cycles.is_some())
+        });
+        // The owner gives the track up and a peer claims it (the owner is
+        // left out of the choice while it is in `gave_up`).
+        let took = until(&mut sim, 30, |s| {
+            s.db_owner("track0")
+                .is_some_and(|(n, e)| n != owner && e > epoch)
+        });
+        assert!(took <= 20, "took {took} cycles");
+        assert!(sim.group(owner).unwrap().advert().gave_up == vec!["track0".to_string()]);
+        // The records are done by healthy nodes while it still hangs: a
+        // block it held is handed to another worker.
+        until(&mut sim, 40, |s| s.undone("track0") == 0);
+        for t in ["track1", "track2"] {
+            until(&mut sim, 60, |s| s.undone(t) == 0);
+        }
     }
 
     #[test]

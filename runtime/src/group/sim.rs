@@ -43,6 +43,12 @@ pub struct SimConfig {
     /// A node loses the database for a while: its database work waits
     /// (its threads retry) and the protocol is told every cycle.
     pub db_outage: u32,
+    /// A node's database work hangs for a while (a query that never
+    /// returns, a stalled proxy) while it still advertises and reaches the
+    /// database: "alive but stuck".
+    pub hang: u32,
+    /// Cycles a run may make no progress before its owner gives it up.
+    pub stuck_cycles: u32,
     /// Per mille of block commits whose answer is lost after the commit:
     /// the worker decides the block again on a new connection.
     pub lost_commit_answer: u32,
@@ -72,6 +78,8 @@ impl Default for SimConfig {
             partition: 10,
             arrivals: 300,
             db_outage: 8,
+            hang: 5,
+            stuck_cycles: 12,
             lost_commit_answer: 30,
             mutant_retry_ignores_seq: false,
         }
@@ -124,6 +132,8 @@ struct SimNode {
     left: bool,
     /// It reaches the database again at this cycle.
     db_back_at: u64,
+    /// Its database work hangs until this cycle.
+    hung_until: u64,
 }
 
 struct Envelope {
@@ -155,6 +165,8 @@ pub struct SimReport {
     pub pauses: u64,
     /// Nodes that lost the database for a while.
     pub db_outages: u64,
+    /// Nodes whose database work hung for a while.
+    pub hangs: u64,
     /// Commits whose answer was lost and that were decided again.
     pub lost_answers: u64,
     pub commits: u64,
@@ -230,6 +242,7 @@ impl Sim {
                     restart_at: 0,
                     paused_until: 0,
                     db_back_at: 0,
+                    hung_until: 0,
                     incarnation: 0,
                     jobs: Vec::new(),
                     left: false,
@@ -379,6 +392,7 @@ impl Sim {
             n.paused_until = n.paused_until.min(cycle);
             n.restart_at = n.restart_at.min(cycle);
             n.db_back_at = n.db_back_at.min(cycle);
+            n.hung_until = n.hung_until.min(cycle);
         }
         self.note("faults healed".into());
     }
@@ -418,6 +432,17 @@ impl Sim {
         self.nodes[i].db_back_at = self.cycle + cycles;
         self.report.db_outages += 1;
         self.note(format!("node {id} loses the database for {cycles} cycles"));
+    }
+
+    /// Node `id`'s database work hangs for `cycles` cycles while it goes
+    /// on advertising that it reaches the database.
+    pub fn hang(&mut self, id: NodeId, cycles: u64) {
+        let i = self.index(id).expect("a simulated node");
+        self.nodes[i].hung_until = self.cycle + cycles;
+        self.report.hangs += 1;
+        self.note(format!(
+            "node {id}'s database work hangs for {cycles} cycles"
+        ));
     }
 
     fn reaches_db(&self, i: usize) -> bool {
@@ -467,6 +492,11 @@ impl Sim {
             let id = self.rng.below(count) as NodeId + 1;
             let length = 1 + self.rng.below(3 * u64::from(self.config.missed_cycles));
             self.lose_database(id, length);
+        }
+        if self.rng.chance(self.config.hang) {
+            let id = self.rng.below(count) as NodeId + 1;
+            let length = 1 + self.rng.below(2 * u64::from(self.config.stuck_cycles));
+            self.hang(id, length);
         }
         let cycle = self.cycle;
         self.cut.retain(|_, until| *until > cycle);
@@ -571,6 +601,7 @@ impl Sim {
                     }
                 }
                 Output::Send { to, message } => self.send(from, to, message),
+                Output::Report(text) => self.note(format!("node {from}: {text}")),
                 Output::Command(command) => {
                     let due = self.cycle + self.rng.below(3);
                     if let Command::Leave = command {
@@ -588,7 +619,7 @@ impl Sim {
         for i in 0..self.nodes.len() {
             // Without the database the node's threads retry: its work
             // waits, it is not lost.
-            if !self.runs(i) || !self.reaches_db(i) {
+            if !self.runs(i) || !self.reaches_db(i) || self.nodes[i].hung_until > self.cycle {
                 continue;
             }
             let cycle = self.cycle;
@@ -803,6 +834,7 @@ fn boot(config: &SimConfig, node: &SimNode) -> Group {
     settings.missed_cycles = config.missed_cycles;
     settings.claim_counter = config.claim_counter;
     settings.capacity = config.capacity;
+    settings.stuck_cycles = config.stuck_cycles;
     settings.incarnation = node.incarnation;
     let mut group = Group::new(settings);
     group.ready(1, (0..config.tracks).map(track_name));

@@ -4,18 +4,38 @@
 //! that is meant for another node, or whose counter it has seen (replay),
 //! and says why so the node can count it.
 //!
+//! Every frame says which protocol version it speaks. The envelope is the
+//! same in every version and is what lets a node name a peer it cannot
+//! read: `0x00`, the version (one byte), then the postcard body (which
+//! starts with the sender id as a varint), then the 32-byte MAC over all
+//! that. Version 1 (trackc before versioned frames) had no header; its
+//! body starts with the sender id, never 0, so a first byte 0 tells the
+//! two apart. This build reads versions `PROTOCOL_OLDEST..=PROTOCOL_VERSION`
+//! and speaks `PROTOCOL_VERSION` unless told to speak an older one during
+//! a rolling upgrade (`protocol` in node.toml; docs/group.md).
+//!
 //! Counters start at the sender's boot instant in microseconds and go up
 //! by one per frame, so a restarted node's frames are newer than its
 //! earlier life's. Frames may arrive out of order (UDP, two TCP streams):
 //! a window of recent counters is accepted once each.
 
-use super::protocol::{Message, NodeId};
+use super::protocol::{Advert, Block, BlockId, Message, NodeId, Outcome, Role};
 use hmac::{Hmac, KeyInit, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::collections::{BTreeMap, BTreeSet};
 
 const MAC_BYTES: usize = 32;
+/// The protocol version this build speaks unless `protocol` says otherwise.
+/// Bump it when a message changes its encoding, and keep reading the
+/// versions a group may still run during an upgrade.
+pub const PROTOCOL_VERSION: u8 = 2;
+/// The oldest version this build reads and can speak. Version 1 is the
+/// same messages without the version header.
+pub const PROTOCOL_OLDEST: u8 = 1;
+/// The first byte of a versioned frame (a version 1 frame starts with its
+/// sender id, which is never 0).
+const VERSIONED: u8 = 0;
 /// The receiver of an advertisement: every peer (it is sent to each
 /// configured address before their ids are known).
 pub const BROADCAST: NodeId = 0;
@@ -23,6 +43,82 @@ pub const BROADCAST: NodeId = 0;
 const REPLAY_WINDOW: u64 = 4096;
 /// The largest frame accepted (a block of records with its payload).
 pub const FRAME_BYTES_MAX: usize = 16 << 20;
+
+/// The messages of protocol 1: its advert had neither `runs` nor
+/// `gave_up`. The variants and fields are in their order on the wire.
+#[derive(Serialize, Deserialize)]
+enum MessageV1 {
+    Advert(AdvertV1),
+    Block(Block),
+    Ack {
+        id: BlockId,
+        outcome: Outcome,
+        free: u32,
+    },
+    Drain,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AdvertV1 {
+    role: Role,
+    ready: bool,
+    draining: bool,
+    bundle: u64,
+    owned: Vec<(String, u64)>,
+    claims: Vec<(String, u32)>,
+    free: u32,
+    busy: Vec<(String, u32)>,
+    master: Option<NodeId>,
+    database: bool,
+}
+
+impl From<Message> for MessageV1 {
+    fn from(m: Message) -> MessageV1 {
+        match m {
+            Message::Advert(a) => MessageV1::Advert(AdvertV1 {
+                role: a.role,
+                ready: a.ready,
+                draining: a.draining,
+                bundle: a.bundle,
+                owned: a.owned,
+                claims: a.claims,
+                free: a.free,
+                busy: a.busy,
+                master: a.master,
+                database: a.database,
+            }),
+            Message::Block(b) => MessageV1::Block(b),
+            Message::Ack { id, outcome, free } => MessageV1::Ack { id, outcome, free },
+            Message::Drain => MessageV1::Drain,
+        }
+    }
+}
+
+impl From<MessageV1> for Message {
+    /// A protocol 1 peer says nothing of its runs' progress (it is not
+    /// watched for stalls) and never gives a track up as stuck.
+    fn from(m: MessageV1) -> Message {
+        match m {
+            MessageV1::Advert(a) => Message::Advert(Advert {
+                role: a.role,
+                ready: a.ready,
+                draining: a.draining,
+                bundle: a.bundle,
+                owned: a.owned,
+                claims: a.claims,
+                free: a.free,
+                busy: a.busy,
+                master: a.master,
+                database: a.database,
+                runs: Vec::new(),
+                gave_up: Vec::new(),
+            }),
+            MessageV1::Block(b) => Message::Block(b),
+            MessageV1::Ack { id, outcome, free } => Message::Ack { id, outcome, free },
+            MessageV1::Drain => Message::Drain,
+        }
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 struct Signed<M> {
@@ -35,6 +131,9 @@ struct Signed<M> {
 /// Why a frame was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rejected {
+    /// Authentic, but of a protocol version this build does not read: the
+    /// sender (when its id could be read) and the version it speaks.
+    Version { sender: Option<NodeId>, version: u8 },
     /// Shorter than a MAC, or longer than `FRAME_BYTES_MAX`.
     Size,
     /// The MAC does not match: another secret, or altered on the way.
@@ -50,6 +149,7 @@ pub enum Rejected {
 impl Rejected {
     pub fn name(self) -> &'static str {
         match self {
+            Rejected::Version { .. } => "version",
             Rejected::Size => "size",
             Rejected::Mac => "mac",
             Rejected::Malformed => "malformed",
@@ -68,26 +168,53 @@ pub struct Sealer {
     secret: Vec<u8>,
     me: NodeId,
     counter: u64,
+    version: u8,
 }
 
 impl Sealer {
+    /// Seals frames of `PROTOCOL_VERSION`.
     pub fn new(secret: &[u8], me: NodeId, first_counter: u64) -> Sealer {
         Sealer {
             secret: secret.to_vec(),
             me,
             counter: first_counter,
+            version: PROTOCOL_VERSION,
         }
+    }
+
+    /// Seals frames of `version` instead: an older one this build can
+    /// speak during a rolling upgrade, or (in tests) one it cannot.
+    pub fn speaking(mut self, version: u8) -> Sealer {
+        self.version = version;
+        self
     }
 
     pub fn seal(&mut self, to: NodeId, message: &Message) -> Vec<u8> {
         self.counter += 1;
-        let signed = Signed {
-            sender: self.me,
-            receiver: to,
-            counter: self.counter,
-            message,
+        let (sender, receiver, counter) = (self.me, to, self.counter);
+        let encoded = if self.version == 1 {
+            let message = MessageV1::from(message.clone());
+            postcard::to_extend(
+                &Signed {
+                    sender,
+                    receiver,
+                    counter,
+                    message,
+                },
+                Vec::new(),
+            )
+        } else {
+            postcard::to_extend(
+                &Signed {
+                    sender,
+                    receiver,
+                    counter,
+                    message,
+                },
+                vec![VERSIONED, self.version],
+            )
         };
-        let mut frame = postcard::to_allocvec(&signed).expect("messages always encode");
+        let mut frame = encoded.expect("messages always encode");
         let mut m = mac(&self.secret);
         m.update(&frame);
         frame.extend_from_slice(&m.finalize().into_bytes());
@@ -99,6 +226,15 @@ impl Sealer {
 struct Window {
     highest: u64,
     seen: BTreeSet<u64>,
+}
+
+/// An authentic, fresh frame.
+#[derive(Debug, PartialEq)]
+pub struct Opened {
+    pub sender: NodeId,
+    /// The protocol version the sender speaks.
+    pub version: u8,
+    pub message: Message,
 }
 
 /// Checks incoming frames.
@@ -117,17 +253,39 @@ impl Opener {
         }
     }
 
-    /// The sender and the message of an authentic, fresh frame.
-    pub fn open(&mut self, frame: &[u8]) -> Result<(NodeId, Message), Rejected> {
+    /// The sender, version and message of an authentic, fresh frame.
+    pub fn open(&mut self, frame: &[u8]) -> Result<Opened, Rejected> {
         if frame.len() <= MAC_BYTES || frame.len() > FRAME_BYTES_MAX {
             return Err(Rejected::Size);
         }
-        let (body, tag) = frame.split_at(frame.len() - MAC_BYTES);
+        let (signed_part, tag) = frame.split_at(frame.len() - MAC_BYTES);
         let mut m = mac(&self.secret);
-        m.update(body);
+        m.update(signed_part);
         m.verify_slice(tag).map_err(|_| Rejected::Mac)?;
-        let signed: Signed<Message> =
-            postcard::from_bytes(body).map_err(|_| Rejected::Malformed)?;
+        let (version, body) = match signed_part {
+            [VERSIONED, version, body @ ..] => (*version, body),
+            [VERSIONED] => return Err(Rejected::Malformed),
+            body => (1, body),
+        };
+        if !(PROTOCOL_OLDEST..=PROTOCOL_VERSION).contains(&version) {
+            // Every version's body starts with the sender id.
+            let sender = postcard::take_from_bytes::<NodeId>(body)
+                .ok()
+                .map(|(id, _)| id);
+            return Err(Rejected::Version { sender, version });
+        }
+        let signed: Signed<Message> = if version == 1 {
+            let v1: Signed<MessageV1> =
+                postcard::from_bytes(body).map_err(|_| Rejected::Malformed)?;
+            Signed {
+                sender: v1.sender,
+                receiver: v1.receiver,
+                counter: v1.counter,
+                message: v1.message.into(),
+            }
+        } else {
+            postcard::from_bytes(body).map_err(|_| Rejected::Malformed)?
+        };
         let broadcast =
             signed.receiver == BROADCAST && matches!(signed.message, Message::Advert(_));
         if signed.receiver != self.me && !broadcast {
@@ -144,7 +302,11 @@ impl Opener {
             let floor = c.saturating_sub(REPLAY_WINDOW);
             w.seen = w.seen.split_off(&floor);
         }
-        Ok((signed.sender, signed.message))
+        Ok(Opened {
+            sender: signed.sender,
+            version,
+            message: signed.message,
+        })
     }
 }
 
@@ -165,6 +327,8 @@ mod tests {
             busy: vec![],
             master: Some(1),
             database: true,
+            runs: vec![("welcome".into(), 12)],
+            gave_up: vec!["later".into()],
         })
     }
 
@@ -173,7 +337,12 @@ mod tests {
         let mut a = Sealer::new(b"secret", 1, 1000);
         let mut b = Opener::new(b"secret", 2);
         let frame = a.seal(2, &advert());
-        assert_eq!(b.open(&frame), Ok((1, advert())));
+        let opened = Opened {
+            sender: 1,
+            version: PROTOCOL_VERSION,
+            message: advert(),
+        };
+        assert_eq!(b.open(&frame), Ok(opened));
         assert_eq!(b.open(&frame), Err(Rejected::Replay));
         // Out of order within the window is fine, each once.
         let f1 = a.seal(2, &advert());
@@ -203,5 +372,125 @@ mod tests {
         let mut restarted = Sealer::new(b"secret", 1, 10 + 2 * REPLAY_WINDOW);
         assert!(b.open(&restarted.seal(2, &advert())).is_ok());
         assert_eq!(b.open(&old), Err(Rejected::Replay));
+    }
+
+    #[test]
+    fn every_version_this_build_reads_opens_and_says_which_it_is() {
+        let mut b = Opener::new(b"secret", 2);
+        for version in PROTOCOL_OLDEST..=PROTOCOL_VERSION {
+            let mut a = Sealer::new(b"secret", 1, 1000 * version as u64).speaking(version);
+            let opened = b.open(&a.seal(2, &advert())).unwrap();
+            assert_eq!((opened.sender, opened.version), (1, version));
+        }
+        // Version 1 has no header: the frame starts with the sender id.
+        let v1 = Sealer::new(b"secret", 7, 0).speaking(1).seal(2, &advert());
+        assert_eq!(v1[0], 7);
+        let v2 = Sealer::new(b"secret", 7, 0).seal(2, &advert());
+        assert_eq!(&v2[..3], &[VERSIONED, PROTOCOL_VERSION, 7]);
+    }
+
+    #[test]
+    fn a_peer_of_a_version_this_build_does_not_read_is_named() {
+        let mut b = Opener::new(b"secret", 2);
+        let newer = PROTOCOL_VERSION + 1;
+        let frame = Sealer::new(b"secret", 3, 0)
+            .speaking(newer)
+            .seal(2, &advert());
+        assert_eq!(
+            b.open(&frame),
+            Err(Rejected::Version {
+                sender: Some(3),
+                version: newer
+            })
+        );
+        // Only an authentic frame names a version: a forged one is a MAC
+        // failure, whatever its header says.
+        let forged = Sealer::new(b"guess", 3, 0)
+            .speaking(newer)
+            .seal(2, &advert());
+        assert_eq!(b.open(&forged), Err(Rejected::Mac));
+        // A header and nothing else is malformed, not a version.
+        let mut bare = vec![VERSIONED];
+        let mut m = mac(b"secret");
+        m.update(&bare);
+        bare.extend_from_slice(&m.finalize().into_bytes());
+        assert_eq!(b.open(&bare), Err(Rejected::Malformed));
+    }
+
+    /// Frames sealed by trackc before versioned frames (protocol 1), with
+    /// the secret "the group secret of the test", from node 3 to node 2:
+    /// an advert, a block, an ack and a drain. This build must read them.
+    const PROTOCOL_1_FRAMES: [&str; 4] = [
+        "0302c1843d00000100edfd03010777656c636f6d650301056c617465720102010777656c636f6d65050101016388a3ddf75f03b5e8d8af6f783bcd0a091f10d23db4a32760bdec7bf23198a3",
+        "0302c2843d01034d090777656c636f6d65030301020372c1fbe30e926ae858258fd0b6e9e0c5570ca90d22e43135e9b1cc793f9c1b7c",
+        "0302c3843d02034d0903046c6f737401403a0abbe93535743559526089b42f1e777140e311f670bd7bcc1f47fc6dbe34",
+        "0302c4843d03714eedb6b44796c01e069097b228e6ef53a5521f0e0e6f96a62dfef7569e1db5",
+    ];
+
+    fn protocol_1_messages() -> [Message; 4] {
+        let id = BlockId {
+            owner: 3,
+            incarnation: 77,
+            seq: 9,
+        };
+        [
+            Message::Advert(Advert {
+                role: Role::Active,
+                ready: true,
+                draining: false,
+                bundle: 0xfeed,
+                owned: vec![("welcome".into(), 3)],
+                claims: vec![("later".into(), 1)],
+                free: 2,
+                busy: vec![("welcome".into(), 5)],
+                master: Some(1),
+                database: true,
+                runs: vec![],
+                gave_up: vec![],
+            }),
+            Message::Block(Block {
+                id,
+                track: "welcome".into(),
+                epoch: 3,
+                payload: vec![1, 2, 3],
+            }),
+            Message::Ack {
+                id,
+                outcome: Outcome::Failed("lost".into()),
+                free: 1,
+            },
+            Message::Drain,
+        ]
+    }
+
+    fn unhex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn frames_of_the_build_before_versions_are_read_and_spoken() {
+        let secret = b"the group secret of the test";
+        let mut b = Opener::new(secret, 2);
+        for (frame, message) in PROTOCOL_1_FRAMES.iter().zip(protocol_1_messages()) {
+            let opened = b.open(&unhex(frame)).unwrap();
+            assert_eq!((opened.sender, opened.version), (3, 1));
+            assert_eq!(opened.message, message);
+        }
+        // Speaking protocol 1, this build seals the same bytes.
+        let mut a = Sealer::new(secret, 3, 1_000_000).speaking(1);
+        for (frame, message) in PROTOCOL_1_FRAMES.iter().zip(protocol_1_messages()) {
+            assert_eq!(a.seal(2, &message), unhex(frame));
+        }
+        // What protocol 1 cannot say is left out, not mangled.
+        let mut a = Sealer::new(secret, 3, 5_000_000).speaking(1);
+        let opened = b.open(&a.seal(2, &advert())).unwrap();
+        let Message::Advert(got) = opened.message else {
+            panic!("an advert")
+        };
+        assert!(got.runs.is_empty() && got.gave_up.is_empty());
+        assert_eq!(got.owned, vec![("welcome".to_string(), 3)]);
     }
 }

@@ -3,10 +3,16 @@
 
 use crate::error::{Error, Result};
 use crate::group::protocol::{NodeId, Role, Settings};
+use crate::group::wire::{PROTOCOL_OLDEST, PROTOCOL_VERSION};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
+
+/// How long a run may make no progress before its owner gives the track
+/// up (Kafka's `max.poll.interval.ms` is five minutes; a block here is
+/// seconds of work, so a minute without one finished is far from normal).
+pub const STUCK_AFTER_DEFAULT: Duration = Duration::from_secs(60);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -57,6 +63,8 @@ struct RawConfig {
     smtp: Option<String>,
     smtp_from: Option<String>,
     templates: Option<String>,
+    protocol: Option<i64>,
+    stuck_after: Option<String>,
     #[serde(default)]
     users: Vec<User>,
 }
@@ -78,6 +86,12 @@ pub struct NodeConfig {
     pub smtp: Option<String>,
     pub smtp_from: String,
     pub templates: Option<String>,
+    /// The peer protocol version this node speaks (an older one during a
+    /// rolling upgrade; docs/group.md).
+    pub protocol: u8,
+    /// How long an owned run may make no progress before the owner gives
+    /// the track up.
+    pub stuck_after: Duration,
     pub users: Vec<User>,
 }
 
@@ -126,16 +140,52 @@ impl NodeConfig {
         if secret.len() < 16 {
             return Err("the group secret is shorter than 16 bytes".into());
         }
-        let cycle = match raw.cycle {
-            None => Duration::from_secs(1),
+        let duration = |v: Option<String>, key: &str, default, min, max| match v {
+            None => Ok(default),
             Some(c) => {
                 let d = parse_duration(&c).ok_or(format!(
-                    "`cycle` = \"{c}\" is not a duration: write 200ms, 1s or 2m"
+                    "`{key}` = \"{c}\" is not a duration: write 200ms, 1s, 2m or 1h"
                 ))?;
-                if d < Duration::from_millis(100) || d > Duration::from_secs(120) {
-                    return Err(format!("`cycle` = \"{c}\" is out of range: 100ms to 120s"));
+                if d < min || d > max {
+                    return Err(format!(
+                        "`{key}` = \"{c}\" is out of range: {} to {}",
+                        show_duration(min),
+                        show_duration(max)
+                    ));
                 }
-                d
+                Ok(d)
+            }
+        };
+        let cycle = duration(
+            raw.cycle,
+            "cycle",
+            Duration::from_secs(1),
+            Duration::from_millis(100),
+            Duration::from_secs(120),
+        )?;
+        let stuck_after = duration(
+            raw.stuck_after,
+            "stuck_after",
+            STUCK_AFTER_DEFAULT,
+            Duration::from_secs(1),
+            Duration::from_secs(24 * 3600),
+        )?;
+        if stuck_after < cycle * 5 {
+            return Err(format!(
+                "`stuck_after` ({}) must be at least five cycles ({})",
+                show_duration(stuck_after),
+                show_duration(cycle * 5)
+            ));
+        }
+        let protocol = match raw.protocol {
+            None => PROTOCOL_VERSION,
+            Some(v) if (i64::from(PROTOCOL_OLDEST)..=i64::from(PROTOCOL_VERSION)).contains(&v) => {
+                v as u8
+            }
+            Some(v) => {
+                return Err(format!(
+                    "`protocol` = {v}: this build speaks protocol {PROTOCOL_OLDEST} to {PROTOCOL_VERSION}"
+                ))
             }
         };
         let defaults = Settings::new(0, Role::Active);
@@ -184,6 +234,8 @@ impl NodeConfig {
             smtp: raw.smtp,
             smtp_from: raw.smtp_from.unwrap_or_else(|| "trackc@localhost".into()),
             templates: raw.templates,
+            protocol,
+            stuck_after,
             users: raw.users,
         })
     }
@@ -195,6 +247,10 @@ impl NodeConfig {
             missed_cycles: self.missed_cycles,
             claim_counter: self.claim_counter,
             capacity: self.capacity,
+            stuck_cycles: self
+                .stuck_after
+                .as_millis()
+                .div_ceil(self.cycle.as_millis()) as u32,
             incarnation,
             ..Settings::new(self.id, self.role)
         }
@@ -218,7 +274,17 @@ pub fn token_sha256(token: &str) -> String {
         .collect()
 }
 
-/// `250ms`, `1s`, `2m`.
+/// `250ms`, `1s`, `2m`, as `parse_duration` reads them.
+fn show_duration(d: Duration) -> String {
+    match d.as_millis() {
+        ms if ms % 3_600_000 == 0 => format!("{}h", ms / 3_600_000),
+        ms if ms % 60_000 == 0 => format!("{}m", ms / 60_000),
+        ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+        ms => format!("{ms}ms"),
+    }
+}
+
+/// `250ms`, `1s`, `2m`, `1h`.
 pub fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit())?;
@@ -228,6 +294,7 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
         "ms" => Some(Duration::from_millis(n)),
         "s" => Some(Duration::from_secs(n)),
         "m" => Some(Duration::from_secs(n.checked_mul(60)?)),
+        "h" => Some(Duration::from_secs(n.checked_mul(3600)?)),
         _ => None,
     }
 }
@@ -262,6 +329,10 @@ token_sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
         assert_eq!(c.cycle, Duration::from_millis(200));
         assert_eq!((c.missed_cycles, c.claim_counter, c.capacity), (4, 2, 2));
         assert_eq!(c.role, Role::Active);
+        assert_eq!(
+            (c.protocol, c.stuck_after),
+            (PROTOCOL_VERSION, STUCK_AFTER_DEFAULT)
+        );
         assert_eq!(c.user("foo").unwrap().name, "ops");
         assert!(c.user("bar").is_none());
     }
@@ -311,6 +382,18 @@ token_sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
                 "unknown field `listen_on`",
             ),
             (GOOD.replace("2c26b46b", "zz"), "not 64 hex digits"),
+            (
+                GOOD.replace("id = 2", "id = 2\nprotocol = 99"),
+                "`protocol` = 99: this build speaks protocol 1 to",
+            ),
+            (
+                GOOD.replace("id = 2", "id = 2\nstuck_after = \"500ms\""),
+                "`stuck_after` = \"500ms\" is out of range: 1s to 24h",
+            ),
+            (
+                GOOD.replace("cycle = \"200ms\"", "cycle = \"1s\"\nstuck_after = \"2s\""),
+                "`stuck_after` (2s) must be at least five cycles (5s)",
+            ),
         ];
         for (text, expected) in cases {
             let e = error(&text);

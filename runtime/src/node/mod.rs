@@ -24,7 +24,8 @@ use crate::db::{self, DbOptions, DbUrl, Health};
 use crate::deliver::{Deliverer, DeliveryConfig};
 use crate::error::{Error, Result};
 use crate::group::protocol::{Block, BlockId, Command, Group, Message, NodeId, Outcome, Output};
-use crate::group::wire::{Opener, Sealer, BROADCAST};
+use crate::group::wire::{Opened, Opener, Rejected, Sealer, BROADCAST};
+use crate::group::wire::{PROTOCOL_OLDEST, PROTOCOL_VERSION};
 use config::NodeConfig;
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -178,9 +179,12 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<()> {
 
     let mut protocol = ProtocolThread {
         group,
-        sealer: Sealer::new(&config.secret, config.id, now_micros() as u64),
+        sealer: Sealer::new(&config.secret, config.id, now_micros() as u64)
+            .speaking(config.protocol),
         opener: Opener::new(&config.secret, config.id),
         addrs: HashMap::new(),
+        versions: BTreeMap::new(),
+        unreadable: BTreeMap::new(),
         rejected: BTreeMap::new(),
         accepted: 0,
         config,
@@ -215,6 +219,11 @@ struct ProtocolThread {
     opener: Opener,
     /// Peers' addresses, learned from their advertisements.
     addrs: HashMap<NodeId, SocketAddr>,
+    /// The protocol version of each peer's last authentic frame.
+    versions: BTreeMap<NodeId, u8>,
+    /// Peers heard speaking a version this build does not read (`None`
+    /// when the sender id could not be read), with when last heard.
+    unreadable: BTreeMap<(Option<NodeId>, u8), Instant>,
     rejected: BTreeMap<&'static str, u64>,
     accepted: u64,
     config: NodeConfig,
@@ -266,14 +275,25 @@ impl ProtocolThread {
         let g = &mut self.group;
         match input {
             Input::Frame(frame, from_addr) => match self.opener.open(&frame) {
-                Ok((from, message)) => {
+                Ok(Opened {
+                    sender,
+                    version,
+                    message,
+                }) => {
                     self.accepted += 1;
                     if let (Some(addr), Message::Advert(_)) = (from_addr, &message) {
-                        self.addrs.insert(from, addr);
+                        self.addrs.insert(sender, addr);
                     }
-                    g.handle(from, message);
+                    self.versions.insert(sender, version);
+                    self.unreadable.retain(|&(id, _), _| id != Some(sender));
+                    g.handle(sender, message);
                 }
-                Err(why) => *self.rejected.entry(why.name()).or_default() += 1,
+                Err(why) => {
+                    *self.rejected.entry(why.name()).or_default() += 1;
+                    if let Rejected::Version { sender, version } = why {
+                        self.heard_unreadable(sender, version);
+                    }
+                }
             },
             Input::Claim { track, result } => g.claim_recorded(&track, result),
             Input::Gathered {
@@ -296,6 +316,28 @@ impl ProtocolThread {
         }
     }
 
+    /// Names a peer this node cannot read, once (and again after it has
+    /// been quiet for a while), instead of counting its frames as noise.
+    fn heard_unreadable(&mut self, sender: Option<NodeId>, version: u8) {
+        let now = Instant::now();
+        let last = self.unreadable.insert((sender, version), now);
+        if last.is_none_or(|t| now.duration_since(t) > self.unreadable_memory()) {
+            let who = sender.map_or("a peer".to_string(), |id| format!("node {id}"));
+            eprintln!(
+                "node {}: {who} speaks protocol {version}, this node {} (it reads {PROTOCOL_OLDEST} to \
+                 {PROTOCOL_VERSION}): its frames are dropped until both speak a common version \
+                 (docs/group.md, Upgrades)",
+                self.config.id, self.config.protocol
+            );
+        }
+    }
+
+    /// How long a peer of an unreadable version stays named after its last
+    /// frame: as long as a silent peer stays in the group's view.
+    fn unreadable_memory(&self) -> Duration {
+        self.config.cycle * (self.config.missed_cycles + 1)
+    }
+
     fn route(&mut self, output: Output) {
         match output {
             Output::Advertise(advert) => {
@@ -311,6 +353,7 @@ impl ProtocolThread {
                     let _ = self.net.send(Outgoing::Tcp(addr, frame));
                 }
             }
+            Output::Report(text) => eprintln!("node {}: {text}", self.config.id),
             Output::Command(Command::Execute(block)) => {
                 let _ = self.blocks.send(block);
             }
@@ -324,16 +367,38 @@ impl ProtocolThread {
         }
     }
 
-    fn publish_status(&self) {
+    fn publish_status(&mut self) {
+        let memory = self.unreadable_memory();
+        self.unreadable.retain(|_, t| t.elapsed() <= memory);
+        let mut nodes = serde_json::to_value(self.group.nodes()).expect("node views encode");
+        for n in nodes.as_array_mut().into_iter().flatten() {
+            let id = n["id"].as_u64();
+            let version = if id == Some(self.config.id) {
+                Some(self.config.protocol)
+            } else {
+                id.and_then(|id| self.versions.get(&id).copied())
+            };
+            n["protocol"] = serde_json::json!(version);
+        }
+        let unreadable: Vec<_> = self
+            .unreadable
+            .keys()
+            .map(|&(node, protocol)| serde_json::json!({"node": node, "protocol": protocol}))
+            .collect();
         let status = serde_json::json!({
             "node": self.config.id,
+            "protocol": {
+                "speaks": self.config.protocol,
+                "reads": [PROTOCOL_OLDEST, PROTOCOL_VERSION],
+                "unreadable_peers": unreadable,
+            },
             "database": {
                 "reachable": self.health.is_reachable(),
                 "unreachable_for_seconds": self.health.unreachable_for().map(|d| d.as_secs_f64()),
                 "error": self.health.last_error(),
                 "retries": self.health.retries(),
             },
-            "nodes": self.group.nodes(),
+            "nodes": nodes,
             "tracks": self.group.tracks(),
             "metrics": {
                 "frames_accepted": self.accepted,
