@@ -21,7 +21,10 @@
 #          events=… contacts=… duplicates=0 missing=0 rss_start_mb=… rss_end_mb=… rss_growth_percent=…
 # and exits non-zero if a check fails. Results go to bench/out/soak.
 #
-# SOAK_SECONDS=600 by default; ITEMS=20000 contacts at the start;
+# EVENTS_PER_SECOND=2 (an event track decides one event per run today,
+# about five a second with a cycle of 200 ms: issue 14 batches them);
+# SOAK_SECONDS=600 by default; KEEP=1 leaves the nodes and the cluster
+# running at the end, to look inside; ITEMS=20000 contacts at the start;
 # SEED for the fault schedule (default: the time); BIN=trackc to test
 # (default: a release build of this checkout); TRACKC_PG_BIN=the folder
 # of initdb and pg_ctl (default: the newest under /usr/lib/postgresql).
@@ -31,6 +34,8 @@ SOAK_SECONDS=${SOAK_SECONDS:-600}
 ITEMS=${ITEMS:-20000}
 SEED=${SEED:-$(date +%s)}
 RSS_GROWTH_MAX_PERCENT=${RSS_GROWTH_MAX_PERCENT:-25}
+EVENTS_PER_SECOND=${EVENTS_PER_SECOND:-2}
+EVENT_PAUSE=$(python3 -c "print(1 / $EVENTS_PER_SECOND)")
 OUT=$PWD/bench/out/soak
 mkdir -p "$OUT"
 RANDOM=$SEED
@@ -58,6 +63,10 @@ sql() { psql -qAt -v ON_ERROR_STOP=1 "$URL" -c "$1"; }
 declare -A PID
 stop_all() {
   touch "$WORK/stop"
+  if [ -n "${KEEP:-}" ]; then
+    echo "KEEP: nodes and PostgreSQL left running; database $URL, logs in $WORK" >&2
+    return
+  fi
   for i in 1 2 3; do
     [ -n "${PID[$i]:-}" ] && { kill -CONT "${PID[$i]}" 2>/dev/null; kill "${PID[$i]}" 2>/dev/null; } || true
   done
@@ -132,7 +141,7 @@ emitter() {
     fi
     key=$((key + 1)); node=$((node % 3 + 1))
     [ "$key" -gt "$ITEMS" ] && key=1 && echo "warning: keys wrapped; raise ITEMS" >&2
-    sleep 0.02
+    sleep "$EVENT_PAUSE"
   done
   echo "$ok $failed" >"$WORK/emitted"
 }
@@ -144,6 +153,18 @@ arrivals() {
     fi
     sleep 2
   done
+}
+# Seconds from PostgreSQL answering again to the next effect committed
+# (events arrive every 1/EVENTS_PER_SECOND s, so this includes that wait).
+work_flowing_after() {
+  local before t0
+  before=$(sql "SELECT count(*) FROM effects")
+  t0=$(date +%s.%N)
+  for _ in $(seq 600); do
+    [ "$(sql "SELECT count(*) FROM effects" 2>/dev/null || echo "$before")" != "$before" ] && break
+    sleep 0.1
+  done
+  python3 -c "print(f'{$(date +%s.%N) - $t0:.2f}')" | tee -a "$WORK/recovery"
 }
 rss_mb() { awk '/VmRSS/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
 emitter & EMITTER=$!
@@ -168,8 +189,10 @@ while [ $(( $(date +%s) - START )) -lt "$SOAK_SECONDS" ]; do
        sleep "1.$(( 5 + RANDOM % 5 ))"; kill -CONT "${PID[$n]}"; COUNT[pause]=$(( COUNT[pause] + 1 )) ;;
     2) psql -qAt "$ADMIN" -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'soak'" >/dev/null
        echo "[$elapsed s] every connection terminated"; COUNT[terminate]=$(( COUNT[terminate] + 1 )) ;;
-    3) pg_ctl -m fast -w restart >/dev/null; echo "[$elapsed s] PostgreSQL restarted (fast)"; COUNT[pg_fast]=$(( COUNT[pg_fast] + 1 )) ;;
-    4) pg_ctl -m immediate -w restart >/dev/null; echo "[$elapsed s] PostgreSQL restarted (immediate)"; COUNT[pg_immediate]=$(( COUNT[pg_immediate] + 1 )) ;;
+    3) pg_ctl -m fast -w restart >/dev/null
+       echo "[$elapsed s] PostgreSQL restarted (fast): work flowing again after $(work_flowing_after) s"; COUNT[pg_fast]=$(( COUNT[pg_fast] + 1 )) ;;
+    4) pg_ctl -m immediate -w restart >/dev/null
+       echo "[$elapsed s] PostgreSQL restarted (immediate): work flowing again after $(work_flowing_after) s"; COUNT[pg_immediate]=$(( COUNT[pg_immediate] + 1 )) ;;
   esac
 done
 touch "$WORK/stop"
@@ -198,8 +221,12 @@ ALIVE=0
 for i in 1 2 3; do kill -0 "${PID[$i]}" 2>/dev/null && ALIVE=$(( ALIVE + 1 )); done
 RSS_START=${RSS_START:-$RSS_END}
 GROWTH=$(python3 -c "print(f'{100 * ($RSS_END - $RSS_START) / $RSS_START:.1f}')")
+RECOVERY=$(python3 -c "
+import statistics
+v = [float(l) for l in open('$WORK/recovery')] if __import__('os').path.exists('$WORK/recovery') else []
+print(f'db_back_to_work_s_median={statistics.median(v):.2f} db_back_to_work_s_max={max(v):.2f}' if v else 'db_back_to_work_s_median=- db_back_to_work_s_max=-')")
 FAULTS=$(( COUNT[kill] + COUNT[pause] + COUNT[terminate] + COUNT[pg_fast] + COUNT[pg_immediate] ))
-LINE="RESULT soak_seconds=$SOAK_SECONDS seed=$SEED faults=$FAULTS kills=${COUNT[kill]} pauses=${COUNT[pause]} terminations=${COUNT[terminate]} pg_fast=${COUNT[pg_fast]} pg_immediate=${COUNT[pg_immediate]} events=$EVENTS emits_failed=$EMIT_FAILED contacts=$CONTACTS finished=$FINISHED duplicates=$DUPLICATES missing_welcome=$MISSING_WELCOME event_mismatch=$EVENT_MISMATCH alive=$ALIVE/3 rss_start_mb=$RSS_START rss_end_mb=$RSS_END rss_growth_percent=$GROWTH"
+LINE="RESULT soak_seconds=$SOAK_SECONDS seed=$SEED faults=$FAULTS kills=${COUNT[kill]} pauses=${COUNT[pause]} terminations=${COUNT[terminate]} pg_fast=${COUNT[pg_fast]} pg_immediate=${COUNT[pg_immediate]} events=$EVENTS emits_failed=$EMIT_FAILED contacts=$CONTACTS finished=$FINISHED duplicates=$DUPLICATES missing_welcome=$MISSING_WELCOME event_mismatch=$EVENT_MISMATCH alive=$ALIVE/3 rss_start_mb=$RSS_START rss_end_mb=$RSS_END rss_growth_percent=$GROWTH $RECOVERY"
 echo "$LINE" | tee -a "$OUT/results"
 [ "$EMITTED" -gt 0 ] || { echo "FAIL: no event was emitted" >&2; exit 1; }
 FAIL=0

@@ -9,18 +9,24 @@
 mod db;
 #[path = "support/peer_relay.rs"]
 mod peer_relay;
+#[path = "support/receivers.rs"]
+mod receivers;
 #[path = "support/relay.rs"]
 mod relay;
 
 use db::{free_port, server_of, temp_dir, Db};
 use peer_relay::PeerRelay;
+use receivers::HttpReceiver;
 use relay::Relay;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ITEMS: i64 = 20_000;
+/// Items that also send a webhook in the terminated-connections test.
+const HOOKS: i64 = 3_000;
 const SECRET: &str = "the group secret of the test";
 const TOKENS: [(&str, &str); 4] = [
     ("admin", "admin-token"),
@@ -388,19 +394,24 @@ fn three_nodes_survive_terminated_connections_with_every_effect_once() {
         3 * ITEMS
     ));
     let effects = 3 * 3 * ITEMS;
-    let out = trackc()
-        .arg("deploy")
-        .arg(&tracks)
-        .args(["--to", &nodes[0].http, "--token", "author-token"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    wait_for("the run has started", Duration::from_secs(60), || {
-        db.count("SELECT count(*) FROM effects") > 0
-    });
+    // And webhooks, so that rounds hit the master's deliveries too.
+    let receiver = HttpReceiver::start();
+    std::fs::write(
+        tracks.join("hooks.dt"),
+        format!(
+            "track hooked {{\n    source key id {{ SELECT id, n, email FROM items WHERE id <= {HOOKS} }}\n    \
+             on every 1h\n    step one {{\n        when n >= 0 then webhook 'http://{}/hook', end\n    }}\n}}\n",
+            receiver.addr
+        ),
+    )
+    .unwrap();
+    deploy(&nodes[0], &tracks);
+    // Rounds from the deploy on: the first ones meet the claims, the later
+    // ones the runs and the deliveries.
     let mut rounds_mid_run = 0;
-    for _ in 0..5 {
-        if db.count("SELECT count(*) FROM effects") < effects {
+    for _ in 0..7 {
+        let done = db.count("SELECT count(*) FROM effects");
+        if done > 0 && done < effects {
             rounds_mid_run += 1;
         }
         db.terminate_connections();
@@ -408,15 +419,32 @@ fn three_nodes_survive_terminated_connections_with_every_effect_once() {
     }
     assert!(rounds_mid_run >= 2, "the work ended too soon to be hit");
     let started = Instant::now();
-    wait_for("every effect", Duration::from_secs(120), || {
+    wait_for("every effect and webhook", Duration::from_secs(120), || {
         db.count("SELECT count(*) FROM effects") == effects
+            && db.count("SELECT count(*) FROM trackc_outbox WHERE state = 'delivered'") == HOOKS
     });
     eprintln!(
-        "work finished {:.1} s after the last of 5 rounds of terminated connections",
+        "work and deliveries finished {:.1} s after the last of 7 rounds of terminated \
+         connections",
         started.elapsed().as_secs_f64()
     );
     std::thread::sleep(Duration::from_secs(1));
     check_every_effect_once(&mut db, 0);
+    // Every webhook reached the receiver under its own idempotency key (a
+    // delivery whose answer a round cut off is sent again with the same
+    // key: at least once, deduplicated by the key).
+    let hooks = receiver.hooks();
+    let keys: HashSet<&str> = hooks
+        .iter()
+        .map(|h| h.idempotency_key.as_deref().expect("Idempotency-Key"))
+        .collect();
+    assert_eq!(keys.len() as i64, HOOKS);
+    for h in &hooks {
+        let body: serde_json::Value = serde_json::from_str(&h.body).unwrap();
+        assert_eq!(body["id"], h.idempotency_key.as_deref().unwrap());
+    }
+    assert_eq!(db.count("SELECT count(*) FROM trackc_outbox"), HOOKS);
+    eprintln!("{} webhooks received for {HOOKS} keys", hooks.len());
     for n in &mut nodes {
         let child = n.child.as_mut().unwrap();
         assert!(child.try_wait().unwrap().is_none(), "node {} died", n.id);
@@ -425,6 +453,108 @@ fn three_nodes_survive_terminated_connections_with_every_effect_once() {
     }
     let log = std::fs::read_to_string(dir.join("node1.log")).unwrap();
     assert!(log.contains("the database is reachable again"), "{log}");
+}
+
+/// `start_group` with node 1's PostgreSQL behind a fault relay (and
+/// `extra` lines in every node.toml); the relay too.
+fn start_group_relayed(
+    name: &str,
+    extra: &str,
+) -> Option<(Db, Vec<Node>, PathBuf, PathBuf, Relay)> {
+    let mut relayed = None;
+    let (db, nodes, dir, tracks, _) = start_group_wired(name, |plans| {
+        let server = server_of(&plans[0].database);
+        let relay = Relay::start(server.parse().unwrap());
+        plans[0].database = plans[0]
+            .database
+            .replacen(&server, &relay.addr.to_string(), 1);
+        for p in plans.iter_mut() {
+            p.extra = extra.to_string();
+        }
+        relayed = Some(relay);
+    })?;
+    Some((db, nodes, dir, tracks, relayed.expect("wired")))
+}
+
+/// Deploys the fixture and waits until the run has started: the track
+/// node 1 owns (each of the three nodes gets one: the fewest tracks, then
+/// the lowest id).
+fn deploy_and_find_node1s_track(db: &mut Db, nodes: &[Node], tracks: &Path) -> &'static str {
+    deploy(&nodes[0], tracks);
+    let track = *["alpha", "beta", "pinged"]
+        .iter()
+        .find(|t| {
+            wait_for("the tracks are owned", Duration::from_secs(30), || {
+                owner(&nodes[1], t).is_some()
+            });
+            owner(&nodes[1], t) == Some(1)
+        })
+        .expect("node 1 owns a track");
+    wait_for("the run has started", Duration::from_secs(60), || {
+        db.count("SELECT count(*) FROM effects") > 0
+    });
+    track
+}
+
+/// The owner of a track loses its database (every connection cut, new
+/// ones refused) mid-run while its peers keep theirs: it advertises that it
+/// cannot commit, a peer takes the track over, the work finishes without
+/// it; when the database is back it rejoins by itself. Prints both times
+/// in cycles (BENCHMARKS.md).
+#[test]
+fn an_owner_that_loses_its_database_steps_back_and_rejoins() {
+    let Some((mut db, mut nodes, _dir, tracks, relay)) = start_group_relayed("dblost", "") else {
+        return;
+    };
+    let track = deploy_and_find_node1s_track(&mut db, &nodes, &tracks);
+    let node1_database = |nodes: &[Node]| {
+        status(&nodes[1]).and_then(|s| {
+            s["nodes"]
+                .as_array()?
+                .iter()
+                .find(|n| n["id"] == 1)
+                .map(|n| n["database"] == true)
+        })
+    };
+    relay.sever(true);
+    let cut_at = Instant::now();
+    let seen = wait_for(
+        "node 2 sees node 1 without its database",
+        Duration::from_secs(20),
+        || node1_database(&nodes) == Some(false),
+    );
+    let took = wait_for("the track is taken over", Duration::from_secs(30), || {
+        owner(&nodes[1], track).is_some_and(|o| o != 1)
+    });
+    let took = cut_at.elapsed().max(took);
+    eprintln!(
+        "node 1 lost its database: its peers saw it in {:.2} s ({:.1} cycles of 200 ms), \
+         `{track}` taken over in {:.2} s ({:.1} cycles)",
+        seen.as_secs_f64(),
+        seen.as_secs_f64() / 0.2,
+        took.as_secs_f64(),
+        took.as_secs_f64() / 0.2
+    );
+    wait_for(
+        "every effect without node 1",
+        Duration::from_secs(120),
+        || db.count("SELECT count(*) FROM effects") == 3 * ITEMS,
+    );
+    relay.sever(false);
+    let back = wait_for("node 1 rejoins", Duration::from_secs(30), || {
+        node1_database(&nodes) == Some(true)
+    });
+    eprintln!(
+        "node 1's database back: it advertises it can commit again after {:.2} s ({:.1} cycles)",
+        back.as_secs_f64(),
+        back.as_secs_f64() / 0.2
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    check_every_effect_once(&mut db, 0);
+    for n in &mut nodes {
+        let child = n.child.as_mut().unwrap();
+        assert!(child.try_wait().unwrap().is_none(), "node {} died", n.id);
+    }
 }
 
 /// The owner's database connection hangs (a stalled proxy in front of
@@ -436,34 +566,12 @@ fn three_nodes_survive_terminated_connections_with_every_effect_once() {
 /// fenced: every effect once, every node alive.
 #[test]
 fn an_owner_stuck_on_a_hung_database_gives_its_track_up_and_nothing_is_lost() {
-    let mut stalling = None;
-    let Some((mut db, mut nodes, dir, tracks, _)) = start_group_wired("stuck", |plans| {
-        let server = server_of(&plans[0].database);
-        let relay = Relay::start(server.parse().unwrap());
-        plans[0].database = plans[0]
-            .database
-            .replacen(&server, &relay.addr.to_string(), 1);
-        for p in plans.iter_mut() {
-            p.extra = "stuck_after = \"2s\"".into();
-        }
-        stalling = Some(relay);
-    }) else {
+    let Some((mut db, mut nodes, dir, tracks, relay)) =
+        start_group_relayed("stuck", "stuck_after = \"2s\"")
+    else {
         return;
     };
-    let relay = stalling.unwrap();
-    deploy(&nodes[0], &tracks);
-    let track = *["alpha", "beta", "pinged"]
-        .iter()
-        .find(|t| {
-            wait_for("the tracks are owned", Duration::from_secs(30), || {
-                owner(&nodes[1], t).is_some()
-            });
-            owner(&nodes[1], t) == Some(1)
-        })
-        .expect("node 1 owns a track (the fewest tracks, then the lowest id)");
-    wait_for("the run has started", Duration::from_secs(60), || {
-        db.count("SELECT count(*) FROM effects") > 0
-    });
+    let track = deploy_and_find_node1s_track(&mut db, &nodes, &tracks);
     relay.stall(true);
     let stalled_at = Instant::now();
     let mut reported = false;
@@ -651,4 +759,41 @@ fn a_partitioned_node_in_a_mixed_version_group_doubles_nothing() {
         log.contains(&format!("node 9 speaks protocol {newer}")),
         "{log}"
     );
+
+    // The upgrade's last step: node 2 drops its pin and restarts; the
+    // group goes on with everyone speaking the newest protocol.
+    signal(&nodes[1], "-TERM");
+    let child = nodes[1].child.as_mut().unwrap();
+    wait_for("node 2 stops", Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    });
+    nodes[1].child = None;
+    let config = dir.join("node2.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("protocol = 1\n", "")).unwrap();
+    let http = nodes[1].http.clone();
+    nodes[1] = start(2, &config, &http, &dir);
+    wait_for(
+        "node 2 speaks the newest protocol",
+        Duration::from_secs(20),
+        || {
+            let s = status(&nodes[0]).unwrap_or_default();
+            s["nodes"].as_array().is_some_and(|ns| {
+                ns.iter().any(|n| {
+                    n["id"] == 2 && n["state"] == "alive" && n["protocol"] == PROTOCOL_VERSION
+                })
+            })
+        },
+    );
+    let out = trackc()
+        .args(["emit", "ping", "--key", "7", "--to", &nodes[1].http])
+        .args(["--token", "operator-token"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    wait_for("the event is decided", Duration::from_secs(30), || {
+        db.count("SELECT count(*) FROM effects WHERE what = 'pinged'") == 1
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    check_every_effect_once(&mut db, 1);
 }

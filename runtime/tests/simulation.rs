@@ -39,15 +39,19 @@ fn faults_keep_the_invariants_and_the_group_settles() {
     let outages: u64 = reports.iter().map(|r| r.db_outages).sum();
     let lost: u64 = reports.iter().map(|r| r.lost_answers).sum();
     let hangs: u64 = reports.iter().map(|r| r.hangs).sum();
+    let failed: u64 = reports.iter().map(|r| r.failed_commits).sum();
+    let slow: u64 = reports.iter().map(|r| r.slow_commits).sum();
     eprintln!(
         "{} seeds: {crashes} crashes, {pauses} pauses, {outages} database outages, \
-         {lost} lost commit answers, {hangs} hung nodes, {fenced} stale commits fenced; \
+         {lost} lost commit answers, {failed} failed commits, {slow} slow commits, \
+         {hangs} hung nodes, {fenced} stale commits fenced; \
          settled at most {worst} cycles after healing",
         reports.len()
     );
     // The faults must have happened, or the test shows nothing.
     if reports.len() >= 100 {
         assert!(crashes > 0 && pauses > 0 && fenced > 0 && outages > 0 && lost > 0 && hangs > 0);
+        assert!(failed > 0 && slow > 0);
     }
 }
 

@@ -21,7 +21,7 @@ pub struct Cluster {
     user: Option<&'static str>,
 }
 
-fn find_bin() -> Option<PathBuf> {
+pub fn find_bin() -> Option<PathBuf> {
     if let Ok(dir) = std::env::var("TRACKC_PG_BIN") {
         return Some(PathBuf::from(dir));
     }

@@ -3,6 +3,8 @@
 //! Each connection gets a thread, so a receiver told to hang holds up only
 //! its own request.
 
+#![allow(dead_code)]
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

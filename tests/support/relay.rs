@@ -33,6 +33,8 @@ struct Faults {
     connections: AtomicUsize,
     /// New connections are refused (closed at once) while set.
     refusing: AtomicBool,
+    /// The client side of every connection relayed, to cut them.
+    live: Mutex<Vec<TcpStream>>,
     /// The server's answers are held (not lost) while set: the client's
     /// calls hang, as behind a stalled proxy or a frozen server.
     stalled: AtomicBool,
@@ -61,6 +63,12 @@ impl Relay {
                     continue;
                 };
                 f.connections.fetch_add(1, Ordering::SeqCst);
+                if let Ok(c) = client.try_clone() {
+                    let mut live = f.live.lock().unwrap();
+                    // Connections closed since are dropped from the list.
+                    live.retain(|s| s.peer_addr().is_ok());
+                    live.push(c);
+                }
                 relay_pair(client, server, f.clone());
             }
         });
@@ -94,6 +102,17 @@ impl Relay {
 
     pub fn refuse(&self, refusing: bool) {
         self.faults.refusing.store(refusing, Ordering::SeqCst);
+    }
+
+    /// The database is unreachable while `severed`: every relayed
+    /// connection is cut and new ones are closed at once.
+    pub fn sever(&self, severed: bool) {
+        self.refuse(severed);
+        if severed {
+            for c in self.faults.live.lock().unwrap().drain(..) {
+                let _ = c.shutdown(Shutdown::Both);
+            }
+        }
     }
 
     /// Holds every answer of the server while `stalled`; they go on, in

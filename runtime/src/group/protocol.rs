@@ -276,6 +276,14 @@ struct InFlight {
 
 /// Blocks remembered after they are done, to answer a block sent again.
 const DONE_REMEMBERED_MAX: usize = 4096;
+/// Times a failed block (its worker gave up after its own retries, about a
+/// minute of them for a database fault) is handed out again in the same
+/// run, to another worker when there is one. Past that its records wait
+/// for the track's next run, and the failure is in the log: a fault that
+/// outlasts this many tries is not one more try will fix.
+const BLOCK_RETRIES_MAX: u32 = 3;
+/// Cycles before a failed block's first retry; doubled for each next one.
+const BLOCK_RETRY_CYCLES: u64 = 2;
 
 /// One node's view of the group and its part in it.
 pub struct Group {
@@ -304,9 +312,15 @@ pub struct Group {
     /// The cycle this node lost the database, while it has not got it
     /// back (`set_database`); `None`: it reaches the database.
     database_lost_cycle: Option<u64>,
-    /// Blocks taken back from a worker that did not answer, and that
-    /// worker: they go elsewhere when there is room elsewhere.
+    /// Blocks taken back from a worker that did not answer or that failed
+    /// them, and that worker: they go elsewhere when there is room
+    /// elsewhere.
     unanswered_by: BTreeMap<BlockId, NodeId>,
+    /// Failed blocks waiting to be handed out again, with the cycle they
+    /// may go (at most `BLOCK_RETRIES_MAX` per block).
+    retrying: Vec<(u64, Block)>,
+    /// The retries each block of a current run has had.
+    retries: BTreeMap<BlockId, u32>,
     /// Tracks this node gave up as stuck, with the cycle it did.
     gave_up: BTreeMap<String, u64>,
     /// Peers' runs in progress, by track.
@@ -374,6 +388,8 @@ impl Group {
             bundle_asked: false,
             database_lost_cycle: None,
             unanswered_by: BTreeMap::new(),
+            retrying: Vec::new(),
+            retries: BTreeMap::new(),
             gave_up: BTreeMap::new(),
             watched: BTreeMap::new(),
             counts: BlockCounts::default(),
@@ -459,6 +475,7 @@ impl Group {
         self.bundle_asked = false;
         self.requeue_from_unavailable();
         self.resend_unanswered();
+        self.retry_failed();
         self.advance_claims();
         self.start_claims();
         self.give_up_stuck();
@@ -590,6 +607,11 @@ impl Group {
     pub fn blocks_in_flight(&self, track: &str) -> usize {
         self.queue.iter().filter(|b| b.track == track).count()
             + self
+                .retrying
+                .iter()
+                .filter(|(_, b)| b.track == track)
+                .count()
+            + self
                 .in_flight
                 .values()
                 .filter(|f| f.block.track == track)
@@ -598,7 +620,7 @@ impl Group {
 
     /// Blocks this node has handed out or queued, all tracks.
     pub fn blocks_outstanding(&self) -> usize {
-        self.queue.len() + self.in_flight.len()
+        self.queue.len() + self.in_flight.len() + self.retrying.len()
     }
 
     /// The tracks this node owns and their epochs.
@@ -915,6 +937,9 @@ impl Group {
         }
         let flight = self.in_flight.remove(&id).expect("looked up above");
         let track = flight.block.track.clone();
+        if !matches!(outcome, Outcome::Failed(_) | Outcome::Refused) {
+            self.retries.remove(&id);
+        }
         if let Some(o) = self.owned.get_mut(&track) {
             if o.epoch == flight.block.epoch {
                 o.progress += 1;
@@ -922,7 +947,28 @@ impl Group {
             }
         }
         match outcome {
-            Outcome::Done | Outcome::Failed(_) => {}
+            Outcome::Done => {}
+            Outcome::Failed(why) => {
+                let owned = self.owns_epoch(&track, flight.block.epoch);
+                let tries = self.retries.entry(id).or_default();
+                if *tries < BLOCK_RETRIES_MAX && owned {
+                    *tries += 1;
+                    let tries = *tries;
+                    let wait = BLOCK_RETRY_CYCLES << (tries - 1);
+                    self.out.push(Output::Report(format!(
+                        "block {id} of `{track}` failed on node {from} ({why}): retry {tries} of \
+                         {BLOCK_RETRIES_MAX} in {wait} cycles"
+                    )));
+                    self.unanswered_by.insert(id, from);
+                    self.retrying.push((self.cycle + wait, flight.block));
+                } else {
+                    self.retries.remove(&id);
+                    self.out.push(Output::Report(format!(
+                        "block {id} of `{track}` failed on node {from} ({why}): its records wait \
+                         for the next run"
+                    )));
+                }
+            }
             Outcome::Refused => {
                 self.counts.refused += 1;
                 if self.owns_epoch(&track, flight.block.epoch) {
@@ -951,21 +997,33 @@ impl Group {
         }
         self.queue.retain(|b| b.track != track);
         self.in_flight.retain(|_, f| f.block.track != track);
-        let queue = &self.queue;
-        self.unanswered_by
-            .retain(|id, _| queue.iter().any(|b| b.id == *id));
+        self.retrying.retain(|(_, b)| b.track != track);
+        // What is remembered of blocks goes with them.
+        let live: BTreeSet<BlockId> = (self.queue.iter())
+            .chain(self.retrying.iter().map(|(_, b)| b))
+            .map(|b| b.id)
+            .chain(self.in_flight.keys().copied())
+            .collect();
+        self.unanswered_by.retain(|id, _| live.contains(id));
+        self.retries.retain(|id, _| live.contains(id));
         self.out.push(Output::Command(Command::Release {
             track: track.to_string(),
         }));
     }
 
+    /// Takes back the blocks of workers that are gone or say they cannot
+    /// reach the database (such a worker may still commit one when its
+    /// database is back: the sequence condition makes the second a no-op).
     fn requeue_from_unavailable(&mut self) {
         let gone: Vec<BlockId> = self
             .in_flight
             .iter()
             .filter(|(_, f)| {
                 f.worker != self.settings.id
-                    && self.peers.get(&f.worker).is_none_or(|p| !self.available(p))
+                    && self
+                        .peers
+                        .get(&f.worker)
+                        .is_none_or(|p| !self.available(p) || !p.advert.database)
             })
             .map(|(&id, _)| id)
             .collect();
@@ -973,6 +1031,16 @@ impl Group {
             let f = self.in_flight.remove(&id).expect("listed above");
             self.queue.push_front(f.block);
         }
+    }
+
+    /// Queues the failed blocks whose wait is over.
+    fn retry_failed(&mut self) {
+        let cycle = self.cycle;
+        let (due, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.retrying)
+            .into_iter()
+            .partition(|(at, _)| *at <= cycle);
+        self.retrying = waiting;
+        self.queue.extend(due.into_iter().map(|(_, b)| b));
     }
 
     fn resend_unanswered(&mut self) {
@@ -1497,5 +1565,71 @@ mod tests {
         assert_eq!(owner.block_counts().refused, 1);
         // One block is done; the refused one waits in the queue again.
         assert_eq!(owner.blocks_in_flight("t"), 10 - 1);
+    }
+
+    #[test]
+    fn a_failed_block_is_retried_in_the_same_run_a_bounded_number_of_times() {
+        // One block went to peer 2, two to the owner's own workers; the
+        // owner's are done, so it has room again.
+        let (mut owner, sent) = owner_with_blocks(3);
+        let failed = sent[0];
+        for seq in (0..3).filter(|&s| s != failed.seq) {
+            let id = BlockId { seq, ..failed };
+            owner.executed(id, Outcome::Done);
+        }
+        let fail = |owner: &mut Group, from| {
+            let outcome = Outcome::Failed("connection lost".into());
+            if from == 1 {
+                owner.executed(failed, outcome);
+            } else {
+                let ack = Message::Ack {
+                    id: failed,
+                    outcome,
+                    free: 1,
+                };
+                owner.handle(from, ack);
+            }
+        };
+        // Each failure: the block waits 2, 4, then 8 cycles, then goes to a
+        // worker other than the one that failed it, and the run does not
+        // finish meanwhile.
+        let mut peer = Group::new(Settings::new(2, Role::Active));
+        peer.ready(7, ["t".to_string()]);
+        let mut worker = 2;
+        for wait in [2u64, 4, 8] {
+            fail(&mut owner, worker);
+            let mut handed = None;
+            for cycle in 1..=wait {
+                // Peer 2 stays in the group, with room.
+                owner.handle(2, Message::Advert(peer.advert()));
+                owner.tick();
+                for o in owner.take() {
+                    match o {
+                        Output::Command(Command::Execute(b)) if b.id == failed => {
+                            handed = Some((cycle, 1))
+                        }
+                        Output::Send {
+                            to,
+                            message: Message::Block(b),
+                        } if b.id == failed => handed = Some((cycle, to)),
+                        Output::Command(Command::FinishRun { .. }) => panic!("finished early"),
+                        _ => {}
+                    }
+                }
+            }
+            let (cycle, to) = handed.expect("handed out again");
+            assert_eq!(cycle, wait, "after {wait} cycles");
+            assert_ne!(to, worker, "not to the worker that failed it");
+            worker = to;
+        }
+        // The fourth failure is the last: the block is dropped (its records
+        // wait for the next run) and the run finishes.
+        fail(&mut owner, worker);
+        assert_eq!(owner.blocks_in_flight("t"), 0);
+        let finishing = owner
+            .take()
+            .into_iter()
+            .any(|o| matches!(o, Output::Command(Command::FinishRun { .. })));
+        assert!(finishing);
     }
 }

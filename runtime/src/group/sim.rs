@@ -52,6 +52,17 @@ pub struct SimConfig {
     /// Per mille of block commits whose answer is lost after the commit:
     /// the worker decides the block again on a new connection.
     pub lost_commit_answer: u32,
+    /// Per mille of block commits that fail and stay failed after the
+    /// worker's own retries: nothing is applied, the owner hears `Failed`
+    /// and hands the block out again in the same run.
+    pub failed_commit: u32,
+    /// Per mille of block commits that fail with their answer lost: the
+    /// worker cannot tell, decides the block again, and that one commits.
+    pub failed_commit_answer_lost: u32,
+    /// Per mille of blocks whose commit is slow: up to `stuck_cycles`
+    /// cycles (past the owner's patience, which hands it to another
+    /// worker).
+    pub slow_commit: u32,
     /// A deliberately broken store for tests of this simulator: a block
     /// decided again ignores the records' sequence numbers.
     pub mutant_retry_ignores_seq: bool,
@@ -81,6 +92,9 @@ impl Default for SimConfig {
             hang: 5,
             stuck_cycles: 12,
             lost_commit_answer: 30,
+            failed_commit: 20,
+            failed_commit_answer_lost: 20,
+            slow_commit: 20,
             mutant_retry_ignores_seq: false,
         }
     }
@@ -169,6 +183,10 @@ pub struct SimReport {
     pub hangs: u64,
     /// Commits whose answer was lost and that were decided again.
     pub lost_answers: u64,
+    /// Commits that failed (answer given or lost).
+    pub failed_commits: u64,
+    /// Commits that took longer than the owner waits.
+    pub slow_commits: u64,
     pub commits: u64,
     /// Block commits refused because the epoch had moved on.
     pub fenced: u64,
@@ -603,7 +621,14 @@ impl Sim {
                 Output::Send { to, message } => self.send(from, to, message),
                 Output::Report(text) => self.note(format!("node {from}: {text}")),
                 Output::Command(command) => {
-                    let due = self.cycle + self.rng.below(3);
+                    let mut due = self.cycle + self.rng.below(3);
+                    if matches!(command, Command::Execute(_))
+                        && self.faults
+                        && self.rng.chance(self.config.slow_commit)
+                    {
+                        due += 1 + self.rng.below(u64::from(self.config.stuck_cycles));
+                        self.report.slow_commits += 1;
+                    }
                     if let Command::Leave = command {
                         self.nodes[i].left = true;
                         self.note(format!("node {from} leaves"));
@@ -702,6 +727,22 @@ impl Sim {
                 block.id, block.track, block.epoch
             ));
             return Ok(Outcome::Fenced);
+        }
+        if self.faults && self.rng.chance(self.config.failed_commit) {
+            self.report.failed_commits += 1;
+            self.note(format!(
+                "node {worker}: block {} of {} failed",
+                block.id, block.track
+            ));
+            return Ok(Outcome::Failed("the commit failed".into()));
+        }
+        if self.faults && self.rng.chance(self.config.failed_commit_answer_lost) {
+            // Nothing was applied; the worker decides the block again.
+            self.report.failed_commits += 1;
+            self.note(format!(
+                "node {worker}: block {}'s commit failed and its answer was lost; decided again",
+                block.id
+            ));
         }
         self.db.commits += 1;
         self.apply_block(block, true);

@@ -214,15 +214,25 @@ impl OwnerThread {
                 self.started,
             )? {
                 if let Some(run) = self.store.open_run(track, now, None, None)? {
+                    // An event's run resumed here is not this period's
+                    // run: the mark waits until one is.
+                    let mark = if run.event.is_none() { mark } else { None };
                     opened.push((run, mark));
                 }
             }
         }
         for event in self.store.pending_events(EVENTS_PER_RUN)? {
-            if listens_for(&self.bundle.tracks[t].ir, &event.name) {
-                if let Some(run) = self.store.open_run(track, now, Some(&event), None)? {
-                    opened.push((run, None));
-                }
+            if !listens_for(&self.bundle.tracks[t].ir, &event.name) {
+                continue;
+            }
+            match self.store.open_run(track, now, Some(&event), None)? {
+                // A track has one unfinished run at a time, and `open_run`
+                // hands it back for every event while it is open: the
+                // other events wait for the next run instead of gathering
+                // that one again.
+                Some(run) if opened.iter().any(|(o, _)| o.id == run.id) => break,
+                Some(run) => opened.push((run, None)),
+                None => {}
             }
         }
         for (run, mark) in opened {
