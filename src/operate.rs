@@ -391,12 +391,15 @@ fn one_line(s: &RunStats, elapsed: Duration) -> String {
 pub fn demo(args: &DemoArgs) -> Result<ExitCode, UsageError> {
     let (url, mut store) = open(&args.db)?;
     let now = trackc_runtime::clock::now_micros();
+    let filling = std::time::Instant::now();
     let created =
         trackc_runtime::demo::populate(store.as_mut(), args.contacts, now).map_err(failed)?;
     if created {
         println!(
-            "created {} with {} synthetic contacts",
-            args.db, args.contacts
+            "created {} with {} synthetic contacts in {:.1} s",
+            args.db,
+            args.contacts,
+            filling.elapsed().as_secs_f64()
         );
     } else {
         println!("using the demo data already in {}", args.db);

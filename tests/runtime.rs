@@ -429,6 +429,102 @@ fn null_keys_are_skipped_and_reported() {
     );
 }
 
+/// `execute_script` is one transaction on both stores: a failing part
+/// leaves nothing of the earlier ones; the demo's filling uses it and
+/// raises its orders' events by plain SQL in the same transaction.
+#[test]
+fn a_script_is_all_or_nothing_and_the_demo_fills_in_one() {
+    let mut dbs = vec![Db::sqlite("script")];
+    dbs.extend(Db::postgres("trackc_test_script"));
+    for db in &mut dbs {
+        let store = db.store.as_mut().unwrap();
+        let parts = |last: &str| {
+            vec![
+                "CREATE TABLE t (x BIGINT);".to_string(),
+                "INSERT INTO t VALUES (1);".to_string(),
+                last.to_string(),
+            ]
+        };
+        let failed = store.execute_script(&parts("INSERT INTO nope VALUES (1);"));
+        assert!(failed.is_err(), "{}", db.url);
+        assert!(
+            store.query_i64("SELECT count(*) FROM t").is_err(),
+            "{}",
+            db.url
+        );
+        store
+            .execute_script(&parts("INSERT INTO t VALUES (2);"))
+            .unwrap();
+        assert_eq!(db.count("SELECT count(*) FROM t"), 2);
+        let store = db.store.as_mut().unwrap();
+        let now = trackc_runtime::clock::now_micros();
+        assert!(trackc_runtime::demo::populate(store.as_mut(), 3000, now).unwrap());
+        assert!(!trackc_runtime::demo::populate(store.as_mut(), 3000, now).unwrap());
+        assert_eq!(db.count("SELECT count(*) FROM contacts"), 3000);
+        assert_eq!(
+            db.count("SELECT count(*) FROM trackc_events WHERE name = 'order_placed'"),
+            db.count("SELECT count(*) FROM orders")
+        );
+    }
+}
+
+/// Another system raises events with plain SQL on `trackc_events` (the
+/// documented columns, docs/runtime.md): they are decided like emitted
+/// ones, a key that is no record is marked done without an effect, and an
+/// insert with its own id is idempotent.
+#[test]
+fn events_inserted_by_plain_sql_are_decided() {
+    let mut dbs = vec![Db::sqlite("sql-events")];
+    dbs.extend(Db::postgres("trackc_test_sql_events"));
+    for db in &mut dbs {
+        let tracks = temp_dir("sql-events-tracks");
+        std::fs::copy(fixture("crash/schema.sql"), tracks.join("schema.sql")).unwrap();
+        std::fs::write(
+            tracks.join("pinged.dt"),
+            "track pinged {\n    source key id { SELECT id, n, email FROM items }\n    on event ping\n    \
+             step one {\n        when n >= 0 then sql { INSERT INTO effects (item, what) VALUES (:id, 'pinged') }, end\n    }\n}\n",
+        )
+        .unwrap();
+        let mut sql = std::fs::read_to_string(tracks.join("schema.sql")).unwrap();
+        for i in 1..=10 {
+            sql.push_str(&format!(
+                "INSERT INTO items (id, n, email) VALUES ({i}, {i}, 'x');\n"
+            ));
+        }
+        db.execute(&sql);
+        let now = trackc_runtime::clock::now_micros();
+        // What another system writes: a name, the key as text, the time in
+        // microseconds; optionally an id of its own, for retries.
+        db.execute(&format!(
+            "INSERT INTO trackc_events (name, key, created_at) VALUES ('ping', '3', {now}), ('ping', '999', {now});\n\
+             INSERT INTO trackc_events (id, name, key, created_at) VALUES ('crm-1', 'ping', '7', {now}) ON CONFLICT (id) DO NOTHING;\n\
+             INSERT INTO trackc_events (id, name, key, created_at) VALUES ('crm-1', 'ping', '7', {now}) ON CONFLICT (id) DO NOTHING;"
+        ));
+        let out = trackc()
+            .args(["run", "--once", "--db", &db.url])
+            .arg(&tracks)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(
+            db.count("SELECT count(*) FROM effects WHERE what = 'pinged'"),
+            2,
+            "{}",
+            db.url
+        );
+        assert_eq!(
+            db.count("SELECT count(*) FROM effects WHERE what = 'pinged' AND item IN (3, 7)"),
+            2
+        );
+        assert_eq!(
+            db.count("SELECT count(*) FROM trackc_events WHERE done_at IS NULL"),
+            0,
+            "{}",
+            db.url
+        );
+    }
+}
+
 #[test]
 fn demo_runs_twice() {
     let dir = temp_dir("demo");

@@ -392,6 +392,12 @@ pub trait Store: Send {
     /// Runs plain SQL (set-up scripts, tests).
     fn execute_batch(&mut self, sql: &str) -> Result<()>;
 
+    /// Runs `parts` of plain SQL in one transaction: all of it or nothing,
+    /// tried again whole after a transient fault. Each part is handed to
+    /// the driver alone, so a long script costs time in proportion to its
+    /// length (SQLite copies the rest of a text at each of its statements).
+    fn execute_script(&mut self, parts: &[String]) -> Result<()>;
+
     /// One integer from a query without parameters (tests, summaries).
     fn query_i64(&mut self, sql: &str) -> Result<i64>;
 }

@@ -1444,6 +1444,16 @@ impl Store for PgStore {
         })
     }
 
+    fn execute_script(&mut self, parts: &[String]) -> Result<()> {
+        let what = || "running SQL".to_string();
+        self.transaction(what, async |tx| {
+            for part in parts {
+                tx.batch_execute(part).await.pg(what)?;
+            }
+            Ok(())
+        })
+    }
+
     fn query_i64(&mut self, sql: &str) -> Result<i64> {
         let rows = self.query(
             sql,

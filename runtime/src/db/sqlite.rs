@@ -903,6 +903,26 @@ impl Store for SqliteStore {
         self.conn().execute_batch(sql).lite(|| "running SQL".into())
     }
 
+    fn execute_script(&mut self, parts: &[String]) -> Result<()> {
+        retrying(&mut self.writer, |w| {
+            let result = (|| {
+                w.conn
+                    .execute_batch("BEGIN IMMEDIATE")
+                    .lite(|| "starting a script".into())?;
+                for part in parts {
+                    w.conn.execute_batch(part).lite(|| "running SQL".into())?;
+                }
+                w.conn
+                    .execute_batch("COMMIT")
+                    .lite(|| "committing a script".into())
+            })();
+            if result.is_err() && !w.conn.is_autocommit() {
+                let _ = w.conn.execute_batch("ROLLBACK");
+            }
+            result
+        })
+    }
+
     fn query_i64(&mut self, sql: &str) -> Result<i64> {
         self.conn()
             .query_row(sql, [], |r| r.get(0))
