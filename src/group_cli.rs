@@ -4,9 +4,11 @@
 use crate::operate::{failed, stop_flag};
 use crate::{usage, UsageError};
 use clap::{Args, ValueEnum};
+use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use trackc_runtime::bundle::track_files;
+use trackc_runtime::db::{NewEvent, EMIT_BATCH_MAX};
 use trackc_runtime::node::api::{DeployRequest, EmitRequest, SourceFile};
 use trackc_runtime::node::client::request;
 use trackc_runtime::node::config::NodeConfig;
@@ -71,10 +73,26 @@ pub struct EmitArgs {
     /// The event's name.
     event: String,
     /// The key of the record it is for.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "keys_from")]
     key: Option<String>,
-    #[command(flatten)]
-    remote: Remote,
+    /// Keys, one per line (`-`: standard input; blank lines are skipped):
+    /// one event each, raised in parts of 10,000 per transaction.
+    #[arg(long, value_name = "FILE|-")]
+    keys_from: Option<PathBuf>,
+    /// A node's HTTP API, as http://HOST:PORT.
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present = "db",
+        conflicts_with = "db"
+    )]
+    to: Option<String>,
+    /// A bearer token of a user in the nodes' `node.toml`.
+    #[arg(long, value_name = "T", requires = "to")]
+    token: Option<String>,
+    /// Raise the events in this database directly (one node, no group).
+    #[arg(long, value_name = "URL")]
+    db: Option<String>,
 }
 
 pub fn node(args: &NodeArgs) -> Result<ExitCode, UsageError> {
@@ -205,14 +223,88 @@ pub fn drain(args: &DrainArgs) -> Result<ExitCode, UsageError> {
     }
 }
 
+/// Raises a part of the events: `Ok(Err(code))` when the group refused it.
+type RaiseEvents = dyn FnMut(&[NewEvent]) -> Result<Result<(), ExitCode>, UsageError>;
+
 pub fn emit(args: &EmitArgs) -> Result<ExitCode, UsageError> {
-    let body = serde_json::to_string(&EmitRequest {
-        event: args.event.clone(),
-        key: args.key.clone(),
-    })
-    .expect("an emit request encodes");
-    match call(&args.remote, "POST", "/emit", Some(body))? {
-        Ok(_) => Ok(ExitCode::SUCCESS),
-        Err(code) => Ok(code),
+    let mut raise: Box<RaiseEvents> = match (&args.db, &args.to) {
+        (Some(url), _) => {
+            let (_, mut store) = crate::operate::open(url)?;
+            Box::new(move |events| {
+                store
+                    .insert_events(events, trackc_runtime::clock::now_micros())
+                    .map_err(failed)?;
+                Ok(Ok(()))
+            })
+        }
+        (None, Some(to)) => {
+            let remote = Remote {
+                to: to.clone(),
+                token: args.token.clone(),
+            };
+            Box::new(move |events| {
+                let body: Vec<EmitRequest> = events
+                    .iter()
+                    .map(|e| EmitRequest {
+                        event: e.name.clone(),
+                        key: e.key.clone(),
+                    })
+                    .collect();
+                let body = serde_json::to_string(&body).expect("an emit request encodes");
+                Ok(call(&remote, "POST", "/emit", Some(body))?.map(drop))
+            })
+        }
+        (None, None) => return Err(usage("give --to URL (a group) or --db URL (one node)")),
+    };
+    let event = |key: Option<String>| NewEvent {
+        name: args.event.clone(),
+        key,
+    };
+    let Some(path) = &args.keys_from else {
+        return Ok(match raise(&[event(args.key.clone())])? {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(code) => code,
+        });
+    };
+    let reader: Box<dyn std::io::BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file =
+            std::fs::File::open(path).map_err(|e| usage(format!("{}: {e}", path.display())))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    // Read and raise a part at a time: memory stays bounded for any file.
+    let (mut raised, mut part) = (0usize, Vec::with_capacity(EMIT_BATCH_MAX));
+    let mut lines = reader.lines();
+    loop {
+        let line = lines
+            .next()
+            .transpose()
+            .map_err(|e| usage(format!("{}: after {raised} events: {e}", path.display())))?;
+        if let Some(key) = &line {
+            let key = key.trim_end_matches('\r');
+            if !key.trim().is_empty() {
+                part.push(event(Some(key.to_string())));
+            }
+        }
+        if part.len() == EMIT_BATCH_MAX || (line.is_none() && !part.is_empty()) {
+            match raise(&part) {
+                Ok(Ok(())) => raised += part.len(),
+                outcome => {
+                    eprintln!(
+                        "error: {raised} events were raised before this part of {} failed; \
+                         the rest were not",
+                        part.len()
+                    );
+                    return outcome.map(|o| o.err().unwrap_or(ExitCode::from(1)));
+                }
+            }
+            part.clear();
+        }
+        if line.is_none() {
+            break;
+        }
     }
+    println!("raised {raised} `{}` events", args.event);
+    Ok(ExitCode::SUCCESS)
 }

@@ -162,7 +162,7 @@ pub(crate) fn stop_flag() -> Result<Arc<AtomicBool>, UsageError> {
     Ok(flag)
 }
 
-fn open(url: &str) -> Result<(DbUrl, Box<dyn Store>), UsageError> {
+pub(crate) fn open(url: &str) -> Result<(DbUrl, Box<dyn Store>), UsageError> {
     let url = DbUrl::parse(url).map_err(failed)?;
     let store = db::open(&url).map_err(failed)?;
     Ok((url, store))

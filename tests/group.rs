@@ -794,6 +794,47 @@ fn a_partitioned_node_in_a_mixed_version_group_doubles_nothing() {
     wait_for("the event is decided", Duration::from_secs(30), || {
         db.count("SELECT count(*) FROM effects WHERE what = 'pinged'") == 1
     });
+
+    // Events in bulk over the API: more than the limit in one request is
+    // refused whole (413, saying the limit); keys from a file go in parts.
+    use trackc_runtime::db::EMIT_BATCH_MAX;
+    let many: Vec<_> = (0..=EMIT_BATCH_MAX)
+        .map(|i| serde_json::json!({"event": "bulk", "key": i.to_string()}))
+        .collect();
+    let (code, answer) = trackc_runtime::node::client::request(
+        "POST",
+        &format!("{}/emit", nodes[0].http),
+        Some("operator-token"),
+        Some(serde_json::Value::from(many).to_string()),
+    )
+    .unwrap();
+    assert_eq!(code, 413, "{answer}");
+    assert!(answer.contains("at most 10000"), "{answer}");
+    assert_eq!(
+        db.count("SELECT count(*) FROM trackc_events WHERE name = 'bulk'"),
+        0
+    );
+    let keys = dir.join("keys.txt");
+    std::fs::write(&keys, "1\n2\n3\n").unwrap();
+    let out = trackc()
+        .args([
+            "emit",
+            "ping",
+            "--to",
+            &nodes[0].http,
+            "--token",
+            "operator-token",
+        ])
+        .arg("--keys-from")
+        .arg(&keys)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    wait_for(
+        "the bulk events are decided",
+        Duration::from_secs(30),
+        || db.count("SELECT count(*) FROM effects WHERE what = 'pinged'") == 4,
+    );
     std::thread::sleep(Duration::from_secs(1));
-    check_every_effect_once(&mut db, 1);
+    check_every_effect_once(&mut db, 4);
 }

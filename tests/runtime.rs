@@ -525,6 +525,69 @@ fn events_inserted_by_plain_sql_are_decided() {
     }
 }
 
+/// `trackc emit --db` on one node: one key, keys from a file in parts of
+/// 10,000 (blank lines skipped, the file's order kept), keys from stdin.
+#[test]
+fn emit_raises_events_in_bulk_into_a_database() {
+    let mut dbs = vec![Db::sqlite("emit-bulk")];
+    dbs.extend(Db::postgres("trackc_test_emit_bulk"));
+    for db in &mut dbs {
+        let dir = temp_dir("emit-bulk-keys");
+        let file = dir.join("keys.txt");
+        let keys: Vec<String> = (1..=25_000).map(|i| format!("k{i}")).collect();
+        std::fs::write(&file, keys.join("\r\n") + "\n\n").unwrap();
+        let out = trackc()
+            .args(["emit", "ping", "--db", &db.url, "--keys-from"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("raised 25000 `ping` events"),
+            "{}",
+            text(&out)
+        );
+        assert_eq!(
+            db.count("SELECT count(*) FROM trackc_events WHERE name = 'ping'"),
+            25_000
+        );
+        // In the file's order: seq follows the line number.
+        assert_eq!(
+            db.count(
+                "SELECT count(*) FROM trackc_events a JOIN trackc_events b \
+                 ON CAST(substr(a.key, 2) AS BIGINT) < CAST(substr(b.key, 2) AS BIGINT) \
+                 AND a.seq > b.seq WHERE a.key IN ('k1', 'k9999', 'k10001', 'k25000') \
+                 AND b.key IN ('k1', 'k9999', 'k10001', 'k25000')"
+            ),
+            0
+        );
+        let out = trackc()
+            .args(["emit", "pong", "--key", "7", "--db", &db.url])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let mut child = trackc()
+            .args(["emit", "pang", "--keys-from", "-", "--db", &db.url])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"1\n2\n3\n").unwrap();
+        assert!(child.wait_with_output().unwrap().status.success());
+        assert_eq!(
+            db.count("SELECT count(*) FROM trackc_events WHERE name IN ('pong', 'pang')"),
+            4
+        );
+        // Neither a group nor a database: a usage error.
+        let out = trackc()
+            .args(["emit", "ping", "--key", "1"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    }
+}
+
 #[test]
 fn demo_runs_twice() {
     let dir = temp_dir("demo");

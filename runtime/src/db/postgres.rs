@@ -1325,11 +1325,24 @@ impl Store for PgStore {
         Ok(())
     }
 
-    fn insert_event(&mut self, name: &str, key: Option<&str>, now: i64) -> Result<()> {
-        let id = emitted_event_id(now);
-        self.execute(INSERT_EMITTED_EVENT, &[&id, &name, &key, &now], || {
-            format!("raising event {name}")
-        })?;
+    fn insert_events(&mut self, events: &[NewEvent], now: i64) -> Result<()> {
+        let ids: Vec<String> = events.iter().map(|_| emitted_event_id(now)).collect();
+        let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+        let keys: Vec<Option<&str>> = events.iter().map(|e| e.key.as_deref()).collect();
+        let what = || match events {
+            [one] => format!("raising event {}", one.name),
+            _ => format!("raising {} events", events.len()),
+        };
+        // One statement for the lot; `WITH ORDINALITY` keeps their order.
+        self.execute(
+            "INSERT INTO trackc_events (id, name, key, created_at)
+             SELECT id, name, key, $4 FROM unnest($1::text[], $2::text[], $3::text[])
+                 WITH ORDINALITY AS e(id, name, key, n)
+             ORDER BY n
+             ON CONFLICT (id) DO NOTHING",
+            &[&ids, &names, &keys, &now],
+            what,
+        )?;
         Ok(())
     }
 

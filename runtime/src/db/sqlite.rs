@@ -771,14 +771,22 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn insert_event(&mut self, name: &str, key: Option<&str>, now: i64) -> Result<()> {
-        self.conn()
-            .execute(
-                &sqlite_placeholders(INSERT_EMITTED_EVENT),
-                params![emitted_event_id(now), name, key, now],
-            )
-            .lite(|| format!("raising event {name}"))?;
-        Ok(())
+    fn insert_events(&mut self, events: &[NewEvent], now: i64) -> Result<()> {
+        let ids: Vec<String> = events.iter().map(|_| emitted_event_id(now)).collect();
+        // A transaction dropped unfinished (a failed try) rolls back.
+        retrying(&mut self.writer, |w| {
+            let what = || format!("raising {} events", events.len());
+            let tx = w.conn.unchecked_transaction().lite(what)?;
+            {
+                let mut insert = tx
+                    .prepare_cached(&sqlite_placeholders(INSERT_EMITTED_EVENT))
+                    .lite(what)?;
+                for (e, id) in events.iter().zip(&ids) {
+                    insert.execute(params![id, e.name, e.key, now]).lite(what)?;
+                }
+            }
+            tx.commit().lite(what)
+        })
     }
 
     fn pending_events(&mut self, limit: usize) -> Result<Vec<PendingEvent>> {

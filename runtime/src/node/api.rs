@@ -17,7 +17,7 @@ use super::config::{NodeConfig, UserRole};
 use super::{Input, Shared};
 use crate::bundle;
 use crate::clock::now_micros;
-use crate::db::Store;
+use crate::db::{NewEvent, Store, EMIT_BATCH_MAX};
 use crate::error::Error;
 use crate::group::protocol::Command;
 use bytes::Bytes;
@@ -53,10 +53,55 @@ pub struct EmitRequest {
     pub key: Option<String>,
 }
 
+/// `POST /emit`'s body: one event, or an array of at most
+/// `EMIT_BATCH_MAX`, raised in one transaction.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum EmitBody {
+    One(EmitRequest),
+    Many(Vec<EmitRequest>),
+}
+
+/// The events of an emit request, checked: a reply if they are refused.
+fn emit_events(body: &[u8]) -> std::result::Result<Vec<NewEvent>, Reply> {
+    let requests = match serde_json::from_slice(body) {
+        Ok(EmitBody::One(r)) => vec![r],
+        Ok(EmitBody::Many(rs)) => rs,
+        Err(e) => {
+            return Err(failure(
+                StatusCode::BAD_REQUEST,
+                format!("the emit request: {e}: send {{\"event\", \"key\"}} or an array of them"),
+            ))
+        }
+    };
+    if requests.len() > EMIT_BATCH_MAX {
+        return Err(failure(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "{} events in one request: at most {EMIT_BATCH_MAX}, send them in parts",
+                requests.len()
+            ),
+        ));
+    }
+    if let Some(n) = requests.iter().position(|r| r.event.trim().is_empty()) {
+        return Err(failure(
+            StatusCode::BAD_REQUEST,
+            format!("event {n} of the request has no name"),
+        ));
+    }
+    Ok(requests
+        .into_iter()
+        .map(|r| NewEvent {
+            name: r.event,
+            key: r.key,
+        })
+        .collect())
+}
+
 /// Database work for the API thread, with where to answer.
 pub enum ApiJob {
     Deploy(DeployRequest, tokio::sync::oneshot::Sender<Reply>),
-    Emit(EmitRequest, tokio::sync::oneshot::Sender<Reply>),
+    Emit(Vec<NewEvent>, tokio::sync::oneshot::Sender<Reply>),
 }
 
 /// A status and a JSON body.
@@ -180,9 +225,9 @@ async fn respond(req: Request<Incoming>, context: &ApiContext) -> Response<Full<
             Ok(request) => ask(context, |tx| ApiJob::Deploy(request, tx)).await,
             Err(e) => error(StatusCode::BAD_REQUEST, format!("the deploy request: {e}")),
         },
-        Route::Emit => match serde_json::from_slice(&body) {
-            Ok(request) => ask(context, |tx| ApiJob::Emit(request, tx)).await,
-            Err(e) => error(StatusCode::BAD_REQUEST, format!("the emit request: {e}")),
+        Route::Emit => match emit_events(&body) {
+            Ok(events) => ask(context, |tx| ApiJob::Emit(events, tx)).await,
+            Err((status, body)) => json(status, body),
         },
         Route::Drain(id) => {
             let Ok(id) = id.parse::<u64>() else {
@@ -265,15 +310,11 @@ pub fn serve_jobs(mut store: Box<dyn Store>, jobs: Receiver<ApiJob>, owner: Send
                 }
                 let _ = reply.send(answer);
             }
-            ApiJob::Emit(request, reply) => {
-                let answer = match store.insert_event(
-                    &request.event,
-                    request.key.as_deref(),
-                    now_micros(),
-                ) {
+            ApiJob::Emit(events, reply) => {
+                let answer = match store.insert_events(&events, now_micros()) {
                     Ok(()) => (
                         StatusCode::OK,
-                        serde_json::json!({ "emitted": request.event }),
+                        serde_json::json!({ "emitted": events.len() }),
                     ),
                     Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, e),
                 };
