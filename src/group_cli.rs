@@ -26,9 +26,89 @@ pub struct Remote {
     /// A node's HTTP API, as http://HOST:PORT.
     #[arg(long, value_name = "URL")]
     to: String,
+    #[command(flatten)]
+    token: TokenArgs,
+}
+
+/// Where the bearer token comes from: `--token-file`, else `--token`, else
+/// the environment's `TRACKC_TOKEN` (a file or the environment keeps it
+/// out of the shell's history and of `ps`).
+#[derive(Args)]
+pub struct TokenArgs {
     /// A bearer token of a user in the nodes' `node.toml`.
-    #[arg(long, value_name = "T")]
+    #[arg(long, value_name = "T", env = "TRACKC_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// A file whose first line is the token.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl TokenArgs {
+    fn get(&self) -> Result<Option<String>, UsageError> {
+        let Some(path) = &self.token_file else {
+            return Ok(self.token.clone());
+        };
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| usage(format!("--token-file {}: {e}", path.display())))?;
+        let token = text.lines().next().unwrap_or("").trim();
+        if token.is_empty() {
+            return Err(usage(format!(
+                "--token-file {}: the first line is empty",
+                path.display()
+            )));
+        }
+        Ok(Some(token.to_string()))
+    }
+}
+
+#[derive(Args)]
+pub struct TokenNewArgs {
+    /// The user's name in node.toml.
+    #[arg(long)]
+    name: String,
+    /// What the user may do.
+    #[arg(long, value_enum)]
+    role: TokenRole,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TokenRole {
+    Viewer,
+    Operator,
+    Author,
+    Admin,
+}
+
+/// `trackc token new`: a fresh random token, printed once, and the
+/// `[[users]]` entry with its SHA-256 for every node's node.toml.
+pub fn token_new(args: &TokenNewArgs) -> Result<ExitCode, UsageError> {
+    if args.name.is_empty() || args.name.contains(['"', '\\', '\n']) {
+        return Err(usage(
+            "--name: a name without quotes, backslashes or line breaks",
+        ));
+    }
+    let token = trackc_runtime::node::config::new_token().map_err(failed)?;
+    let role = match args.role {
+        TokenRole::Viewer => "viewer",
+        TokenRole::Operator => "operator",
+        TokenRole::Author => "author",
+        TokenRole::Admin => "admin",
+    };
+    println!("{token}");
+    println!();
+    println!("[[users]]");
+    println!("name = \"{}\"", args.name);
+    println!("role = \"{role}\"");
+    println!(
+        "token_sha256 = \"{}\"",
+        trackc_runtime::node::config::token_sha256(&token)
+    );
+    eprintln!(
+        "the first line is the token, shown this once: give it to {} (or keep it in a file for \
+         --token-file); paste the [[users]] entry into every node's node.toml",
+        args.name
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args)]
@@ -87,9 +167,8 @@ pub struct EmitArgs {
         conflicts_with = "db"
     )]
     to: Option<String>,
-    /// A bearer token of a user in the nodes' `node.toml`.
-    #[arg(long, value_name = "T", requires = "to")]
-    token: Option<String>,
+    #[command(flatten)]
+    token: TokenArgs,
     /// Raise the events in this database directly (one node, no group).
     #[arg(long, value_name = "URL")]
     db: Option<String>,
@@ -114,7 +193,8 @@ fn call(
     body: Option<String>,
 ) -> Result<Result<serde_json::Value, ExitCode>, UsageError> {
     let url = format!("{}{path}", remote.to.trim_end_matches('/'));
-    let (status, text) = request(method, &url, remote.token.as_deref(), body).map_err(failed)?;
+    let token = remote.token.get()?;
+    let (status, text) = request(method, &url, token.as_deref(), body).map_err(failed)?;
     let value: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
     if (200..300).contains(&status) {
         return Ok(Ok(value));
@@ -240,7 +320,10 @@ pub fn emit(args: &EmitArgs) -> Result<ExitCode, UsageError> {
         (None, Some(to)) => {
             let remote = Remote {
                 to: to.clone(),
-                token: args.token.clone(),
+                token: TokenArgs {
+                    token: args.token.get()?,
+                    token_file: None,
+                },
             };
             Box::new(move |events| {
                 let body: Vec<EmitRequest> = events

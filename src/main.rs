@@ -97,6 +97,15 @@ enum Command {
     Drain(group_cli::DrainArgs),
     /// Raise an event for a record.
     Emit(group_cli::EmitArgs),
+    /// Bearer tokens for the group's API.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// A fresh random token and the node.toml entry that admits it.
+    New(group_cli::TokenNewArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -175,6 +184,7 @@ fn main() -> ExitCode {
         Command::Status(args) => group_cli::status(&args),
         Command::Drain(args) => group_cli::drain(&args),
         Command::Emit(args) => group_cli::emit(&args),
+        Command::Token(TokenCommand::New(args)) => group_cli::token_new(&args),
     };
     match result {
         Ok(code) => code,

@@ -340,3 +340,26 @@ fn eval_engines_agree_across_blocks() {
         "the records exercise several rules: {rules:?}"
     );
 }
+
+/// `trackc token new` prints a fresh token once and the `[[users]]` entry
+/// that admits it, ready to paste into a node.toml.
+#[test]
+fn token_new_prints_a_token_and_the_entry_that_admits_it() {
+    let out = trackc(&["token", "new", "--name", "ci", "--role", "author"]);
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let (token, entry) = stdout.split_once('\n').unwrap();
+    assert!(token.starts_with("trackc_") && token.len() == 71, "{token}");
+    let config = format!(
+        "id = 1\nlisten = \"127.0.0.1:7100\"\nhttp = \"127.0.0.1:8100\"\n\
+         database = \"sqlite:x.db\"\nsecret = \"a group secret of some length\"\n{entry}"
+    );
+    let config = trackc_runtime::node::config::NodeConfig::parse(&config, Path::new(".")).unwrap();
+    let user = config.user(token).expect("the entry admits the token");
+    assert_eq!(user.name, "ci");
+    assert_eq!(user.role, trackc_runtime::node::config::UserRole::Author);
+    let again = trackc(&["token", "new", "--name", "ci", "--role", "author"]);
+    assert_ne!(String::from_utf8(again.stdout).unwrap(), stdout);
+    let bad = trackc(&["token", "new", "--name", "ci", "--role", "root"]);
+    assert_eq!(bad.status.code(), Some(2));
+}

@@ -682,7 +682,8 @@ fn a_partitioned_node_in_a_mixed_version_group_doubles_nothing() {
         s["protocol"]["unreadable_peers"] == serde_json::json!([{"node": 9, "protocol": newer}])
     });
     let human = trackc()
-        .args(["status", "--to", &nodes[0].http, "--token", "viewer-token"])
+        .args(["status", "--to", &nodes[0].http])
+        .env("TRACKC_TOKEN", "viewer-token")
         .output()
         .unwrap();
     let human = String::from_utf8_lossy(&human.stdout);
@@ -816,17 +817,16 @@ fn a_partitioned_node_in_a_mixed_version_group_doubles_nothing() {
     );
     let keys = dir.join("keys.txt");
     std::fs::write(&keys, "1\n2\n3\n").unwrap();
+    // The token from a file this time (it wins over the environment's
+    // TRACKC_TOKEN, a viewer's).
+    let token_file = dir.join("operator.token");
+    std::fs::write(&token_file, "operator-token\n").unwrap();
     let out = trackc()
-        .args([
-            "emit",
-            "ping",
-            "--to",
-            &nodes[0].http,
-            "--token",
-            "operator-token",
-        ])
+        .args(["emit", "ping", "--to", &nodes[0].http, "--token-file"])
+        .arg(&token_file)
         .arg("--keys-from")
         .arg(&keys)
+        .env("TRACKC_TOKEN", "viewer-token")
         .output()
         .unwrap();
     assert!(out.status.success(), "{out:?}");

@@ -256,13 +256,56 @@ impl NodeConfig {
         }
     }
 
-    /// The user whose token this is.
+    /// The user whose token this is. Every user's hash is compared, each
+    /// in constant time, so the answer's timing says nothing of how close
+    /// a guess came.
     pub fn user(&self, token: &str) -> Option<&User> {
-        let hash = token_sha256(token);
-        self.users
-            .iter()
-            .find(|u| u.token_sha256.eq_ignore_ascii_case(&hash))
+        use sha2::Digest;
+        let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for u in &self.users {
+            if constant_time_eq(&hash, &unhex32(&u.token_sha256)) && found.is_none() {
+                found = Some(u);
+            }
+        }
+        found
     }
+}
+
+/// Whether `a` and `b` are equal, in a time that depends on their length
+/// only.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let diff = a
+        .iter()
+        .zip(b)
+        .fold(0u8, |acc, (x, y)| std::hint::black_box(acc | (x ^ y)));
+    a.len() == b.len() && diff == 0
+}
+
+/// The bytes of a `token_sha256` (checked to be 64 hex digits when read).
+fn unhex32(hex: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .unwrap_or(0);
+    }
+    out
+}
+
+/// A new bearer token: 32 bytes from the operating system's randomness,
+/// in hex after a `trackc_` prefix (easy to find in a leaked text).
+pub fn new_token() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    rustls::crypto::ring::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| Error::Io("the operating system gave no random bytes".into()))?;
+    Ok(format!(
+        "trackc_{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
 }
 
 /// The hex SHA-256 of a token, as `token_sha256` holds it.
@@ -399,6 +442,25 @@ token_sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
             let e = error(&text);
             assert!(e.contains(expected), "expected `{expected}` in: {e}");
         }
+    }
+
+    #[test]
+    fn new_tokens_are_random_and_only_their_own_hash_matches() {
+        let (a, b) = (new_token().unwrap(), new_token().unwrap());
+        assert_ne!(a, b);
+        assert!(a.starts_with("trackc_") && a.len() == 7 + 64);
+        let config = NodeConfig::parse(
+            &GOOD.replace(
+                "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae",
+                &token_sha256(&a).to_uppercase(),
+            ),
+            Path::new("."),
+        )
+        .unwrap();
+        assert_eq!(config.user(&a).unwrap().name, "ops");
+        assert!(config.user(&b).is_none() && config.user("").is_none());
+        assert!(constant_time_eq(b"abc", b"abc") && !constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 
     #[test]
