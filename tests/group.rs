@@ -838,3 +838,92 @@ fn a_partitioned_node_in_a_mixed_version_group_doubles_nothing() {
     std::thread::sleep(Duration::from_secs(1));
     check_every_effect_once(&mut db, 4);
 }
+
+/// A GET of `path` from a client bound to `from` (another loopback address
+/// than the tests' usual 127.0.0.1): the status code and the headers.
+fn get_from(from: [u8; 4], http: &str, path: &str, token: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr: SocketAddr = http.trim_start_matches("http://").parse().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::from((from, 0))).unwrap();
+        let mut stream = socket.connect(addr).await.unwrap();
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        let code = answer[9..12].parse().unwrap();
+        (code, answer)
+    })
+}
+
+/// One node (SQLite, no peers) answers 401 to bad tokens, then 429 with
+/// `Retry-After` to every request of that address for the rest of the
+/// window, good token or not, while another address is answered at once.
+#[test]
+fn failed_authentications_are_limited_per_address() {
+    let dir = temp_dir("authlimit");
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let plan = Plan {
+        id: 1,
+        listen,
+        http: free_port(),
+        database: format!("sqlite:{}", dir.join("node.db").display()),
+        peers: vec![listen],
+        extra: String::new(),
+    };
+    let configs = write_configs(&dir, &[plan]);
+    let node = start(1, &configs[0].1, &configs[0].2, &dir);
+    wait_for("the node answers", Duration::from_secs(30), || {
+        status(&node).is_some()
+    });
+    let url = format!("{}/status", node.http);
+    let get = |token: &str| {
+        trackc_runtime::node::client::request("GET", &url, Some(token), None).unwrap()
+    };
+    let limit = 10;
+    for n in 0..limit {
+        assert_eq!(get("a-guess").0, 401, "failure {n}");
+    }
+    for _ in 0..100 {
+        let (code, answer) = get("a-guess");
+        assert_eq!(code, 429, "{answer}");
+    }
+    assert_eq!(
+        get("viewer-token").0,
+        429,
+        "the address waits, good token or not"
+    );
+    let (code, answer) = get_from([127, 0, 0, 1], &node.http, "/status", "viewer-token");
+    assert_eq!(code, 429, "{answer}");
+    let retry_after: u64 = answer
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("retry-after: ")
+                .map(str::to_string)
+        })
+        .expect("Retry-After")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!((1..=61).contains(&retry_after), "{answer}");
+    // Another address is answered at once.
+    let started = Instant::now();
+    let (code, answer) = get_from([127, 0, 0, 2], &node.http, "/status", "viewer-token");
+    assert_eq!(code, 200, "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let log = std::fs::read_to_string(dir.join("node1.log")).unwrap();
+    assert!(
+        log.contains("10 failed authentications from 127.0.0.1"),
+        "{log}"
+    );
+    assert!(!log.contains("a-guess"), "a token in the log: {log}");
+}

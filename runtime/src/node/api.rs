@@ -13,6 +13,7 @@
 //! A missing or unknown token is 401, a role that may not is 403; either
 //! changes nothing. Database work goes to the API thread (`serve_jobs`).
 
+use super::auth_limit::{AuthLimiter, Failure, AUTH_FAILURES_MAX, AUTH_FAILURE_WINDOW};
 use super::config::{NodeConfig, UserRole};
 use super::{Input, Shared};
 use crate::bundle;
@@ -25,8 +26,10 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use trackc_compiler::jit::Jit;
 
 /// The largest request body (a bundle of track files).
@@ -114,6 +117,8 @@ fn failure(status: StatusCode, e: impl std::fmt::Display) -> Reply {
 
 pub struct ApiContext {
     pub config: NodeConfig,
+    /// Failed authentications per address.
+    pub auth: AuthLimiter,
     pub shared: Arc<Shared>,
     pub jobs: Mutex<Sender<ApiJob>>,
     pub inputs: Mutex<Sender<Input>>,
@@ -121,12 +126,12 @@ pub struct ApiContext {
 
 /// Accepts connections until the runtime ends.
 pub async fn serve_http(listener: tokio::net::TcpListener, context: Arc<ApiContext>) {
-    while let Ok((stream, _)) = listener.accept().await {
+    while let Ok((stream, peer)) = listener.accept().await {
         let context = context.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let context = context.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(req, &context).await) }
+                async move { Ok::<_, std::convert::Infallible>(respond(req, peer.ip(), &context).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
@@ -181,16 +186,48 @@ impl Route {
     }
 }
 
-async fn respond(req: Request<Incoming>, context: &ApiContext) -> Response<Full<Bytes>> {
+async fn respond(
+    req: Request<Incoming>,
+    ip: IpAddr,
+    context: &ApiContext,
+) -> Response<Full<Bytes>> {
     let Some(route) = Route::of(req.method(), req.uri().path()) else {
         return error(StatusCode::NOT_FOUND, "no such route");
     };
+    if let Some(wait) = context.auth.retry_after(ip, Instant::now()) {
+        let seconds = wait.as_secs() + 1;
+        let mut r = error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "{AUTH_FAILURES_MAX} failed authentications from {ip} within {} s: try again \
+                 in {seconds} s",
+                AUTH_FAILURE_WINDOW.as_secs()
+            ),
+        );
+        r.headers_mut().insert(
+            "retry-after",
+            seconds.to_string().parse().expect("a header"),
+        );
+        return r;
+    }
     let token = req
         .headers()
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     let Some(user) = token.and_then(|t| context.config.user(t)) else {
+        let id = context.config.id;
+        match context.auth.failed(ip, Instant::now()) {
+            Failure::First => {
+                eprintln!("node {id}: a request from {ip} without a valid token (401)")
+            }
+            Failure::Limited => eprintln!(
+                "node {id}: {AUTH_FAILURES_MAX} failed authentications from {ip}: refusing it \
+                 for the rest of {} s (429)",
+                AUTH_FAILURE_WINDOW.as_secs()
+            ),
+            Failure::Counted => {}
+        }
         return error(StatusCode::UNAUTHORIZED, "a valid bearer token is needed");
     };
     let needed = route.needs();

@@ -14,6 +14,7 @@
 //! `Leave` after a drain); the block in hand is finished first.
 
 pub mod api;
+mod auth_limit;
 pub mod client;
 pub mod config;
 mod transport;
@@ -160,6 +161,7 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<()> {
         .map_err(|e| Error::Io(format!("`http` = {}: {e}", config.http)))?;
     let context = Arc::new(api::ApiContext {
         config: config.clone(),
+        auth: Default::default(),
         shared: shared.clone(),
         jobs: Mutex::new(api_tx),
         inputs: Mutex::new(inputs_tx.clone()),
