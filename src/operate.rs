@@ -397,12 +397,15 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, UsageError> {
     if created {
         println!(
             "created {} with {} synthetic contacts in {:.1} s",
-            args.db,
+            trackc_runtime::error::redact_url(&args.db),
             args.contacts,
             filling.elapsed().as_secs_f64()
         );
     } else {
-        println!("using the demo data already in {}", args.db);
+        println!(
+            "using the demo data already in {}",
+            trackc_runtime::error::redact_url(&args.db)
+        );
     }
     let jit = Jit::new().map_err(|e| usage(e.to_string()))?;
     let files: Vec<(String, String)> = trackc_runtime::demo::TRACKS

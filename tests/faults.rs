@@ -132,6 +132,37 @@ fn a_commit_whose_answer_was_lost_is_decided_again_and_changes_nothing_twice() {
     check_once(&mut db, 3);
 }
 
+/// Every trackc session gets the server-side timeouts that keep a hung
+/// statement, a held lock or a client stopped inside a transaction from
+/// blocking the group, unless the URL sets its own.
+#[test]
+fn sessions_get_the_timeouts_unless_the_url_sets_them() {
+    let Some(db) = Db::postgres("timeouts") else {
+        return;
+    };
+    let seconds = |store: &mut Box<dyn Store>, name: &str| {
+        store
+            .query_i64(&format!(
+                "SELECT CAST(EXTRACT(epoch FROM CAST(current_setting('{name}') AS interval)) \
+                 AS BIGINT)"
+            ))
+            .unwrap()
+    };
+    let mut store = open(&db.url);
+    assert_eq!(seconds(&mut store, "statement_timeout"), 120);
+    assert_eq!(seconds(&mut store, "lock_timeout"), 10);
+    assert_eq!(
+        seconds(&mut store, "idle_in_transaction_session_timeout"),
+        60
+    );
+    let mut store = open(&format!("{}?options=-c%20lock_timeout%3D2s", db.url));
+    assert_eq!(seconds(&mut store, "lock_timeout"), 2);
+    assert_eq!(
+        seconds(&mut store, "idle_in_transaction_session_timeout"),
+        60
+    );
+}
+
 #[test]
 fn a_row_lock_held_past_the_lock_timeout_is_waited_out() {
     let Some(mut db) = Db::postgres("rowlock") else {

@@ -968,3 +968,39 @@ fn postgres_pass_survives_terminated_connections() {
     );
     eprintln!("connections terminated in {rounds} rounds; the pass finished");
 }
+
+/// Passwords in database and SMTP URLs stay out of what trackc prints,
+/// even when it reports a failure involving them.
+#[test]
+fn passwords_in_urls_stay_out_of_messages() {
+    let receivers = Receivers::start("secrets");
+    // A database that does not exist on a server that answers (trust
+    // authentication takes any password): refused at once, not retried.
+    if let Some(pg) = Db::postgres("trackc_test_secrets") {
+        let server = db::server_of(&pg.url);
+        let url = format!("postgres://postgres:db-password-42@{server}/trackc_no_such_db");
+        let out = trackc()
+            .args(["run", "--once", "--db", &url])
+            .arg(&receivers.tracks)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let all = text(&out);
+        assert!(all.contains("postgres:***@"), "{all}");
+        assert!(!all.contains("db-password-42"), "{all}");
+    }
+    let db = Db::sqlite("secrets");
+    let out = trackc()
+        .args(["run", "--once", "--db", &db.url])
+        .args([
+            "--smtp",
+            "smtp://someone:smtp-password-42@mail.example:bad-port",
+        ])
+        .arg(&receivers.tracks)
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(all.contains("--smtp"), "{all}");
+    assert!(!all.contains("smtp-password-42"), "{all}");
+}

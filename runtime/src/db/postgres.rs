@@ -8,6 +8,7 @@ use super::outbox as ob;
 use super::retry::{once, retrying, Attempts, DbOptions, Reconnect};
 use super::runs;
 use super::*;
+use crate::error::redact_url;
 use crate::error::Fault;
 use crate::sqltext;
 use bytes::{BufMut, BytesMut};
@@ -60,8 +61,18 @@ const ANALYZE_AFTER: u64 = 50_000;
 /// (`?options=-c%20lock_timeout%3D2s`): a lock held by someone else or a
 /// statement that never returns ends in an error that is retried, instead
 /// of hanging the node. The statement timeout is generous because a
-/// source query's first rows may take a while on a big table.
-const SESSION_DEFAULTS: &[(&str, &str)] = &[("statement_timeout", "120s"), ("lock_timeout", "10s")];
+/// source query's first rows may take a while on a big table. A client
+/// that stops in the middle of a transaction (a paused process, a stalled
+/// proxy) would hold its locks for ever, blocking the node that takes its
+/// tracks over: the server ends such a session after a minute idle in a
+/// transaction (trackc's transactions are busy throughout, except a
+/// source query's cursor waiting for blocks to drain, which a minute
+/// outlasts by far; if it does not, the run is resumed).
+const SESSION_DEFAULTS: &[(&str, &str)] = &[
+    ("statement_timeout", "120s"),
+    ("lock_timeout", "10s"),
+    ("idle_in_transaction_session_timeout", "60s"),
+];
 /// How long opening a connection may take before it counts as failed (a
 /// server that accepts TCP but does not answer).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -78,7 +89,7 @@ fn pg_config(url: &str) -> Result<tokio_postgres::Config> {
     let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
         Error::Config(format!(
             "`{}` is not a usable PostgreSQL URL: {e}",
-            redact(url)
+            redact_url(url)
         ))
     })?;
     let mut options = config.get_options().unwrap_or_default().to_string();
@@ -150,6 +161,8 @@ fn classify(e: &tokio_postgres::Error) -> Option<Fault> {
             // crash_shutdown, cannot_connect_now (starting up),
             // too_many_connections, connection_exception (08…)
             "57P01" | "57P02" | "57P03" | "53300" => Some(Fault::Connection),
+            // idle_in_transaction_session_timeout ended the session
+            "25P03" => Some(Fault::Connection),
             _ if code.starts_with("08") => Some(Fault::Connection),
             _ => None,
         };
@@ -189,20 +202,6 @@ impl<T> PgContext<T> for std::result::Result<T, tokio_postgres::Error> {
     }
 }
 
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let user = &url[s + 3..at];
-            match user.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &user[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
 impl Reconnect for PgWriter {
     fn options(&self) -> &DbOptions {
         &self.options
@@ -236,7 +235,7 @@ impl PgStore {
                 .map_err(|e| Error::Io(format!("cannot start the I/O runtime: {e}")))?,
         );
         let config = pg_config(url)?;
-        let shown = redact(url);
+        let shown = redact_url(url);
         // A node may start while the database restarts: connecting is
         // tried again like any operation.
         let mut attempts = Attempts::new(options);
@@ -1511,7 +1510,10 @@ mod tests {
 
     #[test]
     fn passwords_are_not_shown() {
-        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
-        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("postgres://u:secret@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
     }
 }

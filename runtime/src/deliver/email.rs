@@ -9,6 +9,7 @@
 
 use super::{DeliveryConfig, Failure};
 use crate::db::OutboxItem;
+use crate::error::redact_url;
 use crate::error::{Error, Result};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -167,7 +168,7 @@ pub(crate) struct Mailer {
 impl Mailer {
     pub fn new(url: &str, config: &DeliveryConfig) -> Result<Mailer> {
         let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| Error::Config(format!("--smtp `{url}`: {e}")))?
+            .map_err(|e| Error::Config(format!("--smtp `{}`: {e}", redact_url(url))))?
             .timeout(Some(config.timeout))
             .build();
         let from = config
