@@ -910,12 +910,9 @@ fn get_from(from: [u8; 4], http: &str, path: &str, token: &str) -> (u16, String)
     })
 }
 
-/// One node (SQLite, no peers) answers 401 to bad tokens, then 429 with
-/// `Retry-After` to every request of that address for the rest of the
-/// window, good token or not, while another address is answered at once.
-#[test]
-fn failed_authentications_are_limited_per_address() {
-    let dir = temp_dir("authlimit");
+/// One node on SQLite without peers, answering; its folder.
+fn start_single_node(name: &str) -> (Node, PathBuf) {
+    let dir = temp_dir(name);
     let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let plan = Plan {
         id: 1,
@@ -930,6 +927,40 @@ fn failed_authentications_are_limited_per_address() {
     wait_for("the node answers", Duration::from_secs(30), || {
         status(&node).is_some()
     });
+    (node, dir)
+}
+
+/// A client that opens connections and sends its headers a byte at a time
+/// (slowloris) is cut off after the header timeout, 10 s, while the API
+/// goes on answering others.
+#[test]
+fn a_client_too_slow_with_its_headers_is_cut_off() {
+    use std::io::{Read, Write};
+    let (node, _dir) = start_single_node("slowloris");
+    let addr = node.http.trim_start_matches("http://").to_string();
+    let mut slow = std::net::TcpStream::connect(&addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    slow.write_all(b"GET /status HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let started = Instant::now();
+    assert!(status(&node).is_some(), "others are answered meanwhile");
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    let cut = started.elapsed();
+    assert!(
+        (Duration::from_secs(9)..Duration::from_secs(20)).contains(&cut),
+        "cut off after {cut:?}: {}",
+        String::from_utf8_lossy(&rest)
+    );
+}
+
+/// One node (SQLite, no peers) answers 401 to bad tokens, then 429 with
+/// `Retry-After` to every request of that address for the rest of the
+/// window, good token or not, while another address is answered at once.
+#[test]
+fn failed_authentications_are_limited_per_address() {
+    let (node, dir) = start_single_node("authlimit");
     let url = format!("{}/status", node.http);
     let get = |token: &str| {
         trackc_runtime::node::client::request("GET", &url, Some(token), None).unwrap()

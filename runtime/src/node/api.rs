@@ -34,6 +34,14 @@ use trackc_compiler::jit::Jit;
 
 /// The largest request body (a bundle of track files).
 const BODY_BYTES_MAX: usize = 8 << 20;
+/// A client must send a request's headers within this time (a slow client
+/// holding connections open, slowloris, is cut off).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// And its body within this time: 8 MiB at a modest 1 MiB/s, with room.
+const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Connections served at once; more wait to be accepted. Operators and CI
+/// open a few; this bounds the threads' memory a crowd of clients costs.
+const CONNECTIONS_MAX: usize = 256;
 
 /// A track file or the schema, as `trackc deploy` sends it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -126,14 +134,24 @@ pub struct ApiContext {
 
 /// Accepts connections until the runtime ends.
 pub async fn serve_http(listener: tokio::net::TcpListener, context: Arc<ApiContext>) {
-    while let Ok((stream, peer)) = listener.accept().await {
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let Ok((stream, peer)) = listener.accept().await else {
+            return;
+        };
         let context = context.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let service = hyper::service::service_fn(move |req| {
                 let context = context.clone();
                 async move { Ok::<_, std::convert::Infallible>(respond(req, peer.ip(), &context).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
                 .await;
         });
@@ -240,12 +258,19 @@ async fn respond(
             ),
         );
     }
-    let body = match Limited::new(req.into_body(), BODY_BYTES_MAX)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, e),
+    let body = Limited::new(req.into_body(), BODY_BYTES_MAX).collect();
+    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, body).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => return error(StatusCode::PAYLOAD_TOO_LARGE, e),
+        Err(_) => {
+            return error(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the body did not arrive within {} s",
+                    BODY_READ_TIMEOUT.as_secs()
+                ),
+            )
+        }
     };
     let status = || context.shared.status.lock().expect("status").clone();
     match route {
