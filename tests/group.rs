@@ -68,6 +68,14 @@ struct Plan {
     extra: String,
 }
 
+/// Every node process still runs.
+fn check_alive(nodes: &mut [Node]) {
+    for n in nodes {
+        let child = n.child.as_mut().unwrap();
+        assert!(child.try_wait().unwrap().is_none(), "node {} died", n.id);
+    }
+}
+
 /// A password the nodes' database URLs carry (trust authentication lets it
 /// pass): it must never show in their logs.
 const DB_PASSWORD: &str = "the-db-password-of-the-test";
@@ -478,9 +486,8 @@ fn three_nodes_survive_terminated_connections_with_every_effect_once() {
     }
     assert_eq!(db.count("SELECT count(*) FROM trackc_outbox"), HOOKS);
     eprintln!("{} webhooks received for {HOOKS} keys", hooks.len());
-    for n in &mut nodes {
-        let child = n.child.as_mut().unwrap();
-        assert!(child.try_wait().unwrap().is_none(), "node {} died", n.id);
+    check_alive(&mut nodes);
+    for n in &nodes {
         let s = status(n).expect("the node answers");
         assert_eq!(s["database"]["reachable"], true, "node {}: {s}", n.id);
     }
@@ -589,10 +596,7 @@ fn an_owner_that_loses_its_database_steps_back_and_rejoins() {
     );
     std::thread::sleep(Duration::from_secs(1));
     check_every_effect_once(&mut db, 0);
-    for n in &mut nodes {
-        let child = n.child.as_mut().unwrap();
-        assert!(child.try_wait().unwrap().is_none(), "node {} died", n.id);
-    }
+    check_alive(&mut nodes);
 }
 
 /// The owner's database connection hangs (a stalled proxy in front of
@@ -653,10 +657,7 @@ fn an_owner_stuck_on_a_hung_database_gives_its_track_up_and_nothing_is_lost() {
     relay.stall(false);
     std::thread::sleep(Duration::from_secs(3));
     check_every_effect_once(&mut db, 0);
-    for n in &mut nodes {
-        let child = n.child.as_mut().unwrap();
-        assert!(child.try_wait().unwrap().is_none(), "node {} died", n.id);
-    }
+    check_alive(&mut nodes);
     let log = std::fs::read_to_string(dir.join("node1.log")).unwrap();
     assert!(log.contains("made no progress"), "{log}");
 }
@@ -797,10 +798,7 @@ fn a_partitioned_node_in_a_mixed_version_group_doubles_nothing() {
     );
     std::thread::sleep(Duration::from_secs(1));
     check_every_effect_once(&mut db, 0);
-    for n in &mut nodes {
-        let child = n.child.as_mut().unwrap();
-        assert!(child.try_wait().unwrap().is_none(), "node {} died", n.id);
-    }
+    check_alive(&mut nodes);
     let log = std::fs::read_to_string(dir.join("node1.log")).unwrap();
     assert!(
         log.contains(&format!("node 9 speaks protocol {newer}")),

@@ -429,13 +429,19 @@ fn null_keys_are_skipped_and_reported() {
     );
 }
 
+/// A SQLite database, and a PostgreSQL one when the server is there.
+fn both_stores(sqlite: &str, postgres: &str) -> Vec<Db> {
+    let mut dbs = vec![Db::sqlite(sqlite)];
+    dbs.extend(Db::postgres(postgres));
+    dbs
+}
+
 /// `execute_script` is one transaction on both stores: a failing part
 /// leaves nothing of the earlier ones; the demo's filling uses it and
 /// raises its orders' events by plain SQL in the same transaction.
 #[test]
 fn a_script_is_all_or_nothing_and_the_demo_fills_in_one() {
-    let mut dbs = vec![Db::sqlite("script")];
-    dbs.extend(Db::postgres("trackc_test_script"));
+    let mut dbs = both_stores("script", "trackc_test_script");
     for db in &mut dbs {
         let store = db.store.as_mut().unwrap();
         let parts = |last: &str| {
@@ -474,8 +480,7 @@ fn a_script_is_all_or_nothing_and_the_demo_fills_in_one() {
 /// insert with its own id is idempotent.
 #[test]
 fn events_inserted_by_plain_sql_are_decided() {
-    let mut dbs = vec![Db::sqlite("sql-events")];
-    dbs.extend(Db::postgres("trackc_test_sql_events"));
+    let mut dbs = both_stores("sql-events", "trackc_test_sql_events");
     for db in &mut dbs {
         let tracks = temp_dir("sql-events-tracks");
         std::fs::copy(fixture("crash/schema.sql"), tracks.join("schema.sql")).unwrap();
@@ -529,8 +534,7 @@ fn events_inserted_by_plain_sql_are_decided() {
 /// 10,000 (blank lines skipped, the file's order kept), keys from stdin.
 #[test]
 fn emit_raises_events_in_bulk_into_a_database() {
-    let mut dbs = vec![Db::sqlite("emit-bulk")];
-    dbs.extend(Db::postgres("trackc_test_emit_bulk"));
+    let mut dbs = both_stores("emit-bulk", "trackc_test_emit_bulk");
     for db in &mut dbs {
         let dir = temp_dir("emit-bulk-keys");
         let file = dir.join("keys.txt");

@@ -90,6 +90,28 @@ impl SqliteStore {
     fn conn(&mut self) -> &mut Connection {
         &mut self.writer.conn
     }
+
+    /// Runs `body` in one transaction on the writer, the whole of it tried
+    /// again while the file is busy; a failed try is rolled back (a COMMIT
+    /// that failed busy leaves its transaction open).
+    fn transaction<T>(
+        &mut self,
+        what: impl Fn() -> String,
+        mut body: impl FnMut(&Connection) -> Result<T>,
+    ) -> Result<T> {
+        retrying(&mut self.writer, |w| {
+            let result = (|| {
+                w.conn.execute_batch("BEGIN IMMEDIATE").lite(&what)?;
+                let value = body(&w.conn)?;
+                w.conn.execute_batch("COMMIT").lite(&what)?;
+                Ok(value)
+            })();
+            if result.is_err() && !w.conn.is_autocommit() {
+                let _ = w.conn.execute_batch("ROLLBACK");
+            }
+            result
+        })
+    }
 }
 
 /// A value as SQLite stores it: timestamps as text in SQLite's format,
@@ -773,19 +795,15 @@ impl Store for SqliteStore {
 
     fn insert_events(&mut self, events: &[NewEvent], now: i64) -> Result<()> {
         let ids: Vec<String> = events.iter().map(|_| emitted_event_id(now)).collect();
-        // A transaction dropped unfinished (a failed try) rolls back.
-        retrying(&mut self.writer, |w| {
-            let what = || format!("raising {} events", events.len());
-            let tx = w.conn.unchecked_transaction().lite(what)?;
-            {
-                let mut insert = tx
-                    .prepare_cached(&sqlite_placeholders(INSERT_EMITTED_EVENT))
-                    .lite(what)?;
-                for (e, id) in events.iter().zip(&ids) {
-                    insert.execute(params![id, e.name, e.key, now]).lite(what)?;
-                }
+        let what = || format!("raising {} events", events.len());
+        self.transaction(what, |conn| {
+            let mut insert = conn
+                .prepare_cached(&sqlite_placeholders(INSERT_EMITTED_EVENT))
+                .lite(what)?;
+            for (e, id) in events.iter().zip(&ids) {
+                insert.execute(params![id, e.name, e.key, now]).lite(what)?;
             }
-            tx.commit().lite(what)
+            Ok(())
         })
     }
 
@@ -912,22 +930,12 @@ impl Store for SqliteStore {
     }
 
     fn execute_script(&mut self, parts: &[String]) -> Result<()> {
-        retrying(&mut self.writer, |w| {
-            let result = (|| {
-                w.conn
-                    .execute_batch("BEGIN IMMEDIATE")
-                    .lite(|| "starting a script".into())?;
-                for part in parts {
-                    w.conn.execute_batch(part).lite(|| "running SQL".into())?;
-                }
-                w.conn
-                    .execute_batch("COMMIT")
-                    .lite(|| "committing a script".into())
-            })();
-            if result.is_err() && !w.conn.is_autocommit() {
-                let _ = w.conn.execute_batch("ROLLBACK");
+        let what = || "running SQL".to_string();
+        self.transaction(what, |conn| {
+            for part in parts {
+                conn.execute_batch(part).lite(what)?;
             }
-            result
+            Ok(())
         })
     }
 

@@ -248,6 +248,14 @@ struct Owned {
     progress_cycle: u64,
 }
 
+impl Owned {
+    /// The current run moved (started, gathered, had a block answered).
+    fn moved(&mut self, cycle: u64) {
+        self.progress += 1;
+        self.progress_cycle = cycle;
+    }
+}
+
 /// A peer's run as this node watches it, to report it when it stalls.
 #[derive(Clone, Debug)]
 struct Watched {
@@ -545,8 +553,7 @@ impl Group {
         if last {
             owned.phase = RunPhase::Gathering { all: true };
         }
-        owned.progress += 1;
-        owned.progress_cycle = self.cycle;
+        owned.moved(self.cycle);
         for payload in payloads {
             let id = BlockId {
                 owner: self.settings.id,
@@ -942,8 +949,7 @@ impl Group {
         }
         if let Some(o) = self.owned.get_mut(&track) {
             if o.epoch == flight.block.epoch {
-                o.progress += 1;
-                o.progress_cycle = self.cycle;
+                o.moved(self.cycle);
             }
         }
         match outcome {
@@ -1208,8 +1214,7 @@ impl Group {
             let cycle = self.cycle;
             let o = self.owned.get_mut(&track).expect("listed");
             o.phase = RunPhase::Gathering { all: false };
-            o.progress += 1;
-            o.progress_cycle = cycle;
+            o.moved(cycle);
             self.out
                 .push(Output::Command(Command::Run { track, epoch }));
         }
