@@ -14,7 +14,7 @@ mod receivers;
 #[path = "support/relay.rs"]
 mod relay;
 
-use db::{free_port, server_of, temp_dir, Db};
+use db::{free_ports, server_of, temp_dir, Db};
 use peer_relay::PeerRelay;
 use receivers::HttpReceiver;
 use relay::Relay;
@@ -110,14 +110,16 @@ fn check_no_secrets_in_logs(dir: &Path) {
 
 /// Three nodes on free loopback ports, each a peer of all, on `db`.
 fn plans(db: &Db) -> Vec<Plan> {
-    let listen: Vec<SocketAddr> = (0..3)
-        .map(|_| SocketAddr::from(([127, 0, 0, 1], free_port())))
+    let ports = free_ports(6);
+    let listen: Vec<SocketAddr> = ports[..3]
+        .iter()
+        .map(|&p| SocketAddr::from(([127, 0, 0, 1], p)))
         .collect();
     (0..3)
         .map(|i| Plan {
             id: i as u64 + 1,
             listen: listen[i],
-            http: free_port(),
+            http: ports[3 + i],
             database: with_password(&db.url),
             peers: listen.clone(),
             extra: String::new(),
@@ -911,11 +913,12 @@ fn get_from(from: [u8; 4], http: &str, path: &str, token: &str) -> (u16, String)
 /// One node on SQLite without peers, answering; its folder.
 fn start_single_node(name: &str) -> (Node, PathBuf) {
     let dir = temp_dir(name);
-    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let ports = free_ports(2);
+    let listen = SocketAddr::from(([127, 0, 0, 1], ports[0]));
     let plan = Plan {
         id: 1,
         listen,
-        http: free_port(),
+        http: ports[1],
         database: format!("sqlite:{}", dir.join("node.db").display()),
         peers: vec![listen],
         extra: String::new(),

@@ -125,6 +125,18 @@ impl Drop for Db {
 }
 
 /// A loopback port free now (a test's server binds it next).
+/// `n` free loopback ports, all different: each is held until all are
+/// picked (ports picked one at a time may come back the same, as a
+/// node's peer port and another's HTTP port once did).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    held.iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
