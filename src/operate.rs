@@ -13,7 +13,7 @@ use trackc_runtime::bundle::{self, LoadedTrack};
 use trackc_runtime::db::{self, DbUrl, Store};
 use trackc_runtime::deliver::{Deliverer, DeliveryConfig, DeliveryStats};
 use trackc_runtime::engine;
-use trackc_runtime::run::{RunStats, Runner, BLOCK_RECORDS};
+use trackc_runtime::run::{Progress, RunStats, Runner, BLOCK_RECORDS};
 
 #[derive(clap::Args)]
 pub struct RunArgs {
@@ -180,9 +180,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
     }
     let (url, mut store) = open(&args.db)?;
     let jit = Jit::new().map_err(|e| usage(e.to_string()))?;
-    let tracks = bundle::load_paths(&jit, &args.paths, args.schema.as_deref(), url.dialect())
-        .map_err(failed)?;
-    let changed = bundle::deploy(store.as_mut(), &tracks, &args.map).map_err(failed)?;
+    let (files, schema) =
+        bundle::read_paths(&args.paths, args.schema.as_deref()).map_err(failed)?;
+    let tracks = bundle::load(&jit, &files, schema.clone(), url.dialect()).map_err(failed)?;
+    let changed =
+        bundle::deploy(store.as_mut(), &tracks, &args.map, schema.as_ref()).map_err(failed)?;
     if !changed.is_empty() {
         eprintln!("deployed: {}", changed.join(", "));
     }
@@ -197,7 +199,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         tracks: &tracks,
         block_records: args.block,
         stop: &stop,
-        progress: &|_, _| {},
+        progress: &|_| {},
+        count_first: false,
     };
     let started = Instant::now();
     if args.once {
@@ -374,7 +377,7 @@ pub fn outbox(command: &OutboxCommand) -> Result<ExitCode, UsageError> {
 
 fn one_line(s: &RunStats, elapsed: Duration) -> String {
     format!(
-        "runs={} records={} record_steps={} changes={} sql={} outbox={} events={} waiting={} errors={} seconds={:.3}",
+        "runs={} records={} record_steps={} changes={} sql={} outbox={} events={} waiting={} unknown_keys={} errors={} seconds={:.3}",
         s.runs,
         s.records,
         s.record_steps,
@@ -383,6 +386,7 @@ fn one_line(s: &RunStats, elapsed: Duration) -> String {
         s.outbox,
         s.events,
         s.waiting,
+        s.unknown_keys,
         s.errors.len(),
         elapsed.as_secs_f64()
     )
@@ -417,17 +421,33 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, UsageError> {
         trackc_runtime::demo::SCHEMA.to_string(),
     ));
     let tracks: Vec<LoadedTrack> =
-        bundle::load(&jit, &files, schema, url.dialect()).map_err(failed)?;
-    bundle::deploy(store.as_mut(), &tracks, &[]).map_err(failed)?;
+        bundle::load(&jit, &files, schema.clone(), url.dialect()).map_err(failed)?;
+    bundle::deploy(store.as_mut(), &tracks, &[], schema.as_ref()).map_err(failed)?;
     let stop = stop_flag()?;
     let bar = ProgressBar::new_spinner();
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {elapsed_precise} {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-    );
     bar.enable_steady_tick(Duration::from_millis(100));
-    let progress = |track: &str, records: u64| {
-        bar.set_message(format!("{track}: {records} records"));
+    // A bar where the run's total is known (a scheduled run, counted
+    // first; a batch of events, its keys), a spinner where it is not.
+    let known = ProgressStyle::with_template(
+        "{elapsed_precise} {msg:<24} [{bar:32}] {pos:>7}/{len:7} records",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .progress_chars("=> ");
+    let unknown =
+        ProgressStyle::with_template("{spinner} {elapsed_precise} {msg:<24} {pos} records")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let progress = |p: Progress<'_>| {
+        if p.records == 0 {
+            match p.total {
+                Some(total) => {
+                    bar.set_style(known.clone());
+                    bar.set_length(total);
+                }
+                None => bar.set_style(unknown.clone()),
+            }
+            bar.set_message(p.track.to_string());
+        }
+        bar.set_position(p.records);
     };
     let started = Instant::now();
     let mut runner = Runner {
@@ -436,6 +456,7 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, UsageError> {
         block_records: BLOCK_RECORDS,
         stop: &stop,
         progress: &progress,
+        count_first: true,
     };
     let stats = engine::run_once(&mut runner).map_err(failed)?;
     let elapsed = started.elapsed();

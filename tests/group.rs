@@ -1005,3 +1005,52 @@ fn failed_authentications_are_limited_per_address() {
     );
     assert!(!log.contains("a-guess"), "a token in the log: {log}");
 }
+
+/// A batch of 20,000 events for `pinged` in the group: its owner is
+/// killed (SIGKILL) while the batch's blocks are being decided; the next
+/// owner resumes the same run and every item is pinged exactly once.
+#[test]
+fn a_batch_of_events_survives_the_kill_of_its_owner() {
+    let Some((mut db, mut nodes, dir, tracks, _schema)) = start_group("eventbatch") else {
+        return;
+    };
+    deploy(&nodes[0], &tracks);
+    wait_for("pinged is owned", Duration::from_secs(30), || {
+        owner(&nodes[1], "pinged").is_some()
+    });
+    let keys = dir.join("keys");
+    let lines: Vec<String> = (1..=ITEMS).map(|i| i.to_string()).collect();
+    std::fs::write(&keys, lines.join("\n")).unwrap();
+    let victim = owner(&nodes[1], "pinged").unwrap();
+    let other = nodes.iter().find(|n| n.id != victim).unwrap();
+    let out = trackc()
+        .args(["emit", "ping", "--keys-from"])
+        .arg(&keys)
+        .args(["--to", &other.http, "--token", "operator-token"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    wait_for("the batch has started", Duration::from_secs(60), || {
+        db.count("SELECT count(*) FROM effects WHERE what = 'pinged'") > 0
+    });
+    let victim_index = (victim - 1) as usize;
+    signal(&nodes[victim_index], "-KILL");
+    let done_at_kill = db.count("SELECT count(*) FROM effects WHERE what = 'pinged'");
+    let _ = nodes[victim_index].child.as_mut().unwrap().wait();
+    nodes[victim_index].child = None;
+    wait_for("every event decided", Duration::from_secs(180), || {
+        db.count("SELECT count(*) FROM trackc_events WHERE done_at IS NULL") == 0
+    });
+    eprintln!("owner of pinged killed with {done_at_kill} of {ITEMS} events decided");
+    assert!(done_at_kill < ITEMS, "the batch was over before the kill");
+    wait_for("every effect", Duration::from_secs(180), || {
+        db.count("SELECT count(*) FROM effects") == 4 * ITEMS
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    check_every_effect_once(&mut db, ITEMS);
+    // Batches, not a run per event: the emit raised its keys in two
+    // transactions of 10,000, so one or two runs; a killed run is resumed,
+    // not opened again.
+    let runs = db.count("SELECT count(*) FROM trackc_runs WHERE track = 'pinged'");
+    assert!((1..=2).contains(&runs), "{runs} runs of pinged");
+}

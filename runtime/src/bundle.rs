@@ -129,6 +129,13 @@ pub fn load_paths(
     schema: Option<&Path>,
     dialect: Dialect,
 ) -> Result<Vec<LoadedTrack>> {
+    let (files, schema) = read_paths(paths, schema)?;
+    load(jit, &files, schema, dialect)
+}
+
+/// The track files under `paths` and the schema (`schema`, or the
+/// `schema.sql` beside them), each as (name, text).
+pub fn read_paths(paths: &[PathBuf], schema: Option<&Path>) -> Result<Sources> {
     let (files, schema) = track_files(paths, schema)?;
     let read = |p: &Path| {
         std::fs::read_to_string(p).map_err(|e| Error::Io(format!("{}: {e}", p.display())))
@@ -141,17 +148,23 @@ pub fn load_paths(
         Some(s) => Some((s.display().to_string(), read(&s)?)),
         None => None,
     };
-    load(jit, &files, schema, dialect)
+    Ok((files, schema))
 }
+
+/// Track files and the schema, each as (name, text).
+pub type Sources = (Vec<(String, String)>, Option<(String, String)>);
 
 /// Deploys `tracks`: a track whose steps changed keeps every record in a
 /// step that still exists; records in a removed step move per `map`
 /// (`track.step=new_step`), and without a mapping the deploy is refused.
+/// The schema they were checked against, when there is one, is deployed
+/// with them: the nodes of a group compile the tracks against it.
 /// Returns the names of the tracks that changed.
 pub fn deploy(
     store: &mut dyn Store,
     tracks: &[LoadedTrack],
     map: &[String],
+    schema: Option<&(String, String)>,
 ) -> Result<Vec<String>> {
     let mut mappings: HashMap<(String, String), String> = HashMap::new();
     for m in map {
@@ -210,5 +223,8 @@ pub fn deploy(
         )));
     }
     store.deploy(&changed, &moves)?;
+    if let Some((name, text)) = schema {
+        store.set_schema(name, text)?;
+    }
     Ok(changed.into_iter().map(|t| t.name).collect())
 }

@@ -3,18 +3,20 @@
 
 use crate::bundle::LoadedTrack;
 use crate::clock::now_micros;
+use crate::db::EVENT_BATCH_MAX;
 use crate::db::{Statement, Store};
 use crate::error::{Error, Result};
-use crate::run::{RunStats, Runner};
+use crate::run::{listeners, listens, Opening, RunStats, Runner};
 use chrono::{DateTime, Utc};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use trackc_compiler::ir::Trigger;
 use trackc_compiler::value::Value;
 
-/// Events handled per round; rounds go on while events keep coming.
-const EVENTS_PER_ROUND: usize = 100;
-/// A bound on rounds of events raising events, per call.
+/// A bound on rounds of event runs per call (each round runs one batch of
+/// up to `EVENT_BATCH_MAX` events per listening track): a thousand rounds
+/// are ten million events, and events that raise events in a loop end the
+/// call instead of holding it forever.
 const MAX_EVENT_ROUNDS: usize = 1_000;
 
 /// Runs every track once now, with all chained steps, then the events
@@ -34,7 +36,13 @@ pub fn run_once(runner: &mut Runner<'_>) -> Result<RunStats> {
         if events_only {
             continue;
         }
-        run_guarded(runner, t, now, None, Some(pass), &mut stats);
+        run_guarded(
+            runner,
+            t,
+            now,
+            Opening::Records { pass: Some(pass) },
+            &mut stats,
+        );
     }
     stats.add(process_events(runner, now)?);
     if !runner.stop.load(Ordering::SeqCst) {
@@ -49,11 +57,10 @@ fn run_guarded(
     runner: &mut Runner<'_>,
     t: usize,
     now: i64,
-    event: Option<&crate::db::PendingEvent>,
-    pass: Option<i64>,
+    opening: Opening,
     stats: &mut RunStats,
 ) {
-    match runner.run_track(t, now, event, pass) {
+    match runner.run_track(t, now, opening) {
         Ok(s) => stats.add(s),
         Err(e) => stats
             .errors
@@ -61,38 +68,33 @@ fn run_guarded(
     }
 }
 
-/// Handles pending events: each runs the tracks declared `on event NAME`
-/// for the event's key (once per track, even across restarts).
+/// Decides pending events: each track declared `on event NAME` runs over
+/// the records its events name, a batch of events per run, until none is
+/// left (or `MAX_EVENT_ROUNDS`). Events no deployed track listens for are
+/// marked done first.
 pub fn process_events(runner: &mut Runner<'_>, now: i64) -> Result<RunStats> {
     let mut stats = RunStats::default();
+    let heard = listeners(runner.tracks).names();
+    while runner.store.retire_unheard_events(&heard, now)? == EVENT_BATCH_MAX as u64 {}
+    let listening: Vec<usize> = (0..runner.tracks.len())
+        .filter(|&t| !listens(&runner.tracks[t].ir).is_empty())
+        .collect();
     for _ in 0..MAX_EVENT_ROUNDS {
-        let events = runner.store.pending_events(EVENTS_PER_ROUND)?;
-        if events.is_empty() {
-            break;
-        }
-        for event in events {
+        let mut ran = false;
+        for &t in &listening {
             if runner.stop.load(Ordering::SeqCst) {
                 return Ok(stats);
             }
-            for t in 0..runner.tracks.len() {
-                if listens_for(&runner.tracks[t].ir, &event.name) {
-                    run_guarded(runner, t, now, Some(&event), None, &mut stats);
-                }
-            }
-            if !runner.stop.load(Ordering::SeqCst) {
-                runner.store.event_done(event.seq, now)?;
-            }
+            let mut round = RunStats::default();
+            run_guarded(runner, t, now, Opening::Events, &mut round);
+            ran |= round.runs > 0;
+            stats.add(round);
+        }
+        if !ran {
+            break;
         }
     }
     Ok(stats)
-}
-
-/// Whether `track` is declared `on event NAME` for `event`.
-pub(crate) fn listens_for(track: &trackc_compiler::ir::Track, event: &str) -> bool {
-    track
-        .triggers
-        .iter()
-        .any(|tr| matches!(tr, Trigger::Event(n) if n == event))
 }
 
 /// Runs tracks by their triggers until `runner.stop` is set, checking
@@ -135,7 +137,7 @@ fn serve_round(
             Ok(Due::No) => {}
             Ok(Due::Yes { mark }) => {
                 let before = stats.errors.len();
-                run_guarded(runner, t, now, None, None, &mut stats);
+                run_guarded(runner, t, now, Opening::Records { pass: None }, &mut stats);
                 if let (Some(mark), true) = (mark, stats.errors.len() == before) {
                     runner.store.set_mark(&runner.tracks[t].ir.name, &mark)?;
                 }

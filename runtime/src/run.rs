@@ -13,16 +13,17 @@
 use crate::bundle::LoadedTrack;
 use crate::db::retry::Attempts;
 use crate::db::{
-    Applied, BlockWriter, Change, EffectRow, OutboxKind, OutboxRow, PendingEvent, RecordState,
-    Rows, RunInfo, Statement, Store,
+    typed_key, Applied, BlockWriter, Change, Dialect, EffectRow, Listeners, OutboxKind, OutboxRow,
+    PendingEvent, RecordState, Rows, RunInfo, Statement, Store,
 };
 use crate::error::{Error, Result};
-use crate::sqltext::{filter_by_key, EVENT_KEY_PARAM};
+use crate::sqltext::{event_keys, filter_by_keys, EVENT_KEYS_PARAM};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use trackc_compiler::block::{key_text, BlockBuilder};
 use trackc_compiler::decision::value_json;
 use trackc_compiler::interp::{eval, Env};
-use trackc_compiler::ir::{Effect, Transition};
+use trackc_compiler::ir::{Effect, Transition, Trigger};
 use trackc_compiler::value::Value;
 
 /// Records per block, unless configured otherwise.
@@ -45,6 +46,9 @@ pub struct RunStats {
     pub events: u64,
     /// Records held by a `wait`.
     pub waiting: u64,
+    /// Events whose key is no record of the track's source (now): done,
+    /// with nothing decided.
+    pub unknown_keys: u64,
     /// Problems with single records or blocks (the rest went on).
     pub errors: Vec<String>,
 }
@@ -60,6 +64,7 @@ impl RunStats {
         self.outbox += other.outbox;
         self.events += other.events;
         self.waiting += other.waiting;
+        self.unknown_keys += other.unknown_keys;
         self.errors.extend(other.errors);
     }
 
@@ -79,26 +84,44 @@ pub struct Runner<'a> {
     pub block_records: usize,
     /// Set by SIGINT/SIGTERM: finish the current block, then stop.
     pub stop: &'a AtomicBool,
-    /// Called after every block with the records done so far in the run.
-    pub progress: &'a dyn Fn(&str, u64),
+    /// Called when a run starts and after every block (`Progress`).
+    pub progress: &'a dyn Fn(Progress<'_>),
+    /// Count a scheduled run's records before deciding them, so that
+    /// `progress` knows the total (one more pass over the source: for a
+    /// person watching, not for a server).
+    pub count_first: bool,
+}
+
+/// Where a run is: the track, the records decided so far, and how many
+/// there are when that is known (a run of events: its keys; a scheduled
+/// run with `count_first`: the source's count).
+#[derive(Clone, Copy, Debug)]
+pub struct Progress<'a> {
+    pub track: &'a str,
+    pub records: u64,
+    pub total: Option<u64>,
 }
 
 /// At most this many problems are kept per run (the count goes on).
 const MAX_ERRORS: usize = 20;
 
+/// What a run is opened for.
+#[derive(Clone, Copy, Debug)]
+pub enum Opening {
+    /// All the track's records (a schedule, a change, `run --once`; with a
+    /// pass, only if the pass has not run the track yet).
+    Records { pass: Option<i64> },
+    /// A batch of the events the track listens for and has not decided.
+    Events,
+}
+
 impl Runner<'_> {
     /// Runs track `t` once (finishing an interrupted run of it first).
-    /// With `event`, only the event's record; with `pass`, only if the pass
-    /// has not run it yet.
-    pub fn run_track(
-        &mut self,
-        t: usize,
-        now: i64,
-        event: Option<&PendingEvent>,
-        pass: Option<i64>,
-    ) -> Result<RunStats> {
+    pub fn run_track(&mut self, t: usize, now: i64, opening: Opening) -> Result<RunStats> {
         let mut total = RunStats::default();
         let name = self.tracks[t].ir.name.clone();
+        let key = self.tracks[t].ir.fields[self.tracks[t].ir.key].ty;
+        let listeners = listeners(self.tracks);
         // A run cut short by a transient fault (the database restarted
         // while its records streamed) stays open and is resumed: the
         // records it already changed are skipped.
@@ -107,7 +130,11 @@ impl Runner<'_> {
             if self.stop.load(Ordering::SeqCst) {
                 break;
             }
-            let Some(run) = self.store.open_run(&name, now, event, pass)? else {
+            let opened = match opening {
+                Opening::Records { pass } => self.store.open_run(&name, now, pass)?,
+                Opening::Events => self.store.open_event_run(&name, &listeners, key, now)?,
+            };
+            let Some(run) = opened else {
                 break;
             };
             let result = self.execute(t, &run);
@@ -117,7 +144,8 @@ impl Runner<'_> {
             let stats = result?;
             let interrupted = self.stop.load(Ordering::SeqCst);
             if !interrupted {
-                self.store.finish_run(&run, stats.records, stats.changes)?;
+                self.store
+                    .finish_run(&run, stats.records, stats.changes, &listeners)?;
             }
             total.add(stats);
             total.runs += 1;
@@ -131,45 +159,175 @@ impl Runner<'_> {
     fn execute(&mut self, t: usize, run: &RunInfo) -> Result<RunStats> {
         let track = &self.tracks[t];
         let ir = &track.ir;
-        let query = source_statement(track, run)?;
+        let source = RunSource::of(track, run, self.store)?;
         let mut stats = RunStats::default();
         let stop = self.stop;
         let progress = self.progress;
         let block_records = self.block_records;
-        let result = self
-            .store
-            .gather(&query, &track.types, block_records, &mut |writer, rows| {
-                if stop.load(Ordering::SeqCst) {
-                    return Err(Error::Stopped);
-                }
-                let block = decide_block(track, run, rows, writer, &mut stats)?;
-                apply(writer, &ir.name, &block, None, &mut stats)?;
-                progress(&ir.name, stats.records);
-                Ok(())
-            });
+        let mut found = 0u64;
+        let total = match (&source.keys, &source.statement) {
+            (Some(keys), _) => Some(keys.len() as u64),
+            (None, Some(query)) if self.count_first => Some(self.store.count_rows(query)?),
+            (None, _) => None,
+        };
+        progress(Progress {
+            track: &ir.name,
+            records: 0,
+            total,
+        });
+        let result = match &source.statement {
+            None => Ok(()),
+            Some(query) => {
+                self.store
+                    .gather(query, &track.types, block_records, &mut |writer, rows| {
+                        if stop.load(Ordering::SeqCst) {
+                            return Err(Error::Stopped);
+                        }
+                        found += source.found(&rows, ir.key);
+                        let block = decide_block(track, run, rows, writer, &mut stats)?;
+                        apply(writer, &ir.name, &block, None, &mut stats)?;
+                        progress(Progress {
+                            track: &ir.name,
+                            records: stats.records,
+                            total,
+                        });
+                        Ok(())
+                    })
+            }
+        };
         match result {
-            Ok(()) | Err(Error::Stopped) => Ok(stats),
+            Ok(()) => {
+                stats.unknown_keys += source.unknown(found);
+                Ok(stats)
+            }
+            Err(Error::Stopped) => Ok(stats),
             Err(e) => Err(e),
         }
     }
 }
 
-/// The source query of a run: by key for a run started by an event.
-pub fn source_statement(track: &LoadedTrack, run: &RunInfo) -> Result<Statement> {
-    let ir = &track.ir;
-    let key_name = &ir.fields[ir.key].name;
-    let mut params = vec![
-        ("now".to_string(), Value::Timestamp(run.now)),
-        ("last_run".to_string(), Value::Timestamp(run.last_run)),
-    ];
-    let sql = match run.event.as_ref().and_then(|e| e.key.clone()) {
-        Some(key) => {
-            params.push((EVENT_KEY_PARAM.to_string(), Value::Text(key)));
-            filter_by_key(&ir.source.text, key_name)?
+/// Who listens for which event among `tracks`.
+pub fn listeners(tracks: &[LoadedTrack]) -> Listeners {
+    let mut map: std::collections::HashMap<String, Vec<String>> = Default::default();
+    for t in tracks {
+        for name in listens(&t.ir) {
+            map.entry(name).or_default().push(t.ir.name.clone());
         }
-        None => ir.source.text.clone(),
-    };
-    Ok(Statement { sql, params })
+    }
+    Listeners(map)
+}
+
+/// The events `track` is declared `on`, in order, each once.
+pub fn listens(track: &trackc_compiler::ir::Track) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for trigger in &track.triggers {
+        if let Trigger::Event(name) = trigger {
+            if !names.contains(name) {
+                names.push(name.clone());
+            }
+        }
+    }
+    names
+}
+
+/// The source query of a run, and for a run of events the keys it asked
+/// for (to count the keys that are no record of the source).
+pub struct RunSource {
+    /// `None` when the run's events name no key that can be a record (an
+    /// integer key given as `abc`): nothing to read.
+    pub statement: Option<Statement>,
+    /// The distinct keys asked for, as `key_text` writes them.
+    keys: Option<HashSet<String>>,
+    /// Events whose key cannot be one of the key field's type.
+    unparsed: u64,
+}
+
+impl RunSource {
+    /// The source of `run`: all records, or those of its events.
+    pub fn of(track: &LoadedTrack, run: &RunInfo, store: &mut dyn Store) -> Result<RunSource> {
+        let events = match &run.event {
+            Some(_) => store.run_events(run.id)?,
+            None => Vec::new(),
+        };
+        RunSource::for_events(track, run, &events, store.dialect())
+    }
+
+    fn for_events(
+        track: &LoadedTrack,
+        run: &RunInfo,
+        events: &[PendingEvent],
+        dialect: Dialect,
+    ) -> Result<RunSource> {
+        let ir = &track.ir;
+        let field = &ir.fields[ir.key];
+        let mut params = vec![
+            ("now".to_string(), Value::Timestamp(run.now)),
+            ("last_run".to_string(), Value::Timestamp(run.last_run)),
+        ];
+        // No events, or one without a key: every record.
+        if events.is_empty() || events.iter().any(|e| e.key.is_none()) {
+            return Ok(RunSource {
+                statement: Some(Statement {
+                    sql: ir.source.text.clone(),
+                    params,
+                }),
+                keys: None,
+                unparsed: 0,
+            });
+        }
+        let mut keys = Vec::with_capacity(events.len());
+        let mut texts = HashSet::with_capacity(events.len());
+        let mut unparsed = 0;
+        for e in events {
+            match e.key.as_deref().and_then(|k| typed_key(k, field.ty)) {
+                Some(v) => {
+                    if let Some(text) = key_text(&v) {
+                        if texts.insert(text) {
+                            keys.push(v);
+                        }
+                    }
+                }
+                None => unparsed += 1,
+            }
+        }
+        let statement = if keys.is_empty() {
+            None
+        } else {
+            params.push((
+                EVENT_KEYS_PARAM.to_string(),
+                Value::Text(event_keys(&keys, dialect)),
+            ));
+            Some(Statement {
+                sql: filter_by_keys(&ir.source.text, &field.name, field.ty, dialect)?,
+                params,
+            })
+        };
+        Ok(RunSource {
+            statement,
+            keys: Some(texts),
+            unparsed,
+        })
+    }
+
+    /// How many of `rows` are records the run's events asked for.
+    pub fn found(&self, rows: &Rows, key: usize) -> u64 {
+        match &self.keys {
+            None => 0,
+            Some(keys) => rows
+                .iter()
+                .filter(|r| key_text(&r[key]).is_some_and(|k| keys.contains(&k)))
+                .count() as u64,
+        }
+    }
+
+    /// The run's events whose key is no record of the source, once `found`
+    /// of the keys asked for were.
+    pub fn unknown(&self, found: u64) -> u64 {
+        match &self.keys {
+            None => 0,
+            Some(keys) => (keys.len() as u64).saturating_sub(found) + self.unparsed,
+        }
+    }
 }
 
 /// Decides and applies one block of a run cut by another node (the

@@ -3,8 +3,9 @@
 //! - `:name` parameters to PostgreSQL's `$n` (SQLite binds `:name` itself);
 //! - `ts ± INTERVAL '…'` to SQLite's date arithmetic on SQLite, which has no
 //!   intervals (tracks are written in PostgreSQL's dialect by default);
-//! - a source query limited to one key, for an event that carries one.
+//! - a source query limited to the keys of a run's events.
 
+use crate::db::Dialect;
 use crate::error::{Error, Result};
 use sqlparser::ast::{
     visit_expressions_mut, BinaryOperator, DateTimeField, Expr, Interval, Query, SetExpr,
@@ -13,9 +14,7 @@ use sqlparser::ast::{
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use std::ops::ControlFlow;
-
-/// The parameter an event's key is bound to in a key-limited source.
-pub const EVENT_KEY_PARAM: &str = "trackc_event_key";
+use trackc_compiler::types::Type;
 
 fn parse_one(sql: &str) -> Result<Statement> {
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
@@ -142,25 +141,98 @@ fn sqlite_modifier(interval: &Interval, sign: i64) -> std::result::Result<String
     Ok(format!("{amount:+} {unit}"))
 }
 
-/// `source` limited to the record whose `key` column equals the parameter
-/// `:trackc_event_key`: `SELECT * FROM (source) AS trackc_source WHERE
-/// CAST(trackc_source.key AS TEXT) = :trackc_event_key`, built as a tree.
-/// The key is compared as text (an event's key is text), so that an
-/// integer key works on PostgreSQL, which will not bind text to bigint.
-pub fn filter_by_key(source: &str, key: &str) -> Result<String> {
+/// The parameter the keys of a run's events are bound to, as one text:
+/// a JSON array on SQLite, an array literal on PostgreSQL (`event_keys`).
+pub const EVENT_KEYS_PARAM: &str = "trackc_event_keys";
+
+/// `source` limited to the records whose `key` column is one of the keys
+/// bound to `:trackc_event_keys`, built as a tree:
+/// `SELECT * FROM (source) AS trackc_source WHERE trackc_source.key IN …`.
+/// An integer key is compared as an integer and a text key as text, so
+/// that the source's primary key or index finds the records instead of a
+/// scan; a key of another type is compared as text (its column is cast,
+/// which scans). All the keys are one parameter, so the text of the query
+/// is the same whatever their number, and a run binds ten thousand keys
+/// as easily as one.
+pub fn filter_by_keys(source: &str, key: &str, ty: Type, dialect: Dialect) -> Result<String> {
     let Statement::Query(inner) = parse_one(source)? else {
         return Err(Error::Data("the source is not a query".into()));
     };
-    let template = format!(
-        "SELECT * FROM (SELECT 1) AS trackc_source \
-         WHERE CAST(trackc_source.{} AS TEXT) = :{EVENT_KEY_PARAM}",
+    let column = format!(
+        "trackc_source.{}",
         sqlparser::ast::Ident::with_quote('"', key)
+    );
+    let keys = format!(":{EVENT_KEYS_PARAM}");
+    let condition = match (dialect, ty) {
+        (Dialect::Sqlite, Type::Int | Type::Text) => {
+            format!("{column} IN (SELECT value FROM json_each({keys}))")
+        }
+        (Dialect::Sqlite, _) => {
+            format!("CAST({column} AS TEXT) IN (SELECT value FROM json_each({keys}))")
+        }
+        // A join with the keys unnested, not `= ANY(array)`: the array is
+        // an expression of the parameter, so the planner cannot hash it,
+        // and a table without statistics was scanned comparing every row
+        // with every key (minutes for 30,000 of each).
+        (Dialect::Postgres, Type::Int) => {
+            format!("{column} IN (SELECT unnest(CAST(CAST({keys} AS TEXT) AS BIGINT[])))")
+        }
+        (Dialect::Postgres, _) => format!(
+            "CAST({column} AS TEXT) IN (SELECT unnest(CAST(CAST({keys} AS TEXT) AS TEXT[])))"
+        ),
+    };
+    // In the order of the records' keys as text, the order of the state
+    // table's primary key: a block's state reads and writes then fall on
+    // neighbouring pages instead of all over it (the events of a batch
+    // name keys from anywhere in the source). A sort of at most a batch.
+    let template = format!(
+        "SELECT * FROM (SELECT 1) AS trackc_source WHERE {condition} \
+         ORDER BY CAST({column} AS TEXT)"
     );
     let Statement::Query(mut outer) = parse_one(&template)? else {
         unreachable!("the template is a query")
     };
     replace_derived(&mut outer, inner)?;
     Ok(outer.to_string())
+}
+
+/// The value of `:trackc_event_keys` for `keys` (each the key field's
+/// type, `runs::typed_key`): a JSON array for SQLite's `json_each`, an
+/// array literal for PostgreSQL's `CAST(… AS BIGINT[])` or `TEXT[]`.
+pub fn event_keys(keys: &[trackc_compiler::value::Value], dialect: Dialect) -> String {
+    use trackc_compiler::value::Value as V;
+    match dialect {
+        Dialect::Sqlite => {
+            let items: Vec<serde_json::Value> = keys
+                .iter()
+                .map(|k| match k {
+                    V::Int(i) => serde_json::Value::from(*i),
+                    other => serde_json::Value::from(key_text(other)),
+                })
+                .collect();
+            serde_json::Value::Array(items).to_string()
+        }
+        Dialect::Postgres => {
+            let items: Vec<String> = keys
+                .iter()
+                .map(|k| match k {
+                    V::Int(i) => i.to_string(),
+                    other => {
+                        let text = key_text(other);
+                        format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
+                    }
+                })
+                .collect();
+            format!("{{{}}}", items.join(","))
+        }
+    }
+}
+
+fn key_text(v: &trackc_compiler::value::Value) -> String {
+    match v {
+        trackc_compiler::value::Value::Text(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 fn replace_derived(outer: &mut Query, inner: Box<Query>) -> Result<()> {
@@ -210,11 +282,43 @@ mod tests {
 
     #[test]
     fn key_filter_wraps_the_source() {
-        let sql = filter_by_key("SELECT o.id AS order_id FROM orders o", "order_id").unwrap();
+        let source = "SELECT o.id AS order_id FROM orders o";
+        let sql = filter_by_keys(source, "order_id", Type::Int, Dialect::Sqlite).unwrap();
         assert_eq!(
             sql,
             "SELECT * FROM (SELECT o.id AS order_id FROM orders o) AS trackc_source \
-             WHERE CAST(trackc_source.\"order_id\" AS TEXT) = :trackc_event_key"
+             WHERE trackc_source.\"order_id\" IN (SELECT value FROM json_each(:trackc_event_keys)) \
+             ORDER BY CAST(trackc_source.\"order_id\" AS TEXT)"
+        );
+        let sql = filter_by_keys(source, "order_id", Type::Int, Dialect::Postgres).unwrap();
+        assert!(
+            sql.ends_with(
+                "WHERE trackc_source.\"order_id\" IN (SELECT unnest(CAST(CAST(:trackc_event_keys AS TEXT) AS BIGINT[]))) \
+                 ORDER BY CAST(trackc_source.\"order_id\" AS TEXT)"
+            ),
+            "{sql}"
+        );
+        let sql = filter_by_keys(source, "order_id", Type::Text, Dialect::Postgres).unwrap();
+        assert!(
+            sql.ends_with(
+                "WHERE CAST(trackc_source.\"order_id\" AS TEXT) IN (SELECT unnest(CAST(CAST(:trackc_event_keys AS TEXT) AS TEXT[]))) \
+                 ORDER BY CAST(trackc_source.\"order_id\" AS TEXT)"
+            ),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn event_keys_are_one_text_per_dialect() {
+        use trackc_compiler::value::Value as V;
+        let ints = [V::Int(1), V::Int(-20)];
+        assert_eq!(event_keys(&ints, Dialect::Sqlite), "[1,-20]");
+        assert_eq!(event_keys(&ints, Dialect::Postgres), "{1,-20}");
+        let texts = [V::Text("a\"b".into()), V::Text("c\\d,e".into())];
+        assert_eq!(event_keys(&texts, Dialect::Sqlite), r#"["a\"b","c\\d,e"]"#);
+        assert_eq!(
+            event_keys(&texts, Dialect::Postgres),
+            r#"{"a\"b","c\\d,e"}"#
         );
     }
 }

@@ -112,16 +112,41 @@ CREATE TABLE trackc_schema (
 );
 ",
     },
+    Migration {
+        version: 4,
+        name: "events decided in batches: a run's events, and which run of each track took an event several tracks listen for",
+        sql: "
+ALTER TABLE trackc_runs ADD COLUMN event_seqs TEXT;
+UPDATE trackc_runs SET event_seqs = '[' || CAST(event_seq AS TEXT) || ']'
+    WHERE event_seq IS NOT NULL;
+CREATE TABLE trackc_event_runs (
+    seq    BIGINT NOT NULL,
+    track  TEXT NOT NULL,
+    run_id BIGINT NOT NULL,
+    PRIMARY KEY (seq, track)
+) {without_rowid};
+INSERT INTO trackc_event_runs (seq, track, run_id)
+    SELECT r.event_seq, r.track, max(r.id) FROM trackc_runs r
+    JOIN trackc_events e ON e.seq = r.event_seq
+    WHERE e.done_at IS NULL GROUP BY r.event_seq, r.track;
+DROP INDEX trackc_events_pending;
+CREATE INDEX trackc_events_waiting ON trackc_events (seq) WHERE done_at IS NULL;
+",
+    },
 ];
 
-/// The migration's SQL for a dialect.
+/// The migration's SQL for a dialect. `{without_rowid}` makes a table
+/// its primary key's B-tree on SQLite (one tree to write instead of two);
+/// PostgreSQL has no such thing.
 pub fn sql_for(m: &Migration, postgres: bool) -> String {
-    let id = if postgres {
-        "BIGSERIAL PRIMARY KEY"
+    let (id, without_rowid) = if postgres {
+        ("BIGSERIAL PRIMARY KEY", "")
     } else {
-        "INTEGER PRIMARY KEY"
+        ("INTEGER PRIMARY KEY", "WITHOUT ROWID")
     };
-    m.sql.replace("{id}", id)
+    m.sql
+        .replace("{id}", id)
+        .replace("{without_rowid}", without_rowid)
 }
 
 pub const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS trackc_migrations (

@@ -19,6 +19,7 @@ mod timefmt;
 
 pub use outbox::{Kinds, OutboxItem, OutboxListing, Outcome, Settled};
 pub use retry::{DbOptions, Health, RetryPolicy};
+pub use runs::{typed_key, Listeners, EVENT_BATCH_MAX};
 pub use timefmt::{format_sqlite_timestamp, parse_sqlite_timestamp};
 
 use crate::error::{Error, Result};
@@ -233,7 +234,7 @@ pub struct Applied {
     pub events: u64,
 }
 
-/// An event waiting to run the tracks declared `on event NAME`.
+/// An event waiting for the tracks declared `on event NAME` to decide it.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PendingEvent {
     pub seq: i64,
@@ -304,9 +305,6 @@ pub trait Store: Send {
     /// The epoch of `track` (0: never owned).
     fn track_epoch(&mut self, track: &str) -> Result<u64>;
 
-    /// The tracks whose run for event `seq` has finished.
-    fn event_runs_finished(&mut self, seq: i64) -> Result<Vec<String>>;
-
     /// The schema deployed with the tracks (file name, text), if any.
     fn schema(&mut self) -> Result<Option<(String, String)>>;
     fn set_schema(&mut self, file: &str, text: &str) -> Result<()>;
@@ -325,27 +323,58 @@ pub trait Store: Send {
     /// Records per step of `track` (`None`: ended).
     fn step_counts(&mut self, track: &str) -> Result<Vec<(Option<String>, i64)>>;
 
-    /// The unfinished run of `track` if there is one (`resumed`); else
-    /// `None` if `event` or `pass` already ran this track; else a new run
-    /// at `now`.
-    fn open_run(
+    /// The unfinished run of `track` if there is one (`resumed`; it may be
+    /// a run of events, see `run_events`); else `None` if `pass` already
+    /// ran this track; else a new run over all its records at `now`.
+    fn open_run(&mut self, track: &str, now: i64, pass: Option<i64>) -> Result<Option<RunInfo>>;
+
+    /// The unfinished run of `track` if there is one, as `open_run`; else a
+    /// new run at `now` for the events the track listens for (`listeners`)
+    /// and has not taken yet: the oldest, up to `runs::EVENT_BATCH_MAX` and
+    /// up to the first that repeats a key (`runs::batch_len`, keys compared
+    /// as the key field's type `key`), taken in the same transaction.
+    /// `None` when there are none.
+    fn open_event_run(
         &mut self,
         track: &str,
+        listeners: &Listeners,
+        key: Type,
         now: i64,
-        event: Option<&PendingEvent>,
-        pass: Option<i64>,
     ) -> Result<Option<RunInfo>>;
+
+    /// The events a run decides, oldest first (none: a run over all
+    /// records).
+    fn run_events(&mut self, run: i64) -> Result<Vec<PendingEvent>>;
 
     /// The unfinished pass (`trackc run --once`) and its instant, or a new
     /// one at `now`: a pass runs every track once, even across restarts.
     fn open_pass(&mut self, now: i64) -> Result<(i64, i64)>;
     fn finish_pass(&mut self, id: i64) -> Result<()>;
 
-    /// Marks a run finished with its counts.
-    fn finish_run(&mut self, run: &RunInfo, records: u64, changes: u64) -> Result<()>;
+    /// Marks a run finished with its counts and, in the same transaction,
+    /// its events done that every track in `listeners` has now decided.
+    fn finish_run(
+        &mut self,
+        run: &RunInfo,
+        records: u64,
+        changes: u64,
+        listeners: &Listeners,
+    ) -> Result<()>;
+
+    /// Marks done up to `runs::EVENT_BATCH_MAX` waiting events whose name
+    /// is not in `heard` (no deployed track listens for them); returns how
+    /// many.
+    fn retire_unheard_events(&mut self, heard: &[String], now: i64) -> Result<u64>;
+
+    /// The database's plan for `query` (`EXPLAIN QUERY PLAN` on SQLite,
+    /// `EXPLAIN` on PostgreSQL), one line per node.
+    fn explain(&mut self, query: &Statement) -> Result<String>;
 
     /// The instant of the last finished run of `track`, if any.
     fn last_run(&mut self, track: &str) -> Result<Option<i64>>;
+
+    /// How many rows `query` returns (`SELECT count(*) FROM (query)`).
+    fn count_rows(&mut self, query: &Statement) -> Result<u64>;
 
     /// Runs a query and returns its rows as text (for `on change`).
     fn query_fingerprint(&mut self, query: &Statement) -> Result<String>;
@@ -367,12 +396,6 @@ pub trait Store: Send {
         };
         self.insert_events(std::slice::from_ref(&event), now)
     }
-
-    /// Events not yet handled, oldest first.
-    fn pending_events(&mut self, limit: usize) -> Result<Vec<PendingEvent>>;
-
-    /// Marks an event handled (every track on it has run).
-    fn event_done(&mut self, seq: i64, now: i64) -> Result<()>;
 
     /// Outbox rows per (kind, state).
     fn outbox_counts(&mut self) -> Result<Vec<(String, String, i64)>>;

@@ -32,10 +32,6 @@ pub const EPOCH: &str = "SELECT epoch FROM trackc_owners WHERE track = $1";
 /// a claim of the track wait for the block's commit.
 pub const EPOCH_LOCKED: &str = "SELECT epoch FROM trackc_owners WHERE track = $1 FOR SHARE";
 
-/// $1 event seq: the tracks whose run for the event finished.
-pub const EVENT_RUNS_FINISHED: &str = "SELECT DISTINCT track FROM trackc_runs
-    WHERE event_seq = $1 AND finished_at IS NOT NULL";
-
 /// The deployed schema: one row, id 1.
 pub const SCHEMA: &str = "SELECT file, text FROM trackc_schema WHERE id = 1";
 

@@ -194,11 +194,32 @@ impl<T> PgContext<T> for std::result::Result<T, tokio_postgres::Error> {
         self.map_err(|e| match classify(&e) {
             Some(fault) => Error::Transient {
                 context: what(),
-                message: e.to_string(),
+                message: pg_message(&e),
                 fault,
             },
-            None => Error::db(what(), e),
+            None => Error::db(what(), pg_message(&e)),
         })
+    }
+}
+
+/// What the server said (its SQLSTATE, message, detail and hint), not
+/// only the driver's "db error".
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} ({})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("; {detail}"));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!("; hint: {hint}"));
+            }
+            text
+        }
+        None => match std::error::Error::source(e) {
+            Some(cause) => format!("{e}: {cause}"),
+            None => e.to_string(),
+        },
     }
 }
 
@@ -522,6 +543,96 @@ fn convert(raw: Raw, ty: Type) -> Result<Value> {
         (_, Raw::Other(t)) => return bad(&t),
         (_, other) => return bad(&format!("{other:?}")),
     })
+}
+
+/// $1 seqs, $2 track, $3 run: the run took these events.
+const TAKE_EVENTS: &str = "INSERT INTO trackc_event_runs (seq, track, run_id)
+    SELECT seq, $2, $3 FROM unnest($1::BIGINT[]) AS taken (seq)";
+
+/// The events of run `run`, oldest first.
+async fn run_events(tx: &tokio_postgres::Transaction<'_>, run: i64) -> Result<Vec<PendingEvent>> {
+    let what = || format!("reading the events of run {run}");
+    let text: Option<String> = tx
+        .query_opt(runs::RUN_SEQS, &[&run])
+        .await
+        .pg(what)?
+        .and_then(|r| r.get(0));
+    let Some(text) = text else {
+        return Ok(Vec::new());
+    };
+    let seqs = runs::parse_seqs(&text)?;
+    Ok(tx
+        .query(
+            "SELECT seq, name, key FROM trackc_events WHERE seq = ANY($1) ORDER BY seq",
+            &[&seqs],
+        )
+        .await
+        .pg(what)?
+        .iter()
+        .map(pending_event)
+        .collect())
+}
+
+fn pending_event(r: &tokio_postgres::Row) -> PendingEvent {
+    PendingEvent {
+        seq: r.get(0),
+        name: r.get(1),
+        key: r.get(2),
+    }
+}
+
+/// Takes the track's run lock for the transaction (one opener at a time
+/// per track: the owner, in a group) and finds its unfinished run.
+async fn lock_and_find_unfinished(
+    tx: &tokio_postgres::Transaction<'_>,
+    track: &str,
+) -> Result<Option<RunInfo>> {
+    let what = || format!("opening a run of {track}");
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext($1))",
+        &[&format!("trackc run {track}")],
+    )
+    .await
+    .pg(what)?;
+    let unfinished = tx.query_opt(runs::UNFINISHED, &[&track]).await.pg(what)?;
+    Ok(unfinished
+        .map(|r| RunInfo::resumed(track, r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))))
+}
+
+/// A new run of `track` at `now` (for a batch of events `seqs`, the last
+/// `event`; or in `pass`).
+async fn insert_run(
+    tx: &tokio_postgres::Transaction<'_>,
+    track: &str,
+    now: i64,
+    event: Option<&PendingEvent>,
+    pass: Option<i64>,
+    seqs: Option<&str>,
+) -> Result<RunInfo> {
+    let what = || format!("opening a run of {track}");
+    let last_run: i64 = tx
+        .query_opt(runs::LATEST_FINISHED, &[&track])
+        .await
+        .pg(what)?
+        .map_or(0, |r| r.get(0));
+    let id: i64 = tx
+        .query_one(
+            runs::INSERT,
+            &[
+                &track,
+                &event.map(|e| e.seq),
+                &event.and_then(|e| e.key.clone()),
+                &now,
+                &last_run,
+                &crate::clock::now_micros(),
+                &pass,
+                &seqs,
+            ],
+        )
+        .await
+        .pg(what)?
+        .get(0);
+    Ok(RunInfo::started(track, id, now, last_run, event))
 }
 
 /// The values of `names`, in order, from `params`.
@@ -1080,15 +1191,6 @@ impl Store for PgStore {
         Ok(())
     }
 
-    fn event_runs_finished(&mut self, seq: i64) -> Result<Vec<String>> {
-        self.query(
-            owners::EVENT_RUNS_FINISHED,
-            &[&seq],
-            || format!("reading the runs of event {seq}"),
-            |r| r.get(0),
-        )
-    }
-
     fn deployed(&mut self) -> Result<Vec<DeployedTrack>> {
         self.query(
             "SELECT track, version, hash, file, source, steps FROM trackc_deployments
@@ -1159,60 +1261,85 @@ impl Store for PgStore {
         )
     }
 
-    fn open_run(
-        &mut self,
-        track: &str,
-        now: i64,
-        event: Option<&PendingEvent>,
-        pass: Option<i64>,
-    ) -> Result<Option<RunInfo>> {
+    fn open_run(&mut self, track: &str, now: i64, pass: Option<i64>) -> Result<Option<RunInfo>> {
         let what = || format!("opening a run of {track}");
         self.transaction(what, async |tx| {
-            // One opener at a time per track (the owner, in a group).
-            tx.execute(
-                "SELECT pg_advisory_xact_lock(hashtext($1))",
-                &[&format!("trackc run {track}")],
-            )
-            .await
-            .pg(what)?;
-            let unfinished = tx.query_opt(runs::UNFINISHED, &[&track]).await.pg(what)?;
-            if let Some(r) = unfinished {
-                let resumed =
-                    RunInfo::resumed(track, r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
-                return Ok(Some(resumed));
+            if let Some(unfinished) = lock_and_find_unfinished(tx, track).await? {
+                return Ok(Some(unfinished));
             }
-            // Already run for this event or in this pass (NULL matches nothing).
+            // Already run in this pass (NULL matches nothing).
             let ran: i64 = tx
-                .query_one(runs::ALREADY_RAN, &[&track, &event.map(|e| e.seq), &pass])
+                .query_one(runs::ALREADY_RAN, &[&track, &None::<i64>, &pass])
                 .await
                 .pg(what)?
                 .get(0);
             if ran > 0 {
                 return Ok(None);
             }
-            let last_run: i64 = tx
-                .query_opt(runs::LATEST_FINISHED, &[&track])
-                .await
-                .pg(what)?
-                .map_or(0, |r| r.get(0));
-            let id: i64 = tx
-                .query_one(
-                    runs::INSERT,
-                    &[
-                        &track,
-                        &event.map(|e| e.seq),
-                        &event.and_then(|e| e.key.clone()),
-                        &now,
-                        &last_run,
-                        &crate::clock::now_micros(),
-                        &pass,
-                    ],
-                )
-                .await
-                .pg(what)?
-                .get(0);
-            Ok(Some(RunInfo::started(track, id, now, last_run, event)))
+            insert_run(tx, track, now, None, pass, None).await.map(Some)
         })
+    }
+
+    fn open_event_run(
+        &mut self,
+        track: &str,
+        listeners: &Listeners,
+        key: Type,
+        now: i64,
+    ) -> Result<Option<RunInfo>> {
+        let what = || format!("opening a run of {track} for its events");
+        let (listens, sole) = listeners.of(track);
+        let waiting_sql = runs::waiting_events(&listens, &sole);
+        self.transaction(what, async |tx| {
+            if let Some(unfinished) = lock_and_find_unfinished(tx, track).await? {
+                return Ok(Some(unfinished));
+            }
+            if listens.is_empty() {
+                return Ok(None);
+            }
+            let mut values: Vec<&(dyn ToSql + Sync)> =
+                listens.iter().map(|n| n as &(dyn ToSql + Sync)).collect();
+            if runs::waiting_uses_track(&sole) {
+                values.push(&track);
+            }
+            let mut waiting: Vec<PendingEvent> = tx
+                .query(&waiting_sql, &values)
+                .await
+                .pg(what)?
+                .iter()
+                .map(pending_event)
+                .collect();
+            waiting.truncate(runs::batch_len(&waiting, key));
+            let Some(last) = waiting.last() else {
+                return Ok(None);
+            };
+            let event = PendingEvent {
+                key: if waiting.len() == 1 {
+                    last.key.clone()
+                } else {
+                    None
+                },
+                ..last.clone()
+            };
+            let seqs = runs::seqs_text(&waiting);
+            let run = insert_run(tx, track, now, Some(&event), None, Some(&seqs)).await?;
+            let shared: Vec<i64> = waiting
+                .iter()
+                .filter(|e| !listeners.sole(&e.name, track))
+                .map(|e| e.seq)
+                .collect();
+            if !shared.is_empty() {
+                tx.execute(TAKE_EVENTS, &[&shared, &track, &run.id])
+                    .await
+                    .pg(what)?;
+            }
+            Ok(Some(run))
+        })
+    }
+
+    fn run_events(&mut self, run: i64) -> Result<Vec<PendingEvent>> {
+        let what = || format!("reading the events of run {run}");
+        self.transaction(what, async |tx| run_events(tx, run).await)
     }
 
     fn open_pass(&mut self, now: i64) -> Result<(i64, i64)> {
@@ -1255,20 +1382,114 @@ impl Store for PgStore {
         Ok(())
     }
 
-    fn finish_run(&mut self, run: &RunInfo, records: u64, changes: u64) -> Result<()> {
-        self.execute(
+    fn finish_run(
+        &mut self,
+        run: &RunInfo,
+        records: u64,
+        changes: u64,
+        listeners: &Listeners,
+    ) -> Result<()> {
+        let what = || format!("finishing run {} of {}", run.id, run.track);
+        self.transaction(what, async |tx| {
             // Once: a retry after a lost COMMIT answer adds nothing.
-            "UPDATE trackc_runs SET finished_at = $2, records = records + $3,
-             changes = changes + $4 WHERE id = $1 AND finished_at IS NULL",
-            &[
-                &run.id,
-                &crate::clock::now_micros(),
-                &(records as i64),
-                &(changes as i64),
-            ],
-            || format!("finishing run {} of {}", run.id, run.track),
+            tx.execute(
+                "UPDATE trackc_runs SET finished_at = $2, records = records + $3,
+                 changes = changes + $4 WHERE id = $1 AND finished_at IS NULL",
+                &[
+                    &run.id,
+                    &crate::clock::now_micros(),
+                    &(records as i64),
+                    &(changes as i64),
+                ],
+            )
+            .await
+            .pg(what)?;
+            if run.event.is_none() {
+                return Ok(());
+            }
+            let events = run_events(tx, run.id).await?;
+            let shared: Vec<i64> = events
+                .iter()
+                .filter(|e| !listeners.sole(&e.name, &run.track))
+                .map(|e| e.seq)
+                .collect();
+            let mut finished: HashMap<i64, Vec<String>> = HashMap::new();
+            if !shared.is_empty() {
+                for r in tx
+                    .query(
+                        "SELECT o.seq, o.track FROM trackc_event_runs o
+                         JOIN trackc_runs f ON f.id = o.run_id
+                         WHERE o.seq = ANY($1) AND f.finished_at IS NOT NULL",
+                        &[&shared],
+                    )
+                    .await
+                    .pg(what)?
+                {
+                    finished.entry(r.get(0)).or_default().push(r.get(1));
+                }
+            }
+            let (done, _) = runs::done_events(&events, &run.track, listeners, |seq| {
+                Ok(finished.remove(&seq).unwrap_or_default())
+            })?;
+            let now = crate::clock::now_micros();
+            tx.execute(
+                "UPDATE trackc_events SET done_at = $2 WHERE seq = ANY($1)",
+                &[&done, &now],
+            )
+            .await
+            .pg(what)?;
+            let forget: Vec<i64> = shared
+                .into_iter()
+                .filter(|s| done.binary_search(s).is_ok())
+                .collect();
+            if !forget.is_empty() {
+                tx.execute(
+                    "DELETE FROM trackc_event_runs WHERE seq = ANY($1)",
+                    &[&forget],
+                )
+                .await
+                .pg(what)?;
+            }
+            tx.execute(runs::FORGET_RUN_SEQS, &[&run.id])
+                .await
+                .pg(what)?;
+            Ok(())
+        })
+    }
+
+    fn retire_unheard_events(&mut self, heard: &[String], now: i64) -> Result<u64> {
+        let sql = runs::retire_unheard(heard);
+        let mut values: Vec<&(dyn ToSql + Sync)> = vec![&now];
+        values.extend(heard.iter().map(|n| n as &(dyn ToSql + Sync)));
+        self.execute(&sql, &values, || {
+            "retiring events no track listens for".into()
+        })
+    }
+
+    fn count_rows(&mut self, query: &Statement) -> Result<u64> {
+        let (sql, names) = sqltext::to_positional(&query.sql)?;
+        let values = lookup(&names, &query.params)?;
+        let sql = format!("SELECT count(*) FROM ({sql}) AS trackc_count");
+        let n = self.query(
+            &sql,
+            &refs(&values),
+            || format!("counting the rows of `{}`", query.sql.trim()),
+            |r| r.get::<_, i64>(0),
         )?;
-        Ok(())
+        Ok(n.first().copied().unwrap_or(0) as u64)
+    }
+
+    fn explain(&mut self, query: &Statement) -> Result<String> {
+        let (sql, names) = sqltext::to_positional(&query.sql)?;
+        let values = lookup(&names, &query.params)?;
+        let sql = format!("EXPLAIN {sql}");
+        let lines = self.query(
+            &sql,
+            &refs(&values),
+            || format!("explaining `{}`", query.sql.trim()),
+            |r| r.get::<_, String>(0),
+        )?;
+        Ok(lines.join("\n"))
     }
 
     fn last_run(&mut self, track: &str) -> Result<Option<i64>> {
@@ -1341,28 +1562,6 @@ impl Store for PgStore {
              ON CONFLICT (id) DO NOTHING",
             &[&ids, &names, &keys, &now],
             what,
-        )?;
-        Ok(())
-    }
-
-    fn pending_events(&mut self, limit: usize) -> Result<Vec<PendingEvent>> {
-        self.query(
-            "SELECT seq, name, key FROM trackc_events WHERE done_at IS NULL ORDER BY seq LIMIT $1",
-            &[&(limit as i64)],
-            || "reading pending events".into(),
-            |r| PendingEvent {
-                seq: r.get(0),
-                name: r.get(1),
-                key: r.get(2),
-            },
-        )
-    }
-
-    fn event_done(&mut self, seq: i64, now: i64) -> Result<()> {
-        self.execute(
-            "UPDATE trackc_events SET done_at = $2 WHERE seq = $1",
-            &[&seq, &now],
-            || format!("marking event {seq} done"),
         )?;
         Ok(())
     }

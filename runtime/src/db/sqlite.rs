@@ -187,6 +187,72 @@ fn query_all<T>(
         .lite(|| what.to_string())
 }
 
+/// ?1 run: its events, oldest first.
+const RUN_EVENTS: &str = "SELECT seq, name, key FROM trackc_events WHERE seq IN
+    (SELECT value FROM json_each((SELECT event_seqs FROM trackc_runs WHERE id = ?1)))
+    ORDER BY seq";
+
+fn pending_event(r: &rusqlite::Row<'_>) -> rusqlite::Result<PendingEvent> {
+    Ok(PendingEvent {
+        seq: r.get(0)?,
+        name: r.get(1)?,
+        key: r.get(2)?,
+    })
+}
+
+/// The unfinished run of `track`, if any, to be resumed.
+fn unfinished_run(tx: &Connection, track: &str) -> Result<Option<RunInfo>> {
+    tx.query_row(&sqlite_placeholders(runs::UNFINISHED), [track], |r| {
+        Ok(RunInfo::resumed(
+            track,
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+        ))
+    })
+    .optional()
+    .lite(|| format!("reading the unfinished run of {track}"))
+}
+
+/// A new run of `track` at `now` (for a batch of events `seqs`, the last
+/// `event`; or in `pass`).
+fn insert_run(
+    tx: &Connection,
+    track: &str,
+    now: i64,
+    event: Option<&PendingEvent>,
+    pass: Option<i64>,
+    seqs: Option<&str>,
+) -> Result<RunInfo> {
+    let what = || format!("opening a run of {track}");
+    let last_run: i64 = tx
+        .query_row(&sqlite_placeholders(runs::LATEST_FINISHED), [track], |r| {
+            r.get(0)
+        })
+        .optional()
+        .lite(what)?
+        .unwrap_or(0);
+    let id: i64 = tx
+        .query_row(
+            &sqlite_placeholders(runs::INSERT),
+            params![
+                track,
+                event.map(|e| e.seq),
+                event.and_then(|e| e.key.clone()),
+                now,
+                last_run,
+                crate::clock::now_micros(),
+                pass,
+                seqs
+            ],
+            |r| r.get(0),
+        )
+        .lite(what)?;
+    Ok(RunInfo::started(track, id, now, last_run, event))
+}
+
 fn epoch_of(conn: &Connection, track: &str) -> Result<u64> {
     let rows = query_all(
         conn,
@@ -543,16 +609,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn event_runs_finished(&mut self, seq: i64) -> Result<Vec<String>> {
-        query_all(
-            self.conn(),
-            &sqlite_placeholders(owners::EVENT_RUNS_FINISHED),
-            [seq],
-            "reading the runs of an event",
-            |r| r.get(0),
-        )
-    }
-
     fn deployed(&mut self) -> Result<Vec<DeployedTrack>> {
         query_all(
             self.conn(),
@@ -628,69 +684,87 @@ impl Store for SqliteStore {
         )
     }
 
-    fn open_run(
+    fn open_run(&mut self, track: &str, now: i64, pass: Option<i64>) -> Result<Option<RunInfo>> {
+        let what = || format!("opening a run of {track}");
+        self.transaction(what, |tx| {
+            if let Some(unfinished) = unfinished_run(tx, track)? {
+                return Ok(Some(unfinished));
+            }
+            // Already run in this pass (NULL matches nothing).
+            let ran: i64 = tx
+                .query_row(
+                    &sqlite_placeholders(runs::ALREADY_RAN),
+                    params![track, None::<i64>, pass],
+                    |r| r.get(0),
+                )
+                .lite(what)?;
+            if ran > 0 {
+                return Ok(None);
+            }
+            insert_run(tx, track, now, None, pass, None).map(Some)
+        })
+    }
+
+    fn open_event_run(
         &mut self,
         track: &str,
+        listeners: &Listeners,
+        key: Type,
         now: i64,
-        event: Option<&PendingEvent>,
-        pass: Option<i64>,
     ) -> Result<Option<RunInfo>> {
-        let what = || format!("opening a run of {track}");
-        let tx = self
-            .conn()
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .lite(what)?;
-        let unfinished = tx
-            .query_row(&sqlite_placeholders(runs::UNFINISHED), [track], |r| {
-                Ok(RunInfo::resumed(
-                    track,
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                ))
-            })
-            .optional()
-            .lite(what)?;
-        if unfinished.is_some() {
-            return Ok(unfinished);
-        }
-        // Already run for this event or in this pass (NULL matches nothing).
-        let ran: i64 = tx
-            .query_row(
-                &sqlite_placeholders(runs::ALREADY_RAN),
-                params![track, event.map(|e| e.seq), pass],
-                |r| r.get(0),
-            )
-            .lite(what)?;
-        if ran > 0 {
-            return Ok(None);
-        }
-        let last_run: i64 = tx
-            .query_row(&sqlite_placeholders(runs::LATEST_FINISHED), [track], |r| {
-                r.get(0)
-            })
-            .optional()
-            .lite(what)?
-            .unwrap_or(0);
-        let id: i64 = tx
-            .query_row(
-                &sqlite_placeholders(runs::INSERT),
-                params![
-                    track,
-                    event.map(|e| e.seq),
-                    event.and_then(|e| e.key.clone()),
-                    now,
-                    last_run,
-                    crate::clock::now_micros(),
-                    pass
-                ],
-                |r| r.get(0),
-            )
-            .lite(what)?;
-        tx.commit().lite(what)?;
-        Ok(Some(RunInfo::started(track, id, now, last_run, event)))
+        let what = || format!("opening a run of {track} for its events");
+        let (listens, sole) = listeners.of(track);
+        self.transaction(what, |tx| {
+            if let Some(unfinished) = unfinished_run(tx, track)? {
+                return Ok(Some(unfinished));
+            }
+            if listens.is_empty() {
+                return Ok(None);
+            }
+            let mut values: Vec<&dyn rusqlite::ToSql> =
+                listens.iter().map(|n| n as &dyn rusqlite::ToSql).collect();
+            if runs::waiting_uses_track(&sole) {
+                values.push(&track);
+            }
+            let mut waiting = query_all(
+                tx,
+                &sqlite_placeholders(&runs::waiting_events(&listens, &sole)),
+                values.as_slice(),
+                "reading waiting events",
+                pending_event,
+            )?;
+            waiting.truncate(runs::batch_len(&waiting, key));
+            let Some(last) = waiting.last() else {
+                return Ok(None);
+            };
+            let event = PendingEvent {
+                key: if waiting.len() == 1 {
+                    last.key.clone()
+                } else {
+                    None
+                },
+                ..last.clone()
+            };
+            let seqs = runs::seqs_text(&waiting);
+            let run = insert_run(tx, track, now, Some(&event), None, Some(&seqs))?;
+            let mut take = tx
+                .prepare_cached(&sqlite_placeholders(runs::TAKE_EVENT))
+                .lite(what)?;
+            for e in waiting.iter().filter(|e| !listeners.sole(&e.name, track)) {
+                take.execute(params![e.seq, track, run.id]).lite(what)?;
+            }
+            Ok(Some(run))
+        })
+    }
+
+    fn run_events(&mut self, run: i64) -> Result<Vec<PendingEvent>> {
+        query_all(
+            self.conn(),
+            RUN_EVENTS,
+            [run],
+            "reading the events of a run",
+            pending_event,
+        )
     }
 
     fn open_pass(&mut self, now: i64) -> Result<(i64, i64)> {
@@ -729,11 +803,18 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn finish_run(&mut self, run: &RunInfo, records: u64, changes: u64) -> Result<()> {
-        self.conn()
-            .execute(
+    fn finish_run(
+        &mut self,
+        run: &RunInfo,
+        records: u64,
+        changes: u64,
+        listeners: &Listeners,
+    ) -> Result<()> {
+        let what = || format!("finishing run {} of {}", run.id, run.track);
+        self.transaction(what, |tx| {
+            tx.execute(
                 "UPDATE trackc_runs SET finished_at = ?2, records = records + ?3,
-                 changes = changes + ?4 WHERE id = ?1",
+                 changes = changes + ?4 WHERE id = ?1 AND finished_at IS NULL",
                 params![
                     run.id,
                     crate::clock::now_micros(),
@@ -741,8 +822,83 @@ impl Store for SqliteStore {
                     changes as i64
                 ],
             )
-            .lite(|| format!("finishing run {} of {}", run.id, run.track))?;
-        Ok(())
+            .lite(what)?;
+            if run.event.is_none() {
+                return Ok(());
+            }
+            let events = query_all(
+                tx,
+                RUN_EVENTS,
+                [run.id],
+                "reading the events of a run",
+                pending_event,
+            )?;
+            let mut finished = tx
+                .prepare_cached(&sqlite_placeholders(runs::EVENT_FINISHED_BY))
+                .lite(what)?;
+            let (done, all) = runs::done_events(&events, &run.track, listeners, |seq| {
+                finished
+                    .query_map([seq], |r| r.get(0))
+                    .and_then(|rows| rows.collect())
+                    .lite(what)
+            })?;
+            let now = crate::clock::now_micros();
+            if all {
+                tx.execute(
+                    "UPDATE trackc_events SET done_at = ?2 WHERE seq IN
+                     (SELECT value FROM json_each((SELECT event_seqs FROM trackc_runs WHERE id = ?1)))",
+                    params![run.id, now],
+                )
+                .lite(what)?;
+            } else {
+                let mut mark = tx
+                    .prepare_cached(&sqlite_placeholders(runs::EVENT_DONE))
+                    .lite(what)?;
+                for &seq in &done {
+                    mark.execute(params![seq, now]).lite(what)?;
+                }
+            }
+            let mut forget = tx
+                .prepare_cached(&sqlite_placeholders(runs::FORGET_EVENT))
+                .lite(what)?;
+            for e in &events {
+                if !listeners.sole(&e.name, &run.track) && done.binary_search(&e.seq).is_ok() {
+                    forget.execute([e.seq]).lite(what)?;
+                }
+            }
+            tx.execute(&sqlite_placeholders(runs::FORGET_RUN_SEQS), [run.id])
+                .lite(what)?;
+            Ok(())
+        })
+    }
+
+    fn retire_unheard_events(&mut self, heard: &[String], now: i64) -> Result<u64> {
+        let sql = sqlite_placeholders(&runs::retire_unheard(heard));
+        let mut values: Vec<&dyn rusqlite::ToSql> = vec![&now];
+        values.extend(heard.iter().map(|n| n as &dyn rusqlite::ToSql));
+        let n = self
+            .conn()
+            .execute(&sql, values.as_slice())
+            .lite(|| "retiring events no track listens for".into())?;
+        Ok(n as u64)
+    }
+
+    fn explain(&mut self, query: &Statement) -> Result<String> {
+        let sql = format!(
+            "EXPLAIN QUERY PLAN {}",
+            rewritten(&mut self.writer.rewritten, &query.sql)?
+        );
+        let what = || format!("explaining `{}`", query.sql.trim());
+        let mut stmt = self.reader.prepare(&sql).lite(what)?;
+        bind(&mut stmt, &query.params)?;
+        let mut rows = stmt.raw_query();
+        let mut plan = String::new();
+        while let Some(row) = rows.next().lite(what)? {
+            let detail: String = row.get(3).lite(what)?;
+            plan.push_str(&detail);
+            plan.push('\n');
+        }
+        Ok(plan)
     }
 
     fn last_run(&mut self, track: &str) -> Result<Option<i64>> {
@@ -752,6 +908,22 @@ impl Store for SqliteStore {
             })
             .optional()
             .lite(|| format!("reading the last run of {track}"))
+    }
+
+    fn count_rows(&mut self, query: &Statement) -> Result<u64> {
+        let sql = format!(
+            "SELECT count(*) FROM ({}) AS trackc_count",
+            rewritten(&mut self.writer.rewritten, &query.sql)?
+        );
+        let what = || format!("counting the rows of `{}`", query.sql.trim());
+        let mut stmt = self.reader.prepare(&sql).lite(what)?;
+        bind(&mut stmt, &query.params)?;
+        let mut rows = stmt.raw_query();
+        let n: i64 = match rows.next().lite(what)? {
+            Some(row) => row.get(0).lite(what)?,
+            None => 0,
+        };
+        Ok(n as u64)
     }
 
     fn query_fingerprint(&mut self, query: &Statement) -> Result<String> {
@@ -805,33 +977,6 @@ impl Store for SqliteStore {
             }
             Ok(())
         })
-    }
-
-    fn pending_events(&mut self, limit: usize) -> Result<Vec<PendingEvent>> {
-        query_all(
-            self.conn(),
-            "SELECT seq, name, key FROM trackc_events WHERE done_at IS NULL
-             ORDER BY seq LIMIT ?1",
-            [limit as i64],
-            "reading pending events",
-            |r| {
-                Ok(PendingEvent {
-                    seq: r.get(0)?,
-                    name: r.get(1)?,
-                    key: r.get(2)?,
-                })
-            },
-        )
-    }
-
-    fn event_done(&mut self, seq: i64, now: i64) -> Result<()> {
-        self.conn()
-            .execute(
-                "UPDATE trackc_events SET done_at = ?2 WHERE seq = ?1",
-                params![seq, now],
-            )
-            .lite(|| format!("marking event {seq} done"))?;
-        Ok(())
     }
 
     fn outbox_counts(&mut self) -> Result<Vec<(String, String, i64)>> {
@@ -943,5 +1088,72 @@ impl Store for SqliteStore {
         self.conn()
             .query_row(sql, [], |r| r.get(0))
             .lite(|| format!("`{sql}`"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database of the version before batched events, with an event
+    /// whose run was cut short: after the upgrade the run is resumed with
+    /// that event, and once finished the event is done and not taken
+    /// again.
+    #[test]
+    fn an_event_run_cut_short_before_the_upgrade_is_resumed_after_it() {
+        let dir = std::env::temp_dir().join(format!("trackc-upgrade-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("t.db").display().to_string();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(CREATE_MIGRATIONS_TABLE).unwrap();
+            for m in MIGRATIONS.iter().filter(|m| m.version <= 3) {
+                conn.execute_batch(&sql_for(m, false)).unwrap();
+                conn.execute(
+                    "INSERT INTO trackc_migrations (version, name, applied_at) VALUES (?1, ?2, 0)",
+                    params![m.version, m.name],
+                )
+                .unwrap();
+            }
+            conn.execute_batch(
+                "INSERT INTO trackc_events (seq, name, key, created_at) VALUES (7, 'ping', '42', 1), (8, 'ping', '43', 1);
+                 INSERT INTO trackc_runs (id, track, event_seq, event_key, run_at, last_run, started_at)
+                 VALUES (3, 't', 7, '42', 5, 0, 5);",
+            )
+            .unwrap();
+        }
+        let mut store = SqliteStore::open(&path, &DbOptions::default()).unwrap();
+        store.migrate().unwrap();
+        let listeners = Listeners([("ping".to_string(), vec!["t".to_string()])].into());
+        let run = store
+            .open_event_run("t", &listeners, Type::Int, 9)
+            .unwrap()
+            .unwrap();
+        assert!(run.resumed && run.id == 3 && run.now == 5, "{run:?}");
+        let events = store.run_events(run.id).unwrap();
+        assert_eq!(events.len(), 1);
+        assert_eq!((events[0].seq, events[0].key.as_deref()), (7, Some("42")));
+        store.finish_run(&run, 1, 1, &listeners).unwrap();
+        // The next batch is the other event only.
+        let next = store
+            .open_event_run("t", &listeners, Type::Int, 10)
+            .unwrap()
+            .unwrap();
+        assert!(!next.resumed);
+        let events = store.run_events(next.id).unwrap();
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [8]);
+        store.finish_run(&next, 1, 1, &listeners).unwrap();
+        assert!(store
+            .open_event_run("t", &listeners, Type::Int, 11)
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            store
+                .query_i64("SELECT count(*) FROM trackc_events WHERE done_at IS NULL")
+                .unwrap(),
+            0
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

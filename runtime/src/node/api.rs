@@ -410,13 +410,11 @@ fn deploy_checked(
     };
     let tracks = bundle::load(jit, &files, schema.clone(), store.dialect())
         .map_err(|e| failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    let changed = bundle::deploy(store, &tracks, &request.map).map_err(|e| match e {
-        Error::Deploy(_) | Error::Config(_) => failure(StatusCode::CONFLICT, e),
-        e => internal(e),
-    })?;
-    if let Some((name, text)) = &schema {
-        store.set_schema(name, text).map_err(internal)?;
-    }
+    let changed =
+        bundle::deploy(store, &tracks, &request.map, schema.as_ref()).map_err(|e| match e {
+            Error::Deploy(_) | Error::Config(_) => failure(StatusCode::CONFLICT, e),
+            e => internal(e),
+        })?;
     let names: Vec<String> = tracks.iter().map(|t| t.ir.name.clone()).collect();
     Ok((
         StatusCode::OK,

@@ -79,6 +79,9 @@ pub struct Shared {
     /// Blocks this node has queued or in flight as an owner.
     pub outstanding: AtomicUsize,
     pub bundle_hash: AtomicU64,
+    /// Events whose key was no record of a track's source (done, with
+    /// nothing decided), since the node started.
+    pub unknown_keys: AtomicU64,
     /// The status JSON, renewed every cycle.
     pub status: Mutex<serde_json::Value>,
 }
@@ -408,6 +411,7 @@ impl ProtocolThread {
                 "blocks_outstanding": self.group.blocks_outstanding(),
                 "blocks_executed": self.group.block_counts().executed,
                 "blocks_refused": self.group.block_counts().refused,
+                "events_unknown_keys": self.shared.unknown_keys.load(Ordering::Relaxed),
             },
         });
         *self.shared.status.lock().expect("status") = status;

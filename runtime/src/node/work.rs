@@ -8,10 +8,10 @@ use super::{Input, Shared};
 use crate::bundle::{self, LoadedTrack};
 use crate::clock::now_micros;
 use crate::db::{content_hash, Rows, RunInfo, Store};
-use crate::engine::{due, listens_for, Due};
+use crate::engine::{due, Due};
 use crate::error::{Error, Result};
 use crate::group::protocol::{Block, Command, NodeId, Outcome};
-use crate::run::{execute_block, source_statement, BLOCK_RECORDS};
+use crate::run::{execute_block, listeners, listens, RunSource, BLOCK_RECORDS};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -21,8 +21,10 @@ use std::time::Duration;
 use trackc_compiler::ir::Trigger;
 use trackc_compiler::jit::Jit;
 
-/// Pending events looked at per run of a track that listens for them.
-const EVENTS_PER_RUN: usize = 100;
+/// How often an owner marks done the events no track listens for: the
+/// query walks the waiting events, and an event nobody hears can wait a
+/// few seconds to be marked.
+const RETIRE_EVERY: Duration = Duration::from_secs(10);
 /// Blocks queued or in flight on this node before its gathering waits.
 const OUTSTANDING_BLOCKS_MAX: usize = 64;
 
@@ -89,6 +91,8 @@ pub struct OwnerThread {
     pub shared: Arc<Shared>,
     pub started: i64,
     runs: HashMap<String, Vec<OpenRun>>,
+    /// When events no track listens for were last marked done.
+    retired_at: Option<i64>,
 }
 
 impl OwnerThread {
@@ -109,6 +113,7 @@ impl OwnerThread {
             shared,
             started: now_micros(),
             runs: HashMap::new(),
+            retired_at: None,
         }
     }
 
@@ -185,8 +190,9 @@ impl OwnerThread {
         Ok(())
     }
 
-    /// Opens the runs `track` is due for and hands their records to the
-    /// protocol in blocks. False when the epoch moved on (`Lost` sent).
+    /// Opens the run `track` is due for (its schedule, else a batch of its
+    /// events) and hands its records to the protocol in blocks. False when
+    /// the epoch moved on (`Lost` sent).
     fn run(&mut self, track: &str, epoch: u64) -> Result<bool> {
         if self.store.track_epoch(track)? != epoch {
             self.send(Input::Lost {
@@ -199,12 +205,13 @@ impl OwnerThread {
             return Ok(true);
         };
         let now = now_micros();
-        let mut opened = Vec::new();
+        self.retire_unheard_events(now)?;
         let ir = &self.bundle.tracks[t].ir;
         let scheduled = ir
             .triggers
             .iter()
             .any(|tr| !matches!(tr, Trigger::Event(_)));
+        let mut opened = None;
         if scheduled {
             if let Due::Yes { mark } = due(
                 self.store.as_mut(),
@@ -213,29 +220,26 @@ impl OwnerThread {
                 now,
                 self.started,
             )? {
-                if let Some(run) = self.store.open_run(track, now, None, None)? {
+                if let Some(run) = self.store.open_run(track, now, None)? {
                     // An event's run resumed here is not this period's
                     // run: the mark waits until one is.
                     let mark = if run.event.is_none() { mark } else { None };
-                    opened.push((run, mark));
+                    opened = Some((run, mark));
                 }
             }
         }
-        for event in self.store.pending_events(EVENTS_PER_RUN)? {
-            if !listens_for(&self.bundle.tracks[t].ir, &event.name) {
-                continue;
-            }
-            match self.store.open_run(track, now, Some(&event), None)? {
-                // A track has one unfinished run at a time, and `open_run`
-                // hands it back for every event while it is open: the
-                // other events wait for the next run instead of gathering
-                // that one again.
-                Some(run) if opened.iter().any(|(o, _)| o.id == run.id) => break,
-                Some(run) => opened.push((run, None)),
-                None => {}
-            }
+        let ir = &self.bundle.tracks[t].ir;
+        if opened.is_none() && !listens(ir).is_empty() {
+            let key = ir.fields[ir.key].ty;
+            // One batch per run; the next waits for the track's next run
+            // (a track has one unfinished run at a time).
+            let listeners = listeners(&self.bundle.tracks);
+            opened = self
+                .store
+                .open_event_run(track, &listeners, key, now)?
+                .map(|run| (run, None));
         }
-        for (run, mark) in opened {
+        if let Some((run, mark)) = opened {
             let records = self.gather(t, &run, epoch)?;
             self.runs
                 .entry(track.to_string())
@@ -245,15 +249,35 @@ impl OwnerThread {
         Ok(true)
     }
 
+    /// Marks done the waiting events no track of this node's bundle
+    /// listens for, at most every `RETIRE_EVERY`.
+    fn retire_unheard_events(&mut self, now: i64) -> Result<()> {
+        if self
+            .retired_at
+            .is_some_and(|at| now.saturating_sub(at) < RETIRE_EVERY.as_micros() as i64)
+        {
+            return Ok(());
+        }
+        self.retired_at = Some(now);
+        let heard = listeners(&self.bundle.tracks).names();
+        self.store.retire_unheard_events(&heard, now)?;
+        Ok(())
+    }
+
     /// Streams a run's records to the protocol, a block at a time, waiting
     /// while this node has many blocks outstanding.
     fn gather(&mut self, t: usize, run: &RunInfo, epoch: u64) -> Result<u64> {
         let track = &self.bundle.tracks[t];
-        let query = source_statement(track, run)?;
+        let source = RunSource::of(track, run, self.store.as_mut())?;
+        let Some(query) = &source.statement else {
+            self.note_unknown_keys(&track.ir.name, source.unknown(0));
+            return Ok(0);
+        };
         let mut records = 0u64;
+        let mut found = 0u64;
         let (inputs, shared) = (&self.inputs, &self.shared);
         self.store
-            .gather(&query, &track.types, BLOCK_RECORDS, &mut |_, rows| {
+            .gather(query, &track.types, BLOCK_RECORDS, &mut |_, rows| {
                 while shared.outstanding.load(Ordering::SeqCst) >= OUTSTANDING_BLOCKS_MAX {
                     if shared.stop.load(Ordering::SeqCst) {
                         return Err(Error::Stopped);
@@ -261,6 +285,7 @@ impl OwnerThread {
                     std::thread::sleep(Duration::from_millis(2));
                 }
                 records += rows.len() as u64;
+                found += source.found(&rows, track.ir.key);
                 shared.outstanding.fetch_add(1, Ordering::SeqCst);
                 let payload = postcard::to_allocvec(&BlockPayload {
                     run: run.clone(),
@@ -275,26 +300,31 @@ impl OwnerThread {
                 });
                 Ok(())
             })?;
+        self.note_unknown_keys(&track.ir.name, source.unknown(found));
         Ok(records)
     }
 
-    /// Closes a run whose blocks are all done; an event is done once every
-    /// track listening for it has finished its run for it.
+    /// Counts (and logs) events whose key was no record of the track.
+    fn note_unknown_keys(&self, track: &str, unknown: u64) {
+        if unknown > 0 {
+            self.shared
+                .unknown_keys
+                .fetch_add(unknown, Ordering::Relaxed);
+            eprintln!(
+                "node {}: track {track}: {unknown} event(s) named a key that is no record of \
+                 its source; they are done with nothing decided",
+                self.id
+            );
+        }
+    }
+
+    /// Closes a run whose blocks are all done, and with it its events that
+    /// every track listening for them has decided.
     fn finish(&mut self, track: &str, r: OpenRun) -> Result<()> {
-        self.store.finish_run(&r.run, r.records, 0)?;
+        let listeners = listeners(&self.bundle.tracks);
+        self.store.finish_run(&r.run, r.records, 0, &listeners)?;
         if let Some(mark) = &r.mark {
             self.store.set_mark(track, mark)?;
-        }
-        if let Some(event) = &r.run.event {
-            let finished = self.store.event_runs_finished(event.seq)?;
-            let all = self
-                .bundle
-                .tracks
-                .iter()
-                .all(|l| !listens_for(&l.ir, &event.name) || finished.contains(&l.ir.name));
-            if all {
-                self.store.event_done(event.seq, now_micros())?;
-            }
         }
         Ok(())
     }
