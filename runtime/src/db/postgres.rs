@@ -1309,19 +1309,9 @@ impl Store for PgStore {
                 .iter()
                 .map(pending_event)
                 .collect();
-            waiting.truncate(runs::batch_len(&waiting, key));
-            let Some(last) = waiting.last() else {
+            let Some((event, seqs)) = runs::cut_batch(&mut waiting, key) else {
                 return Ok(None);
             };
-            let event = PendingEvent {
-                key: if waiting.len() == 1 {
-                    last.key.clone()
-                } else {
-                    None
-                },
-                ..last.clone()
-            };
-            let seqs = runs::seqs_text(&waiting);
             let run = insert_run(tx, track, now, Some(&event), None, Some(&seqs)).await?;
             let shared: Vec<i64> = waiting
                 .iter()

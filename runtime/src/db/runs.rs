@@ -192,6 +192,23 @@ pub fn batch_len(waiting: &[PendingEvent], key: Type) -> usize {
     waiting.len()
 }
 
+/// Cuts `waiting` to the batch one run decides (`batch_len`) and gives the
+/// event its run row names (the last; with its key when it is alone) and
+/// the batch's list (`seqs_text`); `None` when nothing waits.
+pub fn cut_batch(waiting: &mut Vec<PendingEvent>, key: Type) -> Option<(PendingEvent, String)> {
+    waiting.truncate(batch_len(waiting, key));
+    let last = waiting.last()?;
+    let event = PendingEvent {
+        key: if waiting.len() == 1 {
+            last.key.clone()
+        } else {
+            None
+        },
+        ..last.clone()
+    };
+    Some((event, seqs_text(waiting)))
+}
+
 /// An event's key as the key field's value: `None` when it cannot be one
 /// (`abc` for an integer key), and then no record has it.
 pub fn typed_key(text: &str, key: Type) -> Option<Value> {
@@ -266,5 +283,95 @@ impl RunInfo {
             resumed: false,
             event: event.cloned(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: i64, key: Option<&str>) -> PendingEvent {
+        PendingEvent {
+            seq,
+            name: "e".into(),
+            key: key.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_batch_ends_before_a_repeated_key_or_a_keyless_event() {
+        let waiting = [
+            event(1, Some("7")),
+            event(2, Some("8")),
+            event(3, Some("007")),
+            event(4, Some("9")),
+        ];
+        // `007` is record 7 for an integer key, another record for text.
+        assert_eq!(batch_len(&waiting, Type::Int), 2);
+        assert_eq!(batch_len(&waiting, Type::Text), 4);
+        let keyless = [event(1, Some("7")), event(2, None), event(3, Some("8"))];
+        assert_eq!(batch_len(&keyless, Type::Int), 1);
+        assert_eq!(batch_len(&keyless[1..], Type::Int), 1);
+        assert_eq!(batch_len(&[], Type::Int), 0);
+    }
+
+    #[test]
+    fn a_cut_batch_names_its_last_event_and_lists_its_seqs() {
+        let mut waiting = vec![
+            event(4, Some("1")),
+            event(9, Some("2")),
+            event(12, Some("1")),
+        ];
+        let (last, seqs) = cut_batch(&mut waiting, Type::Int).unwrap();
+        assert_eq!((last.seq, last.key), (9, None));
+        assert_eq!(seqs, "[4,9]");
+        assert_eq!(parse_seqs(&seqs).unwrap(), [4, 9]);
+        let mut one = vec![event(5, Some("3"))];
+        let (last, _) = cut_batch(&mut one, Type::Int).unwrap();
+        assert_eq!(last.key.as_deref(), Some("3"));
+        assert!(cut_batch(&mut Vec::new(), Type::Int).is_none());
+    }
+
+    #[test]
+    fn an_event_is_done_when_every_listener_has_finished_it() {
+        let listeners = Listeners(
+            [
+                ("solo".to_string(), vec!["a".to_string()]),
+                ("both".to_string(), vec!["a".to_string(), "b".to_string()]),
+            ]
+            .into(),
+        );
+        let events = [
+            PendingEvent {
+                seq: 1,
+                name: "solo".into(),
+                key: None,
+            },
+            PendingEvent {
+                seq: 2,
+                name: "both".into(),
+                key: None,
+            },
+            PendingEvent {
+                seq: 3,
+                name: "both".into(),
+                key: None,
+            },
+            PendingEvent {
+                seq: 4,
+                name: "gone".into(),
+                key: None,
+            },
+        ];
+        let finished = |seq: i64| -> Result<Vec<String>> {
+            Ok(match seq {
+                2 => vec!["a".into(), "b".into()],
+                _ => vec!["a".into()],
+            })
+        };
+        let (done, all) = done_events(&events, "a", &listeners, finished).unwrap();
+        assert_eq!(done, [1, 2, 4]);
+        assert!(!all);
+        assert!(waiting_uses_track(&[true, false]) && !waiting_uses_track(&[true]));
     }
 }

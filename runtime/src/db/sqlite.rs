@@ -733,19 +733,9 @@ impl Store for SqliteStore {
                 "reading waiting events",
                 pending_event,
             )?;
-            waiting.truncate(runs::batch_len(&waiting, key));
-            let Some(last) = waiting.last() else {
+            let Some((event, seqs)) = runs::cut_batch(&mut waiting, key) else {
                 return Ok(None);
             };
-            let event = PendingEvent {
-                key: if waiting.len() == 1 {
-                    last.key.clone()
-                } else {
-                    None
-                },
-                ..last.clone()
-            };
-            let seqs = runs::seqs_text(&waiting);
             let run = insert_run(tx, track, now, Some(&event), None, Some(&seqs))?;
             let mut take = tx
                 .prepare_cached(&sqlite_placeholders(runs::TAKE_EVENT))
