@@ -14,14 +14,21 @@
 # are accepted: through `--keys-from` (above) and through the HTTP API of
 # a `trackc node` (POST /emit, arrays of 10,000, one request at a time).
 #
-# Prints per database:
-#   RESULT db=<kind> contacts=<n> schedule_record_steps_per_s=<x> events_record_steps_per_s=<y> ratio=<y/x> keys_from_events_per_s=<k> api_events_per_s=<a>
+# Each decision measurement is repeated (the schedule and the events in
+# turn, each on a fresh database) and the medians are reported: on a
+# 2-core machine one run of either moves by ±15 %.
 #
-# CONTACTS=100000 by default; DBS="sqlite postgres";
+# Prints per repetition, then per database:
+#   RUN db=<kind> schedule_record_steps_per_s=<x> events_record_steps_per_s=<y>
+#   RESULT db=<kind> contacts=<n> schedule_record_steps_per_s=<x> events_record_steps_per_s=<y> ratio=<y/x> keys_from_events_per_s=<k> api_events_per_s=<a>
+# (medians; the API's rate is measured once, after the last repetition).
+#
+# CONTACTS=100000 by default; REPEAT=3; DBS="sqlite postgres";
 # PG_ADMIN=postgres://postgres@127.0.0.1:5432/postgres.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONTACTS=${CONTACTS:-100000}
+REPEAT=${REPEAT:-3}
 DBS=${DBS:-"sqlite postgres"}
 PG_ADMIN=${PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}
 OUT=$PWD/bench/out/events
@@ -114,17 +121,24 @@ EOF
   python3 -c "print(f'{$CONTACTS / ($t1 - $t0):.0f}')"
 }
 
-for kind in $DBS; do
-  url=$(fresh "$kind" events_schedule)
-  schedule=$(run_once "$url" "$SCHEDULED")
+median() { python3 -c 'import statistics, sys; print(f"{statistics.median(float(x) for x in sys.argv[1:]):.0f}")' "$@"; }
 
-  url=$(fresh "$kind" events_events)
-  t0=$(now)
-  "$BIN" emit touch --keys-from "$OUT/keys" --db "$url" > "$OUT/emit.out" 2>&1 \
-    || { cat "$OUT/emit.out"; exit 1; }
-  t1=$(now)
-  keys_from=$(python3 -c "print(f'{$CONTACTS / ($t1 - $t0):.0f}')")
-  events=$(run_once "$url" "$EVENTS")
+for kind in $DBS; do
+  schedules=() eventss=() keys_froms=()
+  for _ in $(seq 1 "$REPEAT"); do
+    url=$(fresh "$kind" events_schedule)
+    schedules+=("$(run_once "$url" "$SCHEDULED")")
+
+    url=$(fresh "$kind" events_events)
+    t0=$(now)
+    "$BIN" emit touch --keys-from "$OUT/keys" --db "$url" > "$OUT/emit.out" 2>&1 \
+      || { cat "$OUT/emit.out"; exit 1; }
+    t1=$(now)
+    keys_froms+=("$(python3 -c "print(f'{$CONTACTS / ($t1 - $t0):.0f}')")")
+    eventss+=("$(run_once "$url" "$EVENTS")")
+    echo "RUN db=$kind schedule_record_steps_per_s=${schedules[-1]} events_record_steps_per_s=${eventss[-1]}"
+  done
+  schedule=$(median "${schedules[@]}") events=$(median "${eventss[@]}") keys_from=$(median "${keys_froms[@]}")
   left=$(count "$url" "SELECT count(*) FROM trackc_events WHERE done_at IS NULL")
   [ "$left" = 0 ] || { echo "$left events left undecided" >&2; exit 1; }
   api=$(api_rate "$url")

@@ -293,10 +293,7 @@ impl RunSource {
         let statement = if keys.is_empty() {
             None
         } else {
-            params.push((
-                EVENT_KEYS_PARAM.to_string(),
-                Value::Text(event_keys(&keys, dialect)),
-            ));
+            params.push((EVENT_KEYS_PARAM.to_string(), Value::Text(event_keys(&keys))));
             Some(Statement {
                 sql: filter_by_keys(&ir.source.text, &field.name, field.ty, dialect)?,
                 params,

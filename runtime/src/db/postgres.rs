@@ -356,6 +356,17 @@ impl ToSql for PgParam<'_> {
             (Value::Text(s), _) if <&str as ToSql>::accepts(ty) => {
                 return s.as_str().to_sql(ty, out)
             }
+            // A JSON array of integers or texts, to a `bigint[]` or `text[]`
+            // parameter: how a run of events binds its keys (`sqltext::
+            // event_keys`), as one array the planner sees as a constant.
+            (Value::Text(s), &PgType::INT8_ARRAY) => {
+                let items: Vec<i64> = serde_json::from_str(s).map_err(|_| wrong())?;
+                return items.to_sql(ty, out);
+            }
+            (Value::Text(s), &PgType::TEXT_ARRAY) => {
+                let items: Vec<String> = serde_json::from_str(s).map_err(|_| wrong())?;
+                return items.to_sql(ty, out);
+            }
             (Value::Timestamp(t), &PgType::TIMESTAMPTZ | &PgType::TIMESTAMP) => {
                 out.put_i64(t - PG_EPOCH_MICROS)
             }
