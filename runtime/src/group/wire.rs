@@ -313,6 +313,47 @@ impl Opener {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// A frame with any body behind a valid MAC: what only a holder of the
+    /// group secret could send, so the decoder behind the MAC is reached.
+    fn authentic(secret: &[u8], prefix: &[u8], body: &[u8]) -> Vec<u8> {
+        let mut frame = prefix.to_vec();
+        frame.extend_from_slice(body);
+        let mut m = mac(secret);
+        m.update(&frame);
+        frame.extend_from_slice(&m.finalize().into_bytes());
+        frame
+    }
+
+    proptest! {
+        /// Fuzzing the peer frame decoder on stable (issue 18): any body,
+        /// under any version byte, behind a valid MAC, and mutations of a
+        /// real advert, open or are refused; nothing panics.
+        #[test]
+        fn any_authentic_frame_opens_or_is_refused(
+            version in prop_oneof![Just(None), (0u8..=4).prop_map(Some)],
+            body in proptest::collection::vec(any::<u8>(), 0..600),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+        ) {
+            let prefix: Vec<u8> = match version {
+                None => vec![],
+                Some(v) => vec![VERSIONED, v],
+            };
+            let mut opener = Opener::new(b"secret", 2);
+            let _ = opener.open(&authentic(b"secret", &prefix, &body));
+            let mut sealer = Sealer::new(b"secret", 1, 1000);
+            let real = sealer.seal(2, &advert());
+            let mut real_body = real[2..real.len() - MAC_BYTES].to_vec();
+            for (at, byte) in flips {
+                if !real_body.is_empty() {
+                    let i = at % real_body.len();
+                    real_body[i] ^= byte;
+                }
+            }
+            let _ = opener.open(&authentic(b"secret", &prefix, &real_body));
+        }
+    }
     use crate::group::protocol::{Advert, Role};
 
     fn advert() -> Message {

@@ -421,3 +421,43 @@ fn deploy_checked(
         serde_json::json!({ "tracks": names, "changed": changed }),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Fuzzing the API's JSON bodies on stable (issue 18): any bytes,
+        /// and JSON of the right shape with wrong parts, are events or a
+        /// refusal with a status and a message; nothing panics.
+        #[test]
+        fn any_body_is_events_or_a_refusal(
+            bytes in proptest::collection::vec(any::<u8>(), 0..300),
+            names in proptest::collection::vec("[a-z ]{0,6}", 0..20),
+            keys in proptest::collection::vec(proptest::option::of("[0-9a-z\"]{0,6}"), 0..20),
+        ) {
+            let _ = emit_events(&bytes);
+            let _ = serde_json::from_slice::<DeployRequest>(&bytes);
+            let many: Vec<serde_json::Value> = names
+                .iter()
+                .zip(keys.iter().cycle())
+                .map(|(n, k)| serde_json::json!({"event": n, "key": k}))
+                .collect();
+            let body = serde_json::Value::from(many).to_string();
+            match emit_events(body.as_bytes()) {
+                Ok(events) => prop_assert!(events.iter().all(|e| !e.name.trim().is_empty())),
+                Err(_) => prop_assert!(names.iter().any(|n| n.trim().is_empty())),
+            }
+        }
+    }
+
+    #[test]
+    fn an_emit_over_the_limit_is_refused_saying_the_limit() {
+        let many: Vec<serde_json::Value> = (0..=EMIT_BATCH_MAX)
+            .map(|i| serde_json::json!({"event": "e", "key": i.to_string()}))
+            .collect();
+        let body = serde_json::Value::from(many).to_string();
+        assert!(emit_events(body.as_bytes()).is_err());
+    }
+}

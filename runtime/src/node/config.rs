@@ -365,6 +365,37 @@ token_sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
         NodeConfig::parse(text, Path::new(".")).unwrap_err()
     }
 
+    proptest::proptest! {
+        /// Fuzzing node.toml on stable (issue 18): a good file with bytes
+        /// replaced, cut short or spliced is read or refused with a
+        /// message; nothing panics.
+        #[test]
+        fn a_damaged_config_is_read_or_refused(
+            edits in proptest::collection::vec((0usize..2000, "[ -~\\n]{0,12}"), 0..6),
+            cut in 0usize..2000,
+        ) {
+            let mut text = GOOD.to_string();
+            for (at, insert) in edits {
+                let mut at = at % (text.len() + 1);
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                let end = (at + insert.len()).min(text.len());
+                let mut end = end;
+                while !text.is_char_boundary(end) {
+                    end -= 1;
+                }
+                text.replace_range(at..end, &insert);
+            }
+            let mut cut = cut.min(text.len());
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let _ = NodeConfig::parse(&text, Path::new("."));
+            let _ = NodeConfig::parse(&text[..cut], Path::new("."));
+        }
+    }
+
     #[test]
     fn a_good_config_and_its_defaults() {
         let c = NodeConfig::parse(GOOD, Path::new(".")).unwrap();

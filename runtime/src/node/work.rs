@@ -389,3 +389,44 @@ fn execute(bundle: Option<&Bundle>, store: &mut dyn Store, block: &Block) -> Res
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use trackc_compiler::value::Value;
+
+    proptest! {
+        /// Fuzzing block payloads on stable (issue 18): any bytes, and a
+        /// real payload with bytes changed or cut, decode or are refused;
+        /// nothing panics and nothing allocates without bound (postcard
+        /// preallocates at most what the input can hold).
+        #[test]
+        fn any_block_payload_decodes_or_is_refused(
+            bytes in proptest::collection::vec(any::<u8>(), 0..400),
+            flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
+            cut in any::<usize>(),
+        ) {
+            let _ = postcard::from_bytes::<BlockPayload>(&bytes);
+            let real = postcard::to_allocvec(&BlockPayload {
+                run: RunInfo {
+                    id: 3,
+                    track: "t".into(),
+                    now: 5,
+                    last_run: 1,
+                    resumed: false,
+                    event: None,
+                },
+                rows: vec![vec![Value::Int(1), Value::Text("a@b".into()), Value::Null]],
+            })
+            .unwrap();
+            let mut damaged = real.clone();
+            for (at, byte) in flips {
+                let i = at % damaged.len();
+                damaged[i] ^= byte;
+            }
+            let _ = postcard::from_bytes::<BlockPayload>(&damaged);
+            let _ = postcard::from_bytes::<BlockPayload>(&real[..cut % (real.len() + 1)]);
+        }
+    }
+}
