@@ -51,6 +51,37 @@ pub fn track_files(
     Ok((files, found_schema))
 }
 
+/// The most track files in one bundle. A bundle is compiled whole, in
+/// memory, on every node of a group; a thousand files is far more than a
+/// real group deploys and still compiles in seconds.
+pub const BUNDLE_FILES_MAX: usize = 1_000;
+/// The longest track file or schema: 1 MiB, a hundred times a long track
+/// (the API's body limit, 8 MiB, bounds a whole deploy request anyway).
+pub const SOURCE_BYTES_MAX: usize = 1 << 20;
+/// The most tracks in one bundle: each is claimed, advertised in every
+/// cycle's adverts and run by its owner.
+pub const BUNDLE_TRACKS_MAX: usize = 10_000;
+
+/// Refuses a bundle over the limits above, saying which and by how much.
+fn check_limits(files: &[(String, String)], schema: Option<&(String, String)>) -> Result<()> {
+    if files.len() > BUNDLE_FILES_MAX {
+        return Err(Error::Deploy(format!(
+            "the bundle has {} track files: at most {BUNDLE_FILES_MAX}; nothing was deployed",
+            files.len()
+        )));
+    }
+    for (name, text) in files.iter().chain(schema) {
+        if text.len() > SOURCE_BYTES_MAX {
+            return Err(Error::Deploy(format!(
+                "{name} is {} bytes: a track file or schema may be at most {SOURCE_BYTES_MAX} \
+                 bytes (1 MiB); nothing was deployed",
+                text.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Compiles track files; any error stops the load with the diagnostics.
 pub fn load(
     jit: &Jit,
@@ -58,6 +89,7 @@ pub fn load(
     schema: Option<(String, String)>,
     dialect: Dialect,
 ) -> Result<Vec<LoadedTrack>> {
+    check_limits(files, schema.as_ref())?;
     let inputs = files
         .iter()
         .map(|(name, text)| Input {
@@ -84,6 +116,12 @@ pub fn load(
         return Err(Error::Deploy(format!(
             "the tracks have {} error(s); nothing was deployed\n{text}",
             compilation.error_count()
+        )));
+    }
+    if compilation.program.tracks.len() > BUNDLE_TRACKS_MAX {
+        return Err(Error::Deploy(format!(
+            "the bundle has {} tracks: at most {BUNDLE_TRACKS_MAX}; nothing was deployed",
+            compilation.program.tracks.len()
         )));
     }
     let by_name: HashMap<&str, &(String, String)> = compilation
@@ -227,4 +265,30 @@ pub fn deploy(
         store.set_schema(name, text)?;
     }
     Ok(changed.into_iter().map(|t| t.name).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(n: usize, bytes: usize) -> Vec<(String, String)> {
+        (0..n)
+            .map(|i| (format!("t{i}.dt"), "x".repeat(bytes)))
+            .collect()
+    }
+
+    #[test]
+    fn a_bundle_over_its_limits_is_refused_saying_which() {
+        let e = check_limits(&files(BUNDLE_FILES_MAX + 1, 10), None).unwrap_err();
+        assert!(
+            e.to_string().contains("1001 track files: at most 1000"),
+            "{e}"
+        );
+        let e = check_limits(&files(2, SOURCE_BYTES_MAX + 1), None).unwrap_err();
+        assert!(e.to_string().contains("t0.dt is 1048577 bytes"), "{e}");
+        let schema = ("schema.sql".to_string(), "y".repeat(SOURCE_BYTES_MAX + 1));
+        let e = check_limits(&files(1, 10), Some(&schema)).unwrap_err();
+        assert!(e.to_string().contains("schema.sql is"), "{e}");
+        assert!(check_limits(&files(BUNDLE_FILES_MAX, SOURCE_BYTES_MAX), None).is_ok());
+    }
 }
