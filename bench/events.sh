@@ -82,7 +82,7 @@ run_once() {
 
 # Events accepted per second through POST /emit of a node on $1.
 api_rate() {
-  local url=$1 port body t0 t1
+  local url=$1 port peer t0 t1
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   peer=$(python3 -c 'import socket; s = socket.socket(type=socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   cat > "$OUT/node.toml" <<EOF

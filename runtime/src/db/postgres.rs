@@ -294,6 +294,25 @@ impl PgStore {
         })
     }
 
+    /// The rows of track SQL `query` (its `:name`s made positional and
+    /// bound) wrapped by `wrap` (`EXPLAIN …`, `SELECT count(*) FROM (…)`).
+    fn query_wrapped<T>(
+        &mut self,
+        query: &Statement,
+        wrap: impl Fn(&str) -> String,
+        doing: &str,
+        map: impl Fn(&tokio_postgres::Row) -> T,
+    ) -> Result<Vec<T>> {
+        let (sql, names) = sqltext::to_positional(&query.sql)?;
+        let values = lookup(&names, &query.params)?;
+        self.query(
+            &wrap(&sql),
+            &refs(&values),
+            || format!("{doing} `{}`", query.sql.trim()),
+            map,
+        )
+    }
+
     fn execute(
         &mut self,
         sql: &str,
@@ -1278,9 +1297,8 @@ impl Store for PgStore {
             if let Some(unfinished) = lock_and_find_unfinished(tx, track).await? {
                 return Ok(Some(unfinished));
             }
-            // Already run in this pass (NULL matches nothing).
             let ran: i64 = tx
-                .query_one(runs::ALREADY_RAN, &[&track, &None::<i64>, &pass])
+                .query_one(runs::RAN_IN_PASS, &[&track, &pass])
                 .await
                 .pg(what)?
                 .get(0);
@@ -1468,26 +1486,20 @@ impl Store for PgStore {
     }
 
     fn count_rows(&mut self, query: &Statement) -> Result<u64> {
-        let (sql, names) = sqltext::to_positional(&query.sql)?;
-        let values = lookup(&names, &query.params)?;
-        let sql = format!("SELECT count(*) FROM ({sql}) AS trackc_count");
-        let n = self.query(
-            &sql,
-            &refs(&values),
-            || format!("counting the rows of `{}`", query.sql.trim()),
+        let n = self.query_wrapped(
+            query,
+            |sql| format!("SELECT count(*) FROM ({sql}) AS trackc_count"),
+            "counting the rows of",
             |r| r.get::<_, i64>(0),
         )?;
         Ok(n.first().copied().unwrap_or(0) as u64)
     }
 
     fn explain(&mut self, query: &Statement) -> Result<String> {
-        let (sql, names) = sqltext::to_positional(&query.sql)?;
-        let values = lookup(&names, &query.params)?;
-        let sql = format!("EXPLAIN {sql}");
-        let lines = self.query(
-            &sql,
-            &refs(&values),
-            || format!("explaining `{}`", query.sql.trim()),
+        let lines = self.query_wrapped(
+            query,
+            |sql| format!("EXPLAIN {sql}"),
+            "explaining",
             |r| r.get::<_, String>(0),
         )?;
         Ok(lines.join("\n"))

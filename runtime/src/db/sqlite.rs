@@ -91,6 +91,27 @@ impl SqliteStore {
         &mut self.writer.conn
     }
 
+    /// The rows of track SQL `query` (rewritten for SQLite) wrapped by
+    /// `wrap` (`EXPLAIN …`, `SELECT count(*) FROM (…)`), on the reader.
+    fn read_wrapped<T>(
+        &mut self,
+        query: &Statement,
+        wrap: impl Fn(&str) -> String,
+        doing: &str,
+        mut map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>> {
+        let sql = wrap(rewritten(&mut self.writer.rewritten, &query.sql)?);
+        let what = || format!("{doing} `{}`", query.sql.trim());
+        let mut stmt = self.reader.prepare(&sql).lite(what)?;
+        bind(&mut stmt, &query.params)?;
+        let mut rows = stmt.raw_query();
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().lite(what)? {
+            out.push(map(row).lite(what)?);
+        }
+        Ok(out)
+    }
+
     /// Runs `body` in one transaction on the writer, the whole of it tried
     /// again while the file is busy; a failed try is rolled back (a COMMIT
     /// that failed busy leaves its transaction open).
@@ -690,11 +711,10 @@ impl Store for SqliteStore {
             if let Some(unfinished) = unfinished_run(tx, track)? {
                 return Ok(Some(unfinished));
             }
-            // Already run in this pass (NULL matches nothing).
             let ran: i64 = tx
                 .query_row(
-                    &sqlite_placeholders(runs::ALREADY_RAN),
-                    params![track, None::<i64>, pass],
+                    &sqlite_placeholders(runs::RAN_IN_PASS),
+                    params![track, pass],
                     |r| r.get(0),
                 )
                 .lite(what)?;
@@ -874,21 +894,13 @@ impl Store for SqliteStore {
     }
 
     fn explain(&mut self, query: &Statement) -> Result<String> {
-        let sql = format!(
-            "EXPLAIN QUERY PLAN {}",
-            rewritten(&mut self.writer.rewritten, &query.sql)?
-        );
-        let what = || format!("explaining `{}`", query.sql.trim());
-        let mut stmt = self.reader.prepare(&sql).lite(what)?;
-        bind(&mut stmt, &query.params)?;
-        let mut rows = stmt.raw_query();
-        let mut plan = String::new();
-        while let Some(row) = rows.next().lite(what)? {
-            let detail: String = row.get(3).lite(what)?;
-            plan.push_str(&detail);
-            plan.push('\n');
-        }
-        Ok(plan)
+        let lines = self.read_wrapped(
+            query,
+            |sql| format!("EXPLAIN QUERY PLAN {sql}"),
+            "explaining",
+            |row| row.get::<_, String>(3),
+        )?;
+        Ok(lines.join("\n"))
     }
 
     fn last_run(&mut self, track: &str) -> Result<Option<i64>> {
@@ -901,19 +913,13 @@ impl Store for SqliteStore {
     }
 
     fn count_rows(&mut self, query: &Statement) -> Result<u64> {
-        let sql = format!(
-            "SELECT count(*) FROM ({}) AS trackc_count",
-            rewritten(&mut self.writer.rewritten, &query.sql)?
-        );
-        let what = || format!("counting the rows of `{}`", query.sql.trim());
-        let mut stmt = self.reader.prepare(&sql).lite(what)?;
-        bind(&mut stmt, &query.params)?;
-        let mut rows = stmt.raw_query();
-        let n: i64 = match rows.next().lite(what)? {
-            Some(row) => row.get(0).lite(what)?,
-            None => 0,
-        };
-        Ok(n as u64)
+        let n = self.read_wrapped(
+            query,
+            |sql| format!("SELECT count(*) FROM ({sql}) AS trackc_count"),
+            "counting the rows of",
+            |row| row.get::<_, i64>(0),
+        )?;
+        Ok(n.first().copied().unwrap_or(0) as u64)
     }
 
     fn query_fingerprint(&mut self, query: &Statement) -> Result<String> {
