@@ -7,10 +7,12 @@ use clap::{Args, ValueEnum};
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use trackc_runtime::bundle::track_files;
 use trackc_runtime::db::{NewEvent, EMIT_BATCH_MAX};
 use trackc_runtime::node::api::{DeployRequest, EmitRequest, SourceFile};
-use trackc_runtime::node::client::request;
+use trackc_runtime::node::client::{request, Connection};
 use trackc_runtime::node::config::NodeConfig;
 
 #[derive(Args)]
@@ -23,11 +25,41 @@ pub struct NodeArgs {
 /// Where a running group's API is, and who asks.
 #[derive(Args)]
 pub struct Remote {
-    /// A node's HTTP API, as http://HOST:PORT.
+    /// A node's HTTP API: https://HOST:PORT, or http:// to this machine.
     #[arg(long, value_name = "URL")]
     to: String,
     #[command(flatten)]
     token: TokenArgs,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
+}
+
+/// How the connection to the API is secured.
+#[derive(Args, Clone)]
+pub struct ClientTlsArgs {
+    /// Trust only the CA certificates in this PEM file (a private CA) instead of the
+    /// system's.
+    #[arg(long, value_name = "FILE.pem")]
+    ca: Option<PathBuf>,
+    /// A client certificate (PEM), for nodes with `tls_client_ca`.
+    #[arg(long, value_name = "FILE.pem", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, value_name = "FILE.pem", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// Allow plain http:// to another machine: the token crosses the network in clear.
+    #[arg(long)]
+    insecure_http: bool,
+}
+
+impl ClientTlsArgs {
+    fn connection(&self) -> Connection {
+        Connection {
+            ca: self.ca.clone(),
+            identity: self.client_cert.clone().zip(self.client_key.clone()),
+            insecure_http: self.insecure_http,
+        }
+    }
 }
 
 /// Where the bearer token comes from: `--token-file`, else `--token`, else
@@ -159,7 +191,7 @@ pub struct EmitArgs {
     /// one event each, raised in parts of 10,000 per transaction.
     #[arg(long, value_name = "FILE|-")]
     keys_from: Option<PathBuf>,
-    /// A node's HTTP API, as http://HOST:PORT.
+    /// A node's HTTP API: https://HOST:PORT, or http:// to this machine.
     #[arg(
         long,
         value_name = "URL",
@@ -169,6 +201,8 @@ pub struct EmitArgs {
     to: Option<String>,
     #[command(flatten)]
     token: TokenArgs,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
     /// Raise the events in this database directly (one node, no group).
     #[arg(long, value_name = "URL")]
     db: Option<String>,
@@ -177,11 +211,18 @@ pub struct EmitArgs {
 pub fn node(args: &NodeArgs) -> Result<ExitCode, UsageError> {
     let config = NodeConfig::read(&args.config).map_err(failed)?;
     let stop = stop_flag()?;
+    // SIGHUP: read node.toml again (secrets, TLS files).
+    let reload = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone())
+        .map_err(|e| usage(format!("cannot handle signals: {e}")))?;
     eprintln!(
-        "node {} listening on {} (peers), {} (HTTP)",
-        config.id, config.listen, config.http
+        "node {} listening on {} (peers), {} (HTTP{})",
+        config.id,
+        config.listen,
+        config.http,
+        if config.tls.is_some() { "S" } else { "" }
     );
-    trackc_runtime::node::run_node(config, stop).map_err(failed)?;
+    trackc_runtime::node::run_node(config, stop, reload).map_err(failed)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -194,7 +235,14 @@ fn call(
 ) -> Result<Result<serde_json::Value, ExitCode>, UsageError> {
     let url = format!("{}{path}", remote.to.trim_end_matches('/'));
     let token = remote.token.get()?;
-    let (status, text) = request(method, &url, token.as_deref(), body).map_err(failed)?;
+    let (status, text) = request(
+        method,
+        &url,
+        token.as_deref(),
+        body,
+        &remote.tls.connection(),
+    )
+    .map_err(failed)?;
     let value: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
     if (200..300).contains(&status) {
         return Ok(Ok(value));
@@ -324,6 +372,7 @@ pub fn emit(args: &EmitArgs) -> Result<ExitCode, UsageError> {
                     token: args.token.get()?,
                     token_file: None,
                 },
+                tls: args.tls.clone(),
             };
             Box::new(move |events| {
                 let body: Vec<EmitRequest> = events

@@ -7,6 +7,8 @@
 
 #[path = "support/db.rs"]
 mod db;
+#[path = "support/nodes.rs"]
+mod nodes;
 #[path = "support/peer_relay.rs"]
 mod peer_relay;
 #[path = "support/receivers.rs"]
@@ -15,66 +17,21 @@ mod receivers;
 mod relay;
 
 use db::{free_ports, server_of, temp_dir, Db};
+use nodes::{
+    check_alive, signal, start, start_single_node, status, trackc, wait_for, write_configs, Node,
+    Plan, SECRET, TOKENS,
+};
 use peer_relay::PeerRelay;
 use receivers::HttpReceiver;
 use relay::Relay;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const ITEMS: i64 = 20_000;
 /// Items that also send a webhook in the terminated-connections test.
 const HOOKS: i64 = 3_000;
-const SECRET: &str = "the group secret of the test";
-const TOKENS: [(&str, &str); 4] = [
-    ("admin", "admin-token"),
-    ("author", "author-token"),
-    ("operator", "operator-token"),
-    ("viewer", "viewer-token"),
-];
-
-fn trackc() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_trackc"))
-}
-
-struct Node {
-    id: u64,
-    http: String,
-    child: Option<Child>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            let _ = Command::new("kill")
-                .args(["-CONT", &c.id().to_string()])
-                .status();
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// One node as the test wires it, before its `node.toml` is written.
-struct Plan {
-    id: u64,
-    listen: SocketAddr,
-    http: u16,
-    database: String,
-    peers: Vec<SocketAddr>,
-    /// More `node.toml` lines.
-    extra: String,
-}
-
-/// Every node process still runs.
-fn check_alive(nodes: &mut [Node]) {
-    for n in nodes {
-        let child = n.child.as_mut().unwrap();
-        assert!(child.try_wait().unwrap().is_none(), "node {} died", n.id);
-    }
-}
 
 /// A password the nodes' database URLs carry (trust authentication lets it
 /// pass): it must never show in their logs.
@@ -127,72 +84,6 @@ fn plans(db: &Db) -> Vec<Plan> {
         .collect()
 }
 
-/// Writes each node's `node.toml`: (id, path, HTTP URL).
-fn write_configs(dir: &Path, plans: &[Plan]) -> Vec<(u64, PathBuf, String)> {
-    let users: String = TOKENS
-        .iter()
-        .map(|(role, token)| {
-            let hash = trackc_runtime::node::config::token_sha256(token);
-            format!("[[users]]\nname = \"{role}\"\nrole = \"{role}\"\ntoken_sha256 = \"{hash}\"\n")
-        })
-        .collect();
-    plans
-        .iter()
-        .map(|p| {
-            let path = dir.join(format!("node{}.toml", p.id));
-            let peers: Vec<String> = p.peers.iter().map(|a| format!("\"{a}\"")).collect();
-            std::fs::write(
-                &path,
-                format!(
-                    "id = {}\nlisten = \"{}\"\nhttp = \"127.0.0.1:{}\"\n\
-                     peers = [{}]\ndatabase = \"{}\"\nsecret = \"{SECRET}\"\n\
-                     cycle = \"200ms\"\n{}\n{users}",
-                    p.id,
-                    p.listen,
-                    p.http,
-                    peers.join(", "),
-                    p.database,
-                    p.extra,
-                ),
-            )
-            .unwrap();
-            (p.id, path, format!("http://127.0.0.1:{}", p.http))
-        })
-        .collect()
-}
-
-fn start(id: u64, config: &Path, http: &str, dir: &Path) -> Node {
-    let log = std::fs::File::create(dir.join(format!("node{id}.log"))).unwrap();
-    let child = trackc()
-        .args(["node", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    Node {
-        id,
-        http: http.to_string(),
-        child: Some(child),
-    }
-}
-
-fn status(node: &Node) -> Option<serde_json::Value> {
-    let out = trackc()
-        .args([
-            "status",
-            "--format",
-            "json",
-            "--to",
-            &node.http,
-            "--token",
-            "viewer-token",
-        ])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).ok()
-}
-
 /// The owner of `track` as `node` sees it.
 fn owner(node: &Node, track: &str) -> Option<u64> {
     let s = status(node)?;
@@ -201,24 +92,6 @@ fn owner(node: &Node, track: &str) -> Option<u64> {
         .iter()
         .find(|t| t["name"] == track)?["owner"]
         .as_u64()
-}
-
-fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    start.elapsed()
-}
-
-fn signal(node: &Node, sig: &str) {
-    let pid = node.child.as_ref().unwrap().id().to_string();
-    assert!(Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .unwrap()
-        .success());
 }
 
 /// A database with the items and three nodes on it, answering; the
@@ -853,6 +726,7 @@ fn a_partitioned_node_in_a_mixed_version_group_doubles_nothing() {
         &format!("{}/emit", nodes[0].http),
         Some("operator-token"),
         Some(serde_json::Value::from(many).to_string()),
+        &Default::default(),
     )
     .unwrap();
     assert_eq!(code, 413, "{answer}");
@@ -910,27 +784,6 @@ fn get_from(from: [u8; 4], http: &str, path: &str, token: &str) -> (u16, String)
     })
 }
 
-/// One node on SQLite without peers, answering; its folder.
-fn start_single_node(name: &str) -> (Node, PathBuf) {
-    let dir = temp_dir(name);
-    let ports = free_ports(2);
-    let listen = SocketAddr::from(([127, 0, 0, 1], ports[0]));
-    let plan = Plan {
-        id: 1,
-        listen,
-        http: ports[1],
-        database: format!("sqlite:{}", dir.join("node.db").display()),
-        peers: vec![listen],
-        extra: String::new(),
-    };
-    let configs = write_configs(&dir, &[plan]);
-    let node = start(1, &configs[0].1, &configs[0].2, &dir);
-    wait_for("the node answers", Duration::from_secs(30), || {
-        status(&node).is_some()
-    });
-    (node, dir)
-}
-
 /// A client that opens connections and sends its headers a byte at a time
 /// (slowloris) is cut off after the header timeout, 10 s, while the API
 /// goes on answering others.
@@ -964,7 +817,8 @@ fn failed_authentications_are_limited_per_address() {
     let (node, dir) = start_single_node("authlimit");
     let url = format!("{}/status", node.http);
     let get = |token: &str| {
-        trackc_runtime::node::client::request("GET", &url, Some(token), None).unwrap()
+        trackc_runtime::node::client::request("GET", &url, Some(token), None, &Default::default())
+            .unwrap()
     };
     let limit = 10;
     for n in 0..limit {
@@ -1004,6 +858,98 @@ fn failed_authentications_are_limited_per_address() {
         "{log}"
     );
     assert!(!log.contains("a-guess"), "a token in the log: {log}");
+}
+
+/// The group secret is rotated while alpha and beta run, in the three
+/// steps of docs/group.md, each an edit of every node.toml and a SIGHUP
+/// per node, one node after the other: no frame is refused on the way
+/// (each node already accepts the secret the others switch to), every
+/// node stays alive in every node's view, and every effect happens once.
+/// After the rotation a frame under the old secret is refused.
+#[test]
+fn the_group_secret_is_rotated_without_a_restart_and_nothing_is_lost() {
+    use trackc_runtime::group::protocol::{Advert, Message, Role};
+    use trackc_runtime::group::wire::{Sealer, BROADCAST};
+    let mut plans = Vec::new();
+    let Some((mut db, mut nodes, dir, tracks, _)) =
+        start_group_wired("rotation", |p| plans = p.to_vec())
+    else {
+        return;
+    };
+    deploy(&nodes[0], &tracks);
+    wait_for("the run has started", Duration::from_secs(60), || {
+        db.count("SELECT count(*) FROM effects") > 0
+    });
+    const NEW: &str = "the group secret after the rotation";
+    let steps = [
+        format!("secret_previous = \"{NEW}\""),
+        format!("secret = \"{NEW}\"\nsecret_previous = \"{SECRET}\""),
+        format!("secret = \"{NEW}\""),
+    ];
+    let mac_failures = |node: &Node| {
+        let s = status(node).expect("a node answers");
+        s["metrics"]["frames_rejected"]["mac"].as_u64().unwrap_or(0)
+    };
+    let all_alive = |node: &Node| {
+        status(node).is_some_and(|s| {
+            s["nodes"]
+                .as_array()
+                .is_some_and(|ns| ns.len() == 3 && ns.iter().all(|n| n["state"] == "alive"))
+        })
+    };
+    for (n, step) in steps.iter().enumerate() {
+        for (plan, node) in plans.iter_mut().zip(&nodes) {
+            plan.extra = step.clone();
+            write_configs(&dir, std::slice::from_ref(plan));
+            signal(node, "-HUP");
+            // A few cycles between nodes, as an operator's rollout.
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        wait_for("every node has reloaded", Duration::from_secs(10), || {
+            (1..=3).all(|id| {
+                let log = std::fs::read_to_string(dir.join(format!("node{id}.log"))).unwrap();
+                log.matches("SIGHUP: reloaded").count() == n + 1
+            })
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        for node in &nodes {
+            assert_eq!(mac_failures(node), 0, "step {}: node {}", n + 1, node.id);
+            assert!(all_alive(node), "step {}: node {}", n + 1, node.id);
+        }
+    }
+    let items = db.count("SELECT count(*) FROM items");
+    wait_for("alpha and beta are done", Duration::from_secs(240), || {
+        db.count("SELECT count(*) FROM effects") >= 3 * items
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    check_every_effect_once(&mut db, 0);
+    // The old secret is no longer heard.
+    let advert = Message::Advert(Advert {
+        role: Role::Active,
+        ready: true,
+        draining: false,
+        bundle: 0,
+        owned: vec![],
+        claims: vec![],
+        free: 0,
+        busy: vec![],
+        master: None,
+        database: true,
+        runs: vec![],
+        gave_up: vec![],
+    });
+    let frame = Sealer::new(SECRET.as_bytes(), 9, 1).seal(BROADCAST, &advert);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    udp.send_to(&frame, plans[0].listen).unwrap();
+    wait_for("the old secret is refused", Duration::from_secs(5), || {
+        mac_failures(&nodes[0]) == 1
+    });
+    check_alive(&mut nodes);
+    check_no_secrets_in_logs(&dir);
+    for id in 1..=3 {
+        let log = std::fs::read_to_string(dir.join(format!("node{id}.log"))).unwrap();
+        assert!(!log.contains(NEW), "the new secret in node {id}'s log");
+    }
 }
 
 /// A batch of 20,000 events for `pinged` in the group: its owner is

@@ -63,7 +63,10 @@ pub const SOURCE_BYTES_MAX: usize = 1 << 20;
 pub const BUNDLE_TRACKS_MAX: usize = 10_000;
 
 /// Refuses a bundle over the limits above, saying which and by how much.
-fn check_limits(files: &[(String, String)], schema: Option<&(String, String)>) -> Result<()> {
+pub(crate) fn check_limits(
+    files: &[(String, String)],
+    schema: Option<&(String, String)>,
+) -> Result<()> {
     if files.len() > BUNDLE_FILES_MAX {
         return Err(Error::Deploy(format!(
             "the bundle has {} track files: at most {BUNDLE_FILES_MAX}; nothing was deployed",

@@ -18,9 +18,27 @@
 //! by one per frame, so a restarted node's frames are newer than its
 //! earlier life's. Frames may arrive out of order (UDP, two TCP streams):
 //! a window of recent counters is accepted once each.
+//!
+//! From protocol 3 the message is encrypted (ChaCha20-Poly1305): blocks
+//! carry customer records across the network. The body is the header
+//! (sender, receiver, counter, in clear: the receiver needs them before it
+//! can decrypt), the sender's salt (16 random bytes drawn once per life of
+//! the node), then the sealed message with its tag, the header and salt
+//! as associated data. The key is HKDF-SHA256 of the group secret with
+//! that salt, so each life of each sender has its own key and the counter
+//! can be the nonce: a (key, nonce) pair never repeats even when a
+//! restarted node's clock goes back. The HMAC trailer stays: it keeps the
+//! envelope every version shares, so a node still names a peer whose
+//! version it cannot read. docs/group.md says why an AEAD keyed from the
+//! secret and not TLS between peers.
+//!
+//! During a secret rotation a node opens frames under its secret or
+//! `secret_previous` and seals them under its secret (docs/group.md).
 
 use super::protocol::{Advert, Block, BlockId, Message, NodeId, Outcome, Role};
 use hmac::{Hmac, KeyInit, Mac};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
+use ring::hkdf;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,7 +47,7 @@ const MAC_BYTES: usize = 32;
 /// The protocol version this build speaks unless `protocol` says otherwise.
 /// Bump it when a message changes its encoding, and keep reading the
 /// versions a group may still run during an upgrade.
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// The oldest version this build reads and can speak. Version 1 is the
 /// same messages without the version header.
 pub const PROTOCOL_OLDEST: u8 = 1;
@@ -43,6 +61,13 @@ pub const BROADCAST: NodeId = 0;
 const REPLAY_WINDOW: u64 = 4096;
 /// The largest frame accepted (a block of records with its payload).
 pub const FRAME_BYTES_MAX: usize = 16 << 20;
+/// The first protocol whose messages are encrypted.
+pub const ENCRYPTED_SINCE: u8 = 3;
+/// A sender's salt: random, drawn once per life, sent in clear.
+const SALT_BYTES: usize = 16;
+/// What HKDF expands the frame key for, so that no other use of the group
+/// secret can ever share that key.
+const KEY_INFO: &[u8] = b"trackc peer frame key, protocol 3";
 
 /// The messages of protocol 1: its advert had neither `runs` nor
 /// `gave_up`. The variants and fields are in their order on the wire.
@@ -120,6 +145,15 @@ impl From<MessageV1> for Message {
     }
 }
 
+/// What precedes the sealed message of an encrypted frame: `Signed`
+/// without its message, so the bytes are those of earlier versions.
+#[derive(Serialize, Deserialize)]
+struct Header {
+    sender: NodeId,
+    receiver: NodeId,
+    counter: u64,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Signed<M> {
     sender: NodeId,
@@ -163,22 +197,71 @@ fn mac(secret: &[u8]) -> Hmac<Sha256> {
     <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes keys of any length")
 }
 
-/// Signs this node's outgoing frames.
+/// The key of one life of a sender: HKDF-SHA256 of the group secret with
+/// the life's salt.
+fn frame_key(secret: &[u8], salt: &[u8]) -> LessSafeKey {
+    let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, salt).extract(secret);
+    let okm = prk
+        .expand(&[KEY_INFO], &CHACHA20_POLY1305)
+        .expect("32 bytes is far below HKDF-SHA256's limit");
+    LessSafeKey::new(UnboundKey::from(okm))
+}
+
+/// The nonce of a frame: its counter, unique within a life's key.
+fn nonce(counter: u64) -> Nonce {
+    let mut bytes = [0u8; 12];
+    bytes[4..].copy_from_slice(&counter.to_be_bytes());
+    Nonce::assume_unique_for_key(bytes)
+}
+
+/// A salt for this life of node `me`: random bytes from the operating
+/// system. The salt is public; it only has to differ between lives, so if
+/// the system gave no randomness, a hash of who and when still does.
+fn life_salt(me: NodeId, first_counter: u64) -> [u8; SALT_BYTES] {
+    use ring::rand::SecureRandom;
+    let mut salt = [0u8; SALT_BYTES];
+    if ring::rand::SystemRandom::new().fill(&mut salt).is_err() {
+        use sha2::Digest;
+        let mut h = Sha256::new();
+        h.update(me.to_be_bytes());
+        h.update(first_counter.to_be_bytes());
+        h.update(std::process::id().to_be_bytes());
+        salt.copy_from_slice(&h.finalize()[..SALT_BYTES]);
+    }
+    salt
+}
+
+/// `bytes` with a valid MAC under `secret` appended: what only a holder of
+/// the secret could send (the fuzz targets reach the decoders with it).
+pub fn with_mac(secret: &[u8], bytes: &[u8]) -> Vec<u8> {
+    let mut frame = bytes.to_vec();
+    let mut m = mac(secret);
+    m.update(&frame);
+    frame.extend_from_slice(&m.finalize().into_bytes());
+    frame
+}
+
+/// Signs (and from protocol 3 encrypts) this node's outgoing frames.
 pub struct Sealer {
     secret: Vec<u8>,
     me: NodeId,
     counter: u64,
     version: u8,
+    salt: [u8; SALT_BYTES],
+    key: LessSafeKey,
 }
 
 impl Sealer {
     /// Seals frames of `PROTOCOL_VERSION`.
     pub fn new(secret: &[u8], me: NodeId, first_counter: u64) -> Sealer {
+        let salt = life_salt(me, first_counter);
         Sealer {
             secret: secret.to_vec(),
             me,
             counter: first_counter,
             version: PROTOCOL_VERSION,
+            key: frame_key(secret, &salt),
+            salt,
         }
     }
 
@@ -187,6 +270,12 @@ impl Sealer {
     pub fn speaking(mut self, version: u8) -> Sealer {
         self.version = version;
         self
+    }
+
+    /// Seals the next frames under `secret` (a rotation; docs/group.md).
+    pub fn set_secret(&mut self, secret: &[u8]) {
+        self.secret = secret.to_vec();
+        self.key = frame_key(secret, &self.salt);
     }
 
     pub fn seal(&mut self, to: NodeId, message: &Message) -> Vec<u8> {
@@ -203,7 +292,7 @@ impl Sealer {
                 },
                 Vec::new(),
             )
-        } else {
+        } else if self.version < ENCRYPTED_SINCE {
             postcard::to_extend(
                 &Signed {
                     sender,
@@ -213,6 +302,21 @@ impl Sealer {
                 },
                 vec![VERSIONED, self.version],
             )
+        } else {
+            let header = Header {
+                sender,
+                receiver,
+                counter,
+            };
+            postcard::to_extend(&header, vec![VERSIONED, self.version]).map(|mut frame| {
+                frame.extend_from_slice(&self.salt);
+                let mut sealed = postcard::to_allocvec(message).expect("messages always encode");
+                self.key
+                    .seal_in_place_append_tag(nonce(counter), Aad::from(&frame[..]), &mut sealed)
+                    .expect("a frame is far below ChaCha20's length limit");
+                frame.extend_from_slice(&sealed);
+                frame
+            })
         };
         let mut frame = encoded.expect("messages always encode");
         let mut m = mac(&self.secret);
@@ -237,9 +341,10 @@ pub struct Opened {
     pub message: Message,
 }
 
-/// Checks incoming frames.
+/// Checks (and from protocol 3 decrypts) incoming frames.
 pub struct Opener {
-    secret: Vec<u8>,
+    /// The group secret, then `secret_previous` during a rotation.
+    secrets: Vec<Vec<u8>>,
     me: NodeId,
     windows: BTreeMap<NodeId, Window>,
 }
@@ -247,10 +352,19 @@ pub struct Opener {
 impl Opener {
     pub fn new(secret: &[u8], me: NodeId) -> Opener {
         Opener {
-            secret: secret.to_vec(),
+            secrets: vec![secret.to_vec()],
             me,
             windows: BTreeMap::new(),
         }
+    }
+
+    /// Opens frames sealed under `secret` or, during a rotation, under
+    /// `previous`.
+    pub fn set_secrets(&mut self, secret: &[u8], previous: Option<&[u8]>) {
+        self.secrets = std::iter::once(secret)
+            .chain(previous)
+            .map(<[u8]>::to_vec)
+            .collect();
     }
 
     /// The sender, version and message of an authentic, fresh frame.
@@ -259,9 +373,15 @@ impl Opener {
             return Err(Rejected::Size);
         }
         let (signed_part, tag) = frame.split_at(frame.len() - MAC_BYTES);
-        let mut m = mac(&self.secret);
-        m.update(signed_part);
-        m.verify_slice(tag).map_err(|_| Rejected::Mac)?;
+        let secret = self
+            .secrets
+            .iter()
+            .find(|secret| {
+                let mut m = mac(secret);
+                m.update(signed_part);
+                m.verify_slice(tag).is_ok()
+            })
+            .ok_or(Rejected::Mac)?;
         let (version, body) = match signed_part {
             [VERSIONED, version, body @ ..] => (*version, body),
             [VERSIONED] => return Err(Rejected::Malformed),
@@ -283,8 +403,28 @@ impl Opener {
                 counter: v1.counter,
                 message: v1.message.into(),
             }
-        } else {
+        } else if version < ENCRYPTED_SINCE {
             postcard::from_bytes(body).map_err(|_| Rejected::Malformed)?
+        } else {
+            let (header, rest) =
+                postcard::take_from_bytes::<Header>(body).map_err(|_| Rejected::Malformed)?;
+            if rest.len() < SALT_BYTES + CHACHA20_POLY1305.tag_len() {
+                return Err(Rejected::Malformed);
+            }
+            let (salt, sealed) = rest.split_at(SALT_BYTES);
+            let associated = &signed_part[..signed_part.len() - sealed.len()];
+            let mut plain = sealed.to_vec();
+            // The MAC held, so a tag that fails is the sender's bug or a
+            // holder of the secret forging: dropped as a MAC failure.
+            let message = frame_key(secret, salt)
+                .open_in_place(nonce(header.counter), Aad::from(associated), &mut plain)
+                .map_err(|_| Rejected::Mac)?;
+            Signed {
+                sender: header.sender,
+                receiver: header.receiver,
+                counter: header.counter,
+                message: postcard::from_bytes(message).map_err(|_| Rejected::Malformed)?,
+            }
         };
         let broadcast =
             signed.receiver == BROADCAST && matches!(signed.message, Message::Advert(_));
@@ -315,15 +455,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// A frame with any body behind a valid MAC: what only a holder of the
-    /// group secret could send, so the decoder behind the MAC is reached.
+    /// A frame with any body behind a valid MAC.
     fn authentic(secret: &[u8], prefix: &[u8], body: &[u8]) -> Vec<u8> {
-        let mut frame = prefix.to_vec();
-        frame.extend_from_slice(body);
-        let mut m = mac(secret);
-        m.update(&frame);
-        frame.extend_from_slice(&m.finalize().into_bytes());
-        frame
+        with_mac(secret, &[prefix, body].concat())
     }
 
     proptest! {
@@ -404,6 +538,70 @@ mod tests {
         let elsewhere = Sealer::new(b"secret", 1, 0).seal(3, &advert());
         assert_eq!(b.open(&elsewhere), Err(Rejected::Receiver));
         assert_eq!(b.open(&[1, 2, 3]), Err(Rejected::Size));
+    }
+
+    /// A block's records cross the network encrypted: none of the
+    /// payload's bytes shows in the frame, and another life of the same
+    /// node with the same counter seals different bytes (its own key).
+    #[test]
+    fn block_frames_are_encrypted_with_a_key_per_life() {
+        let secret = b"the group secret of the test";
+        let record = b"alice@example.com;VIP;credit 4100".to_vec();
+        let block = Message::Block(Block {
+            id: BlockId {
+                owner: 1,
+                incarnation: 5,
+                seq: 1,
+            },
+            track: "welcome".into(),
+            epoch: 2,
+            payload: record.clone(),
+        });
+        let frame = Sealer::new(secret, 1, 1000).seal(2, &block);
+        assert!(!frame.windows(8).any(|w| record.windows(8).any(|r| r == w)));
+        let again = Sealer::new(secret, 1, 1000).seal(2, &block);
+        assert_ne!(frame, again, "two lives share no key");
+        let mut b = Opener::new(secret, 2);
+        assert_eq!(b.open(&frame).unwrap().message, block);
+        // Whoever holds the secret can fix the MAC after changing the
+        // ciphertext; the AEAD tag still refuses it.
+        let mut altered = frame[..frame.len() - MAC_BYTES].to_vec();
+        let at = altered.len() - 20;
+        altered[at] ^= 1;
+        let refused = authentic(secret, &[], &altered);
+        assert_eq!(Opener::new(secret, 2).open(&refused), Err(Rejected::Mac));
+        // Speaking protocol 2 (a rolling upgrade) sends it in clear.
+        let clear = Sealer::new(secret, 1, 1000).speaking(2).seal(2, &block);
+        assert!(clear.windows(record.len()).any(|w| w == record));
+    }
+
+    /// A rotation: a node given `secret_previous` opens frames under
+    /// either secret; once the old one is dropped, its frames are not.
+    #[test]
+    fn during_a_rotation_both_secrets_open_and_after_it_only_the_new() {
+        let (old, new) = (
+            b"the old group secret".as_slice(),
+            b"the new group secret".as_slice(),
+        );
+        let mut b = Opener::new(old, 2);
+        let mut from_old = Sealer::new(old, 1, 1000);
+        let mut from_new = Sealer::new(new, 3, 1000);
+        assert_eq!(b.open(&from_new.seal(2, &advert())), Err(Rejected::Mac));
+        b.set_secrets(new, Some(old));
+        for version in PROTOCOL_OLDEST..=PROTOCOL_VERSION {
+            let mut old_speaker = Sealer::new(old, 4, 1000 * u64::from(version)).speaking(version);
+            assert!(b.open(&old_speaker.seal(2, &advert())).is_ok());
+        }
+        assert!(b.open(&from_old.seal(2, &advert())).is_ok());
+        assert!(b.open(&from_new.seal(2, &advert())).is_ok());
+        // A sender switches secrets mid-life and is still heard.
+        from_old.set_secret(new);
+        b.set_secrets(new, None);
+        assert!(b.open(&from_old.seal(2, &advert())).is_ok());
+        assert_eq!(
+            b.open(&Sealer::new(old, 5, 1000).seal(2, &advert())),
+            Err(Rejected::Mac)
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@
 
 use super::auth_limit::{AuthLimiter, Failure, AUTH_FAILURES_MAX, AUTH_FAILURE_WINDOW};
 use super::config::{NodeConfig, UserRole};
+use super::tls::ServerTls;
 use super::{Input, Shared};
 use crate::bundle;
 use crate::clock::now_micros;
@@ -74,7 +75,7 @@ enum EmitBody {
 }
 
 /// The events of an emit request, checked: a reply if they are refused.
-fn emit_events(body: &[u8]) -> std::result::Result<Vec<NewEvent>, Reply> {
+pub(crate) fn emit_events(body: &[u8]) -> std::result::Result<Vec<NewEvent>, Reply> {
     let requests = match serde_json::from_slice(body) {
         Ok(EmitBody::One(r)) => vec![r],
         Ok(EmitBody::Many(rs)) => rs,
@@ -132,8 +133,13 @@ pub struct ApiContext {
     pub inputs: Mutex<Sender<Input>>,
 }
 
-/// Accepts connections until the runtime ends.
-pub async fn serve_http(listener: tokio::net::TcpListener, context: Arc<ApiContext>) {
+/// Accepts connections until the runtime ends; over TLS when `tls` is
+/// given (the handshake has the header timeout too).
+pub async fn serve_http(
+    listener: tokio::net::TcpListener,
+    context: Arc<ApiContext>,
+    tls: Option<Arc<ServerTls>>,
+) {
     let slots = Arc::new(tokio::sync::Semaphore::new(CONNECTIONS_MAX));
     loop {
         let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -143,19 +149,37 @@ pub async fn serve_http(listener: tokio::net::TcpListener, context: Arc<ApiConte
             return;
         };
         let context = context.clone();
+        let tls = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
             let _slot = slot;
-            let service = hyper::service::service_fn(move |req| {
-                let context = context.clone();
-                async move { Ok::<_, std::convert::Infallible>(respond(req, peer.ip(), &context).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
+            let Some(acceptor) = tls else {
+                return serve_connection(stream, peer.ip(), context).await;
+            };
+            // A client that does not speak TLS, or whose certificate is
+            // refused, is told so by the handshake; nothing is logged per
+            // connection (a scanner would fill the log).
+            let handshake = tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream));
+            if let Ok(Ok(stream)) = handshake.await {
+                serve_connection(stream, peer.ip(), context).await;
+            }
         });
     }
+}
+
+/// Serves the requests of one connection, plain or TLS.
+async fn serve_connection<S>(stream: S, ip: IpAddr, context: Arc<ApiContext>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let context = context.clone();
+        async move { Ok::<_, std::convert::Infallible>(respond(req, ip, &context).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
 }
 
 fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {

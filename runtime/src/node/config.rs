@@ -6,7 +6,7 @@ use crate::group::protocol::{NodeId, Role, Settings};
 use crate::group::wire::{PROTOCOL_OLDEST, PROTOCOL_VERSION};
 use serde::Deserialize;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long a run may make no progress before its owner gives the track
@@ -55,6 +55,11 @@ struct RawConfig {
     database: Option<String>,
     secret: Option<String>,
     secret_file: Option<String>,
+    secret_previous: Option<String>,
+    secret_previous_file: Option<String>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    tls_client_ca: Option<String>,
     cycle: Option<String>,
     missed_cycles: Option<i64>,
     claim_counter: Option<i64>,
@@ -69,6 +74,43 @@ struct RawConfig {
     users: Vec<User>,
 }
 
+/// The PEM files of the HTTP API's TLS (paths resolved against the
+/// directory of node.toml).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The shortest group secret accepted.
+const SECRET_BYTES_MIN: usize = 16;
+
+/// A secret given inline (`key`) or in a file (`key_file`, its first line).
+fn read_secret(
+    inline: Option<String>,
+    file: Option<String>,
+    key: &str,
+    dir: &Path,
+) -> std::result::Result<Option<Vec<u8>>, String> {
+    let secret = match (inline, file) {
+        (Some(_), Some(_)) => return Err(format!("give `{key}` or `{key}_file`, not both")),
+        (Some(s), None) => s.into_bytes(),
+        (None, Some(f)) => {
+            let p = dir.join(&f);
+            let s =
+                std::fs::read_to_string(&p).map_err(|e| format!("`{key}_file` = \"{f}\": {e}"))?;
+            s.trim_end_matches(['\n', '\r']).as_bytes().to_vec()
+        }
+        (None, None) => return Ok(None),
+    };
+    if secret.len() < SECRET_BYTES_MIN {
+        return Err(format!("`{key}` is shorter than {SECRET_BYTES_MIN} bytes"));
+    }
+    Ok(Some(secret))
+}
+
 /// A checked `node.toml`.
 #[derive(Clone, Debug)]
 pub struct NodeConfig {
@@ -78,6 +120,11 @@ pub struct NodeConfig {
     pub peers: Vec<SocketAddr>,
     pub database: String,
     pub secret: Vec<u8>,
+    /// The secret before a rotation: frames under it are still opened
+    /// (docs/group.md).
+    pub secret_previous: Option<Vec<u8>>,
+    /// TLS on the HTTP API: PEM files, read again on SIGHUP.
+    pub tls: Option<TlsFiles>,
     pub cycle: Duration,
     pub missed_cycles: u32,
     pub claim_counter: u32,
@@ -93,6 +140,8 @@ pub struct NodeConfig {
     /// the track up.
     pub stuck_after: Duration,
     pub users: Vec<User>,
+    /// The file this was read from (read again on SIGHUP).
+    pub path: Option<PathBuf>,
 }
 
 impl NodeConfig {
@@ -100,7 +149,43 @@ impl NodeConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        NodeConfig::parse(&text, dir).map_err(|e| Error::Config(format!("{}: {e}", path.display())))
+        let mut config = NodeConfig::parse(&text, dir)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        config.path = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// The keys whose change in `new` takes effect only at the next start
+    /// (a reload applies the secrets and the TLS files).
+    pub fn needs_restart_for(&self, new: &NodeConfig) -> Vec<&'static str> {
+        let users = |c: &NodeConfig| {
+            c.users
+                .iter()
+                .map(|u| (u.name.clone(), u.role, u.token_sha256.clone()))
+                .collect::<Vec<_>>()
+        };
+        [
+            ("id", self.id != new.id),
+            ("listen", self.listen != new.listen),
+            ("http", self.http != new.http),
+            ("peers", self.peers != new.peers),
+            ("database", self.database != new.database),
+            ("tls_cert", self.tls.is_some() != new.tls.is_some()),
+            ("cycle", self.cycle != new.cycle),
+            ("missed_cycles", self.missed_cycles != new.missed_cycles),
+            ("claim_counter", self.claim_counter != new.claim_counter),
+            ("role", self.role != new.role),
+            ("capacity", self.capacity != new.capacity),
+            ("smtp", self.smtp != new.smtp),
+            ("smtp_from", self.smtp_from != new.smtp_from),
+            ("templates", self.templates != new.templates),
+            ("protocol", self.protocol != new.protocol),
+            ("stuck_after", self.stuck_after != new.stuck_after),
+            ("users", users(self) != users(new)),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
     }
 
     /// Parses the text of a `node.toml`; `dir` is where `secret_file` is
@@ -126,20 +211,32 @@ impl NodeConfig {
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let database = required(raw.database, "database")?;
         crate::db::DbUrl::parse(&database).map_err(|e| format!("`database`: {e}"))?;
-        let secret = match (raw.secret, raw.secret_file) {
-            (Some(_), Some(_)) => return Err("give `secret` or `secret_file`, not both".into()),
-            (Some(s), None) => s.into_bytes(),
-            (None, Some(f)) => {
-                let p = dir.join(&f);
-                let s = std::fs::read_to_string(&p)
-                    .map_err(|e| format!("`secret_file` = \"{f}\": {e}"))?;
-                s.trim_end_matches(['\n', '\r']).as_bytes().to_vec()
-            }
-            (None, None) => return Err("`secret` or `secret_file` is missing".into()),
-        };
-        if secret.len() < 16 {
-            return Err("the group secret is shorter than 16 bytes".into());
+        let secret = read_secret(raw.secret, raw.secret_file, "secret", dir)?
+            .ok_or("`secret` or `secret_file` is missing")?;
+        let secret_previous = read_secret(
+            raw.secret_previous,
+            raw.secret_previous_file,
+            "secret_previous",
+            dir,
+        )?;
+        if secret_previous.as_ref() == Some(&secret) {
+            return Err(
+                "`secret_previous` is the same as `secret`: a rotation needs a new one".into(),
+            );
         }
+        let tls = match (raw.tls_cert, raw.tls_key, raw.tls_client_ca) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), client_ca) => Some(TlsFiles {
+                cert: dir.join(cert),
+                key: dir.join(key),
+                client_ca: client_ca.map(|c| dir.join(c)),
+            }),
+            (None, None, Some(_)) => {
+                return Err("`tls_client_ca` needs `tls_cert` and `tls_key`".into())
+            }
+            (Some(_), None, _) => return Err("`tls_cert` is given without `tls_key`".into()),
+            (None, Some(_), _) => return Err("`tls_key` is given without `tls_cert`".into()),
+        };
         let duration = |v: Option<String>, key: &str, default, min, max| match v {
             None => Ok(default),
             Some(c) => {
@@ -216,6 +313,8 @@ impl NodeConfig {
             peers,
             database,
             secret,
+            secret_previous,
+            tls,
             cycle,
             missed_cycles: count(
                 raw.missed_cycles,
@@ -237,6 +336,7 @@ impl NodeConfig {
             protocol,
             stuck_after,
             users: raw.users,
+            path: None,
         })
     }
 
@@ -412,6 +512,30 @@ token_sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
     }
 
     #[test]
+    fn tls_files_and_the_previous_secret_are_read_beside_node_toml() {
+        let text = GOOD.replace(
+            "id = 2",
+            "id = 2\nsecret_previous = \"the secret before the rotation\"\n\
+             tls_cert = \"tls/cert.pem\"\ntls_key = \"/etc/trackc/key.pem\"",
+        );
+        let c = NodeConfig::parse(&text, Path::new("/srv/node")).unwrap();
+        assert_eq!(
+            c.secret_previous.as_deref(),
+            Some(b"the secret before the rotation".as_slice())
+        );
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: PathBuf::from("/srv/node/tls/cert.pem"),
+                key: PathBuf::from("/etc/trackc/key.pem"),
+                client_ca: None,
+            })
+        );
+        let plain = NodeConfig::parse(GOOD, Path::new(".")).unwrap();
+        assert!(plain.tls.is_none() && plain.secret_previous.is_none());
+    }
+
+    #[test]
     fn every_bad_key_is_named() {
         let cases = [
             (
@@ -467,6 +591,25 @@ token_sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
             (
                 GOOD.replace("cycle = \"200ms\"", "cycle = \"1s\"\nstuck_after = \"2s\""),
                 "`stuck_after` (2s) must be at least five cycles (5s)",
+            ),
+            (
+                GOOD.replace(
+                    "id = 2",
+                    "id = 2\nsecret_previous = \"a group secret of some length\"",
+                ),
+                "`secret_previous` is the same as `secret`",
+            ),
+            (
+                GOOD.replace("id = 2", "id = 2\nsecret_previous = \"old\""),
+                "`secret_previous` is shorter than 16 bytes",
+            ),
+            (
+                GOOD.replace("id = 2", "id = 2\ntls_client_ca = \"ca.pem\""),
+                "`tls_client_ca` needs `tls_cert` and `tls_key`",
+            ),
+            (
+                GOOD.replace("id = 2", "id = 2\ntls_cert = \"cert.pem\""),
+                "`tls_cert` is given without `tls_key`",
             ),
         ];
         for (text, expected) in cases {

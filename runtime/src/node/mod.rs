@@ -17,6 +17,7 @@ pub mod api;
 mod auth_limit;
 pub mod client;
 pub mod config;
+pub mod tls;
 mod transport;
 pub mod work;
 
@@ -86,9 +87,17 @@ pub struct Shared {
     pub status: Mutex<serde_json::Value>,
 }
 
-/// Runs a node until `stop` is set or it has drained.
-pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<()> {
+/// Runs a node until `stop` is set or it has drained. When `reload` is
+/// set (SIGHUP), node.toml is read again: the group secrets and the TLS
+/// files take effect at once; other keys need a restart and say so.
+pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>, reload: Arc<AtomicBool>) -> Result<()> {
     let url = DbUrl::parse(&config.database)?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(tls::ServerTls::load)
+        .transpose()?
+        .map(Arc::new);
     // One `Health` for every connection of the node: an outage is logged
     // once, and the protocol hears of it every cycle.
     let options = DbOptions {
@@ -170,9 +179,10 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<()> {
         inputs: Mutex::new(inputs_tx.clone()),
     });
     let (bound_tx, bound_rx) = channel::<std::io::Result<()>>();
+    let api_tls = tls.clone();
     let net_thread = spawn("network", move || {
         rt.block_on(async move {
-            tokio::spawn(api::serve_http(http, context));
+            tokio::spawn(api::serve_http(http, context, api_tls));
             transport::run(listen, transport_inputs, net_rx, bound_tx).await;
         })
     })?;
@@ -186,7 +196,13 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>) -> Result<()> {
         group,
         sealer: Sealer::new(&config.secret, config.id, now_micros() as u64)
             .speaking(config.protocol),
-        opener: Opener::new(&config.secret, config.id),
+        opener: {
+            let mut opener = Opener::new(&config.secret, config.id);
+            opener.set_secrets(&config.secret, config.secret_previous.as_deref());
+            opener
+        },
+        tls,
+        reload,
         addrs: HashMap::new(),
         versions: BTreeMap::new(),
         unreadable: BTreeMap::new(),
@@ -237,15 +253,77 @@ struct ProtocolThread {
     blocks: Sender<Block>,
     shared: Arc<Shared>,
     health: Arc<Health>,
+    /// The HTTP API's TLS, replaced on reload.
+    tls: Option<Arc<tls::ServerTls>>,
+    /// Set by SIGHUP: read node.toml again.
+    reload: Arc<AtomicBool>,
 }
 
 impl ProtocolThread {
+    /// Reads node.toml again (SIGHUP) and applies the group secrets and
+    /// the TLS files, all or nothing: a file that cannot be read keeps
+    /// the running configuration, and the log says why.
+    fn reload_config(&mut self) {
+        let id = self.config.id;
+        let Some(path) = self.config.path.clone() else {
+            return;
+        };
+        let new = match NodeConfig::read(&path) {
+            Ok(new) => new,
+            Err(e) => {
+                eprintln!("node {id}: SIGHUP: kept the running configuration: {e}");
+                return;
+            }
+        };
+        if let (Some(tls), Some(files)) = (&self.tls, &new.tls) {
+            if let Err(e) = tls.reload(files) {
+                eprintln!("node {id}: SIGHUP: kept the running configuration: {e}");
+                return;
+            }
+        }
+        self.sealer.set_secret(&new.secret);
+        self.opener
+            .set_secrets(&new.secret, new.secret_previous.as_deref());
+        let restart = self.config.needs_restart_for(&new);
+        eprintln!(
+            "node {id}: SIGHUP: reloaded {}{}{}",
+            if self.tls.is_some() {
+                "the TLS files and "
+            } else {
+                ""
+            },
+            if new.secret_previous.is_some() {
+                "the group secrets (and the previous one)"
+            } else {
+                "the group secret"
+            },
+            if restart.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; changed {} only at the next start",
+                    restart
+                        .iter()
+                        .map(|k| format!("`{k}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        );
+        self.config.secret = new.secret;
+        self.config.secret_previous = new.secret_previous;
+        self.config.tls = new.tls;
+    }
+
     fn serve(&mut self, inputs: &Receiver<Input>, stop: &AtomicBool) {
         let cycle = self.config.cycle;
         let mut next_tick = Instant::now();
         loop {
             if stop.load(Ordering::SeqCst) || self.shared.stop.load(Ordering::SeqCst) {
                 return;
+            }
+            if self.reload.swap(false, Ordering::SeqCst) {
+                self.reload_config();
             }
             let wait = next_tick
                 .saturating_duration_since(Instant::now())
