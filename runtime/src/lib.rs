@@ -7,6 +7,8 @@ pub mod db;
 pub mod deliver;
 pub mod engine;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod group;
 pub mod node;
 pub mod run;
