@@ -4,6 +4,7 @@
 //! Exit codes: 0 clean (or warnings only), 1 errors in the tracks, 2 usage or
 //! I/O problems (a file that cannot be read, records that are not JSON).
 
+mod fmt_cli;
 mod group_cli;
 mod operate;
 
@@ -80,6 +81,9 @@ enum Command {
         #[arg(long, value_name = "TS")]
         now: Option<String>,
     },
+    /// Rewrite track files in the one canonical layout (`--check`: show the difference,
+    /// exit 1).
+    Fmt(fmt_cli::FmtArgs),
     /// Run tracks on one node against a database, by their triggers.
     Run(operate::RunArgs),
     /// The outbox of e-mails and webhooks: list it, deliver it, re-queue parked rows.
@@ -176,6 +180,7 @@ fn main() -> ExitCode {
             engine,
             now.as_deref(),
         ),
+        Command::Fmt(args) => fmt_cli::fmt(&args),
         Command::Run(args) => operate::run(&args),
         Command::Demo(args) => operate::demo(&args),
         Command::Outbox(command) => operate::outbox(&command),

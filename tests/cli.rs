@@ -363,3 +363,45 @@ fn token_new_prints_a_token_and_the_entry_that_admits_it() {
     let bad = trackc(&["token", "new", "--name", "ci", "--role", "root"]);
     assert_eq!(bad.status.code(), Some(2));
 }
+
+/// `trackc fmt --check` shows a diff and exits 1 without touching the
+/// file; `trackc fmt` rewrites it, after which `--check` passes; a file
+/// with a syntax error is reported, exits 1 and stays as it was; the
+/// example tracks are formatted (CI fails otherwise).
+#[test]
+fn fmt_checks_rewrites_and_leaves_broken_files_alone() {
+    let messy = "track t { source key id { SELECT id, score FROM contacts }\n\
+                 step s { when score>=50 then end } }\n";
+    let file = scratch("messy.dt", messy.as_bytes());
+    let path = file.to_str().unwrap();
+    let o = trackc(&["fmt", "--check", path]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("+        when score >= 50 then end"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(
+        stderr(&o).contains("1 of 1 file would be reformatted"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), messy);
+
+    let o = trackc(&["fmt", path]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let formatted = std::fs::read_to_string(&file).unwrap();
+    assert!(formatted.contains("\n    step s {\n        when score >= 50 then end\n    }\n"));
+    assert_eq!(trackc(&["fmt", "--check", path]).status.code(), Some(0));
+
+    let broken = "track t { step s { when then } }\n";
+    let bad = scratch("broken.dt", broken.as_bytes());
+    let o = trackc(&["fmt", bad.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("E001"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("left as they are"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&bad).unwrap(), broken);
+
+    let o = trackc(&["fmt", "--check", "tracks/"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+}

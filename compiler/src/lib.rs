@@ -9,6 +9,7 @@ pub mod block;
 pub mod check;
 pub mod decision;
 pub mod diagnostics;
+pub mod format;
 pub mod interp;
 pub mod ir;
 pub mod jit;
