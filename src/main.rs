@@ -6,6 +6,7 @@
 
 mod fmt_cli;
 mod group_cli;
+mod lsp;
 mod operate;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -81,6 +82,9 @@ enum Command {
         #[arg(long, value_name = "TS")]
         now: Option<String>,
     },
+    /// A language server over stdio (diagnostics, hover, definitions, completion, symbols,
+    /// formatting, quick fixes), for editors.
+    Lsp,
     /// Rewrite track files in the one canonical layout (`--check`: show the difference,
     /// exit 1).
     Fmt(fmt_cli::FmtArgs),
@@ -181,6 +185,7 @@ fn main() -> ExitCode {
             now.as_deref(),
         ),
         Command::Fmt(args) => fmt_cli::fmt(&args),
+        Command::Lsp => lsp::run(),
         Command::Run(args) => operate::run(&args),
         Command::Demo(args) => operate::demo(&args),
         Command::Outbox(command) => operate::outbox(&command),
