@@ -20,7 +20,7 @@ use lsp_types::notification::{
 };
 use lsp_types::request::{
     CodeActionRequest, Completion, DocumentSymbolRequest, Formatting, GotoDefinition, HoverRequest,
-    Request as _,
+    References, Rename, Request as _,
 };
 use lsp_types::{
     CodeAction, CodeActionKind, CodeActionOrCommand, CodeActionParams,
@@ -31,8 +31,8 @@ use lsp_types::{
     DocumentSymbol, DocumentSymbolParams, DocumentSymbolResponse, GotoDefinitionParams,
     GotoDefinitionResponse, Hover, HoverContents, HoverParams, HoverProviderCapability, Location,
     MarkupContent, MarkupKind, NumberOrString, OneOf, Position, PublishDiagnosticsParams, Range,
-    ServerCapabilities, SymbolKind, TextDocumentSyncCapability, TextDocumentSyncKind, TextEdit,
-    Url, WorkspaceEdit,
+    ReferenceParams, RenameParams, ServerCapabilities, SymbolKind, TextDocumentSyncCapability,
+    TextDocumentSyncKind, TextEdit, Url, WorkspaceEdit,
 };
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -41,6 +41,10 @@ use trackc_compiler::diagnostics::{Diagnostic, Severity};
 use trackc_compiler::span::{FileId, Span};
 use trackc_compiler::syntax::ast::{self, ActionKind, ExprKind, TrackItem};
 use trackc_compiler::{compile, Compilation, Input, Options, SqlDialect};
+
+/// The most track files of a project read for definitions and event
+/// names across files: a project is a folder of tracks, not a disk.
+const PROJECT_FILES_MAX: usize = 2_000;
 
 /// The functions of the language with their signatures (LANGUAGE.md).
 const FUNCTIONS: &[(&str, &str)] = &[
@@ -145,6 +149,8 @@ pub fn serve(connection: &Connection) -> Result<(), Failure> {
         document_symbol_provider: Some(OneOf::Left(true)),
         document_formatting_provider: Some(OneOf::Left(true)),
         code_action_provider: Some(CodeActionProviderCapability::Simple(true)),
+        references_provider: Some(OneOf::Left(true)),
+        rename_provider: Some(OneOf::Left(true)),
         completion_provider: Some(CompletionOptions {
             trigger_characters: Some(vec![" ".into()]),
             ..CompletionOptions::default()
@@ -332,13 +338,43 @@ impl Server {
             }
             GotoDefinition::METHOD => self.with(request, |d, p: GotoDefinitionParams| {
                 let uri = p.text_document_position_params.text_document.uri.clone();
-                definition(d, &uri, p.text_document_position_params.position)
+                let position = p.text_document_position_params.position;
+                definition(d, &uri, position).or_else(|| {
+                    let (word, span) = d.word_at(position)?;
+                    let emitted = d.track_at(span.start).is_some_and(|t| {
+                        emits(t).any(|e| e.span.start <= span.start && span.end <= e.span.end)
+                    });
+                    emitted.then(|| GotoDefinitionResponse::Array(self.listeners(&uri, word)))
+                })
             }),
+            References::METHOD => self.with(request, |d, p: ReferenceParams| {
+                let uri = p.text_document_position.text_document.uri.clone();
+                let spans = occurrences(d, p.text_document_position.position)?;
+                Some(
+                    spans
+                        .into_iter()
+                        .map(|s| Location::new(uri.clone(), d.range(s)))
+                        .collect::<Vec<_>>(),
+                )
+            }),
+            Rename::METHOD => self
+                .with(request, |d, p: RenameParams| rename(d, &p))
+                .and_then(|answer| {
+                    // A refused rename is an error answer, not a result.
+                    match serde_json::from_value::<Result<WorkspaceEdit, String>>(answer) {
+                        Ok(Ok(edit)) => serde_json::to_value(edit).map_err(|e| e.to_string()),
+                        Ok(Err(refusal)) => Err(refusal),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }),
             HoverRequest::METHOD => self.with(request, |d, p: HoverParams| {
                 hover(d, p.text_document_position_params.position)
             }),
             Completion::METHOD => self.with(request, |d, p: CompletionParams| {
-                completion(d, p.text_document_position.position)
+                let uri = p.text_document_position.text_document.uri.clone();
+                completion(d, p.text_document_position.position, || {
+                    self.event_names(&uri)
+                })
             }),
             CodeActionRequest::METHOD => {
                 self.with(request, |d, p: CodeActionParams| code_actions(d, &p))
@@ -377,6 +413,201 @@ impl Server {
             .ok_or_else(|| format!("{uri} is not open"))?;
         serde_json::to_value(f(document, params)).map_err(|e| e.to_string())
     }
+}
+
+impl Server {
+    /// The track files of `uri`'s project (the folder of its trackc.toml,
+    /// else its own folder), open ones as the editor holds them, with
+    /// their syntax trees.
+    fn project_files(&self, uri: &Url) -> Vec<(Url, String, ast::File)> {
+        let mut files: Vec<(Url, String)> = Vec::new();
+        if let Some(root) = uri.to_file_path().ok().and_then(|p| project_root(&p)) {
+            let mut stack = vec![root];
+            while let Some(dir) = stack.pop() {
+                let Ok(entries) = std::fs::read_dir(&dir) else {
+                    continue;
+                };
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    if files.len() >= PROJECT_FILES_MAX {
+                        break;
+                    }
+                    if path.is_dir() {
+                        stack.push(path);
+                    } else if path.extension().is_some_and(|e| e == "dt") {
+                        let (Ok(u), Ok(text)) =
+                            (Url::from_file_path(&path), std::fs::read_to_string(&path))
+                        else {
+                            continue;
+                        };
+                        files.push((u, text));
+                    }
+                }
+            }
+        }
+        for (u, doc) in &self.documents {
+            match files.iter_mut().find(|(f, _)| f == u) {
+                Some(f) => f.1.clone_from(&doc.text),
+                None => files.push((u.clone(), doc.text.clone())),
+            }
+        }
+        files
+            .into_iter()
+            .map(|(u, text)| {
+                let (ast, _) = trackc_compiler::syntax::parser::parse_file(FileId(0), &text);
+                (u, text, ast)
+            })
+            .collect()
+    }
+
+    /// Where tracks of the project listen for `event` (`on event NAME`).
+    fn listeners(&self, uri: &Url, event: &str) -> Vec<Location> {
+        let mut found = Vec::new();
+        for (u, text, ast) in self.project_files(uri) {
+            let lines = LineIndex::new(&text);
+            for track in &ast.tracks {
+                for item in &track.items {
+                    if let TrackItem::Trigger(ast::Trigger {
+                        kind: ast::TriggerKind::Event(name),
+                        ..
+                    }) = item
+                    {
+                        if name.name == event {
+                            let range = Range::new(
+                                lines.position(&text, name.span.start),
+                                lines.position(&text, name.span.end),
+                            );
+                            found.push(Location::new(u.clone(), range));
+                        }
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    /// Every event name the project's tracks listen for or emit.
+    fn event_names(&self, uri: &Url) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .project_files(uri)
+            .iter()
+            .flat_map(|(_, _, ast)| ast.tracks.iter())
+            .flat_map(|t| {
+                let on = t.items.iter().filter_map(|i| match i {
+                    TrackItem::Trigger(ast::Trigger {
+                        kind: ast::TriggerKind::Event(n),
+                        ..
+                    }) => Some(n.name.clone()),
+                    _ => None,
+                });
+                on.chain(emits(t).map(|e| e.name.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// The folder of the nearest trackc.toml above `path`, else its folder.
+fn project_root(path: &std::path::Path) -> Option<PathBuf> {
+    path.ancestors()
+        .skip(1)
+        .find(|d| d.join("trackc.toml").is_file())
+        .or(path.parent())
+        .map(PathBuf::from)
+}
+
+/// The `emit` actions of a track: the event names.
+fn emits(track: &ast::Track) -> impl Iterator<Item = &ast::Ident> {
+    steps(track).flat_map(|s| {
+        s.rules.iter().flat_map(|r| {
+            r.actions.iter().filter_map(|a| match &a.kind {
+                ActionKind::Emit(name) => Some(name),
+                _ => None,
+            })
+        })
+    })
+}
+
+/// The spans of the step or field under `position` in its track: its
+/// declaration first, then its uses.
+fn occurrences(d: &Document, position: Position) -> Option<Vec<Span>> {
+    let (word, span) = d.word_at(position)?;
+    let track = d.track_at(span.start)?;
+    let contains = |s: Span| s.start <= span.start && span.end <= s.end;
+    let is_step =
+        steps(track).any(|s| contains(s.name.span)) || gotos(track).any(|(_, g)| contains(g.span));
+    if is_step {
+        let step = steps(track).find(|s| s.name.name == word)?;
+        let mut spans = vec![step.name.span];
+        spans.extend(
+            gotos(track)
+                .filter(|(_, g)| g.name == word)
+                .map(|(_, g)| g.span),
+        );
+        return Some(spans);
+    }
+    let refs = field_refs(track);
+    let declared = field_declaration(&d.text, track, word);
+    let is_field = refs.iter().any(|f| contains(f.span)) || declared.is_some_and(contains);
+    if !is_field {
+        return None;
+    }
+    let mut spans: Vec<Span> = declared.into_iter().collect();
+    spans.extend(refs.iter().filter(|f| f.name == word).map(|f| f.span));
+    Some(spans)
+}
+
+/// Renames a step, or a field: its uses, its `fields` declaration, and in
+/// the `source` query its alias (`x AS old` becomes `x AS new`) or, for a
+/// bare column, an alias added (`old` becomes `old AS new`), so the query
+/// still reads the same column.
+fn rename(d: &Document, p: &RenameParams) -> Result<WorkspaceEdit, String> {
+    let new = &p.new_name;
+    let valid = new
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && new.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(format!(
+            "`{new}` is not a name: letters, digits and `_`, not first a digit"
+        ));
+    }
+    let position = p.text_document_position.position;
+    let spans = occurrences(d, position).ok_or("only a step or a field can be renamed")?;
+    let (old, _) = d.word_at(position).ok_or("no name here")?;
+    let track = d.track_at(spans[0].start).ok_or("no track here")?;
+    let in_query = track.items.iter().any(|i| match i {
+        TrackItem::Source(s) => {
+            s.sql.text_span.start <= spans[0].start && spans[0].end <= s.sql.text_span.end
+        }
+        _ => false,
+    });
+    let edits = spans
+        .iter()
+        .enumerate()
+        .map(|(i, &span)| {
+            let before = d.text[..span.start].trim_end();
+            let aliased =
+                before.len() >= 2 && before[before.len() - 2..].eq_ignore_ascii_case("as");
+            let text = if i == 0 && in_query && !aliased {
+                format!("{old} AS {new}")
+            } else {
+                new.clone()
+            };
+            TextEdit::new(d.range(span), text)
+        })
+        .collect();
+    Ok(WorkspaceEdit {
+        changes: Some(HashMap::from([(
+            p.text_document_position.text_document.uri.clone(),
+            edits,
+        )])),
+        ..WorkspaceEdit::default()
+    })
 }
 
 fn publish(uri: Url, diagnostics: Vec<LspDiagnostic>) -> Notification {
@@ -662,7 +893,11 @@ fn hover(d: &Document, position: Position) -> Option<Hover> {
     None
 }
 
-fn completion(d: &Document, position: Position) -> CompletionResponse {
+fn completion(
+    d: &Document,
+    position: Position,
+    events: impl FnOnce() -> Vec<String>,
+) -> CompletionResponse {
     let at = d.lines.offset(&d.text, position);
     let before = d.text[..at].trim_end_matches(|c: char| c.is_ascii_alphanumeric() || c == '_');
     let previous = before
@@ -679,16 +914,32 @@ fn completion(d: &Document, position: Position) -> CompletionResponse {
     let Some(track) = d.track_at(at) else {
         return CompletionResponse::Array(vec![item("track", CompletionItemKind::KEYWORD, None)]);
     };
-    if previous == "goto" {
+    if previous == "emit" || previous == "event" {
         return CompletionResponse::Array(
-            steps(track)
-                .map(|s| {
-                    item(
-                        &s.name.name,
-                        CompletionItemKind::FUNCTION,
-                        Some("step".into()),
-                    )
-                })
+            events()
+                .iter()
+                .map(|e| item(e, CompletionItemKind::EVENT, Some("event".into())))
+                .collect(),
+        );
+    }
+    if previous == "goto" {
+        // Steps that do not parse while being typed are still offered:
+        // the names after the word `step` in the track's text.
+        let text = &d.text[track.span.start..track.span.end.min(d.text.len())];
+        let words: Vec<&str> = text
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        let mut names: Vec<&str> = steps(track)
+            .map(|s| s.name.name.as_str())
+            .chain(words.windows(2).filter(|w| w[0] == "step").map(|w| w[1]))
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        return CompletionResponse::Array(
+            names
+                .into_iter()
+                .map(|s| item(s, CompletionItemKind::FUNCTION, Some("step".into())))
                 .collect(),
         );
     }

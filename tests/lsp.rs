@@ -263,3 +263,38 @@ fn an_editor_session() {
     assert!(status.success(), "{status}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The pytest-lsp suite of tests/lsp/ (a client the project did not
+/// write): run with the Python that `TRACKC_PYTHON` names, which .ci/run
+/// makes (a virtual environment with tests/lsp/requirements.txt). Without
+/// it the suite is skipped loudly, unless `TRACKC_REQUIRE_PYTHON=1` (as
+/// .ci/run sets), where that is a failure.
+#[test]
+fn the_pytest_lsp_suite_passes() {
+    let Some(python) = std::env::var_os("TRACKC_PYTHON") else {
+        assert!(
+            std::env::var("TRACKC_REQUIRE_PYTHON").as_deref() != Ok("1"),
+            "TRACKC_REQUIRE_PYTHON=1 but TRACKC_PYTHON is not set: run .ci/run, or point it at \
+             a Python with tests/lsp/requirements.txt installed"
+        );
+        eprintln!(
+            "SKIPPED: the pytest-lsp suite (tests/lsp/) needs TRACKC_PYTHON, a Python with \
+             tests/lsp/requirements.txt; .ci/run makes one"
+        );
+        return;
+    };
+    let out = Command::new(python)
+        .args(["-m", "pytest", "-q", "tests/lsp"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("TRACKC_BIN", env!("CARGO_BIN_EXE_trackc"))
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains(" passed"), "{report}");
+    assert!(!report.contains("skipped"), "{report}");
+}
