@@ -283,18 +283,35 @@ fn the_pytest_lsp_suite_passes() {
         );
         return;
     };
-    let out = Command::new(python)
+    // Output to a file, not a pipe: a long report cannot block the child.
+    let log_path =
+        std::env::temp_dir().join(format!("trackc-pytest-lsp-{}.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = Command::new(python)
         .args(["-m", "pytest", "-q", "tests/lsp"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("TRACKC_BIN", env!("CARGO_BIN_EXE_trackc"))
-        .output()
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
         .unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{report}");
+    // The suite takes seconds; a hang must fail, not stall CI.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the pytest-lsp suite hung for 120 s:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let status = child.wait().unwrap();
+    let report = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(status.success(), "{report}");
     assert!(report.contains(" passed"), "{report}");
     assert!(!report.contains("skipped"), "{report}");
 }
