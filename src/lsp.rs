@@ -267,20 +267,13 @@ impl Project {
                 bytes,
             })
         };
-        for dir in path.ancestors().skip(1) {
-            let Ok(text) = std::fs::read_to_string(dir.join("trackc.toml")) else {
-                continue;
+        // A project file that cannot be read counts as none: the editor
+        // still gets the diagnostics of the file itself.
+        if let Ok(Some(project)) = crate::project::Project::find(&path) {
+            return Project {
+                schema: project.schema.and_then(read),
+                dialect: project.dialect.unwrap_or(SqlDialect::Postgres),
             };
-            let table: toml::Table = text.parse().unwrap_or_default();
-            let dialect = match table.get("dialect").and_then(|d| d.as_str()) {
-                Some("sqlite") => SqlDialect::Sqlite,
-                _ => SqlDialect::Postgres,
-            };
-            let schema = table
-                .get("schema")
-                .and_then(|s| s.as_str())
-                .and_then(|s| read(dir.join(s)));
-            return Project { schema, dialect };
         }
         let beside = path.parent().map(|d| d.join("schema.sql"));
         Project {
@@ -514,7 +507,7 @@ impl Server {
 fn project_root(path: &std::path::Path) -> Option<PathBuf> {
     path.ancestors()
         .skip(1)
-        .find(|d| d.join("trackc.toml").is_file())
+        .find(|d| d.join(crate::project::PROJECT_FILE).is_file())
         .or(path.parent())
         .map(PathBuf::from)
 }

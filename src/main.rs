@@ -8,6 +8,7 @@ mod fmt_cli;
 mod group_cli;
 mod lsp;
 mod operate;
+mod project;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::{BufRead, IsTerminal, Write};
@@ -32,12 +33,14 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct CompileArgs {
-    /// A file of `CREATE TABLE` statements to check SQL and field types against.
+    /// A file of `CREATE TABLE` statements to check SQL and field types against
+    /// [default: `schema` of the files' trackc.toml].
     #[arg(long, value_name = "FILE.sql")]
     schema: Option<PathBuf>,
-    /// The SQL dialect of embedded SQL blocks and the schema.
-    #[arg(long, value_enum, default_value_t = Dialect::Postgres)]
-    dialect: Dialect,
+    /// The SQL dialect of embedded SQL blocks and the schema [default: `dialect` of the
+    /// files' trackc.toml, else postgres].
+    #[arg(long, value_enum)]
+    dialect: Option<Dialect>,
 }
 
 #[derive(Subcommand)]
@@ -221,10 +224,23 @@ fn compile_files(args: &CompileArgs, files: &[PathBuf]) -> Result<Compilation, U
         .iter()
         .map(|f| read(f))
         .collect::<Result<Vec<_>, _>>()?;
-    let schema = args.schema.as_deref().map(read).transpose()?;
+    // The project file of the first file fills in what the command line
+    // does not say.
+    let project = match files.first() {
+        Some(f) => project::Project::find(f).map_err(usage)?,
+        None => None,
+    };
+    let schema_path = args
+        .schema
+        .clone()
+        .or_else(|| project.as_ref().and_then(|p| p.schema.clone()));
+    let schema = schema_path.as_deref().map(read).transpose()?;
     let dialect = match args.dialect {
-        Dialect::Postgres => SqlDialect::Postgres,
-        Dialect::Sqlite => SqlDialect::Sqlite,
+        Some(Dialect::Postgres) => SqlDialect::Postgres,
+        Some(Dialect::Sqlite) => SqlDialect::Sqlite,
+        None => project
+            .and_then(|p| p.dialect)
+            .unwrap_or(SqlDialect::Postgres),
     };
     Ok(compile(inputs, Options { dialect, schema }))
 }

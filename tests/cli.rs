@@ -405,3 +405,43 @@ fn fmt_checks_rewrites_and_leaves_broken_files_alone() {
     let o = trackc(&["fmt", "--check", "tracks/"]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
 }
+
+/// `trackc check` takes its schema and dialect from the files'
+/// `trackc.toml` (found in a parent folder); `--schema` wins over it, and
+/// a bad project file is a usage error naming it.
+#[test]
+fn check_reads_the_project_file() {
+    let dir = std::env::temp_dir().join(format!("trackc-cli-project-{}", std::process::id()));
+    let tracks = dir.join("tracks");
+    std::fs::create_dir_all(&tracks).unwrap();
+    std::fs::write(
+        dir.join("schema.sql"),
+        "CREATE TABLE contacts (id BIGINT PRIMARY KEY, score INT NOT NULL);",
+    )
+    .unwrap();
+    std::fs::write(dir.join("trackc.toml"), "schema = \"schema.sql\"\n").unwrap();
+    let file = tracks.join("t.dt");
+    std::fs::write(
+        &file,
+        "track t {\n    source key id { SELECT id, score FROM contacts }\n    step s {\n        \
+         when score > 1 then end\n    }\n}\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let o = trackc(&["check", path]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Without the project file the field types are unknown (E013).
+    std::fs::rename(dir.join("trackc.toml"), dir.join("off.toml")).unwrap();
+    let o = trackc(&["check", path]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("E013"), "{}", stderr(&o));
+    std::fs::write(dir.join("trackc.toml"), "dialect = \"oracle\"\n").unwrap();
+    let o = trackc(&["check", path]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("trackc.toml: `dialect` = \"oracle\""),
+        "{}",
+        stderr(&o)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
