@@ -164,3 +164,12 @@ fn most_whitespace_edits_still_parse() {
     let tried = (0..text.len()).step_by(7).count();
     assert!(parsed * 2 > tried, "{parsed} of {tried} parse");
 }
+
+/// What `trackc fmt` makes of a file written in a hurry, pinned.
+#[test]
+fn a_messy_file_formatted() {
+    let messy = include_str!("fixtures/fmt/messy.dt");
+    let formatted = format_source(messy).unwrap();
+    insta::assert_snapshot!(formatted);
+    keeps_meaning(messy).unwrap();
+}
