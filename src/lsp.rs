@@ -365,9 +365,12 @@ impl Server {
             }),
             Completion::METHOD => self.with(request, |d, p: CompletionParams| {
                 let uri = p.text_document_position.text_document.uri.clone();
-                completion(d, p.text_document_position.position, || {
-                    self.event_names(&uri)
-                })
+                completion(
+                    d,
+                    p.text_document_position.position,
+                    || self.event_names(&uri),
+                    || template_names(&uri),
+                )
             }),
             CodeActionRequest::METHOD => {
                 self.with(request, |d, p: CodeActionParams| code_actions(d, &p))
@@ -799,12 +802,54 @@ fn definition(d: &Document, uri: &Url, position: Position) -> Option<GotoDefinit
     } else if field_refs(track).iter().any(|f| contains(f.span)) {
         field_declaration(&d.text, track, word)?
     } else {
-        return None;
+        // An e-mail's template: its file under the project's templates/.
+        let template = steps(track)
+            .flat_map(|s| s.rules.iter().flat_map(|r| r.actions.iter()))
+            .find_map(|a| match &a.kind {
+                ActionKind::Email { template, .. } if contains(template.span) => Some(template),
+                _ => None,
+            })?;
+        let dir = project_root(&uri.to_file_path().ok()?)?.join("templates");
+        let file = ["txt", "html"]
+            .iter()
+            .map(|ext| dir.join(format!("{}.{ext}", template.value)))
+            .find(|f| f.is_file())?;
+        let start = Position::new(0, 0);
+        return Some(GotoDefinitionResponse::Scalar(Location::new(
+            Url::from_file_path(file).ok()?,
+            Range::new(start, start),
+        )));
     };
     Some(GotoDefinitionResponse::Scalar(Location::new(
         uri.clone(),
         d.range(target),
     )))
+}
+
+/// The template names of the project: `templates/NAME.txt` or `.html`.
+fn template_names(uri: &Url) -> Vec<String> {
+    let Some(dir) = uri
+        .to_file_path()
+        .ok()
+        .and_then(|p| project_root(&p))
+        .map(|r| r.join("templates"))
+    else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            let ext = path.extension()?.to_str()?;
+            matches!(ext, "txt" | "html").then(|| path.file_stem()?.to_str().map(String::from))?
+        })
+        .take(PROJECT_FILES_MAX)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
 }
 
 fn markdown(text: String) -> Hover {
@@ -890,9 +935,14 @@ fn completion(
     d: &Document,
     position: Position,
     events: impl FnOnce() -> Vec<String>,
+    templates: impl FnOnce() -> Vec<String>,
 ) -> CompletionResponse {
     let at = d.lines.offset(&d.text, position);
-    let before = d.text[..at].trim_end_matches(|c: char| c.is_ascii_alphanumeric() || c == '_');
+    // The word being typed (a template name may hold `-`, after a quote).
+    let before =
+        d.text[..at].trim_end_matches(|c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let quoted = before.ends_with('\'');
+    let before = before.trim_end_matches('\'');
     let previous = before
         .trim_end()
         .rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -907,6 +957,26 @@ fn completion(
     let Some(track) = d.track_at(at) else {
         return CompletionResponse::Array(vec![item("track", CompletionItemKind::KEYWORD, None)]);
     };
+    // `email` as an action (after `then`, `else` or a comma), not a field.
+    let action_email = previous == "email" && {
+        let head = before
+            .trim_end()
+            .strip_suffix("email")
+            .unwrap_or("")
+            .trim_end();
+        head.ends_with(',') || head.ends_with("then") || head.ends_with("else")
+    };
+    if action_email {
+        return CompletionResponse::Array(
+            templates()
+                .iter()
+                .map(|t| {
+                    let label = if quoted { t.clone() } else { format!("'{t}'") };
+                    item(&label, CompletionItemKind::FILE, Some("template".into()))
+                })
+                .collect(),
+        );
+    }
     if previous == "emit" || previous == "event" {
         return CompletionResponse::Array(
             events()

@@ -126,6 +126,38 @@ async def test_definition_across_files(client: LanguageClient):
     assert found[0].range.start == position_of(handoff, "qualified")
 
 
+async def test_templates_are_found_and_offered(client: LanguageClient):
+    text = HANDOFF.read_text()
+    uri = open_doc(client, HANDOFF)
+    await diagnostics_for(client, uri)
+    found = await client.text_document_definition_async(
+        types.DefinitionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=position_of(text, "'sales-call'", 3),
+        )
+    )
+    assert found.uri == (PROJECT / "templates" / "sales-call.txt").as_uri()
+    # After the action keyword `email`: the files of templates/, quoted.
+    typed = text.replace("email 'sales-call'", "email ")
+    change(client, uri, 2, typed)
+    await diagnostics_for(client, uri)
+    items = await client.text_document_completion_async(
+        types.CompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=position_of(typed, "email ", 6),
+        )
+    )
+    assert [i.label for i in items] == ["'sales-call'", "'welcome'"]
+    # The field `email` in `to email` is not an action: no templates there.
+    items = await client.text_document_completion_async(
+        types.CompletionParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=position_of(typed, "to email", 8),
+        )
+    )
+    assert all(i.kind != types.CompletionItemKind.File for i in items)
+
+
 async def test_completion_after_goto_and_in_a_condition(client: LanguageClient):
     text = SCORING.read_text().replace("goto done", "goto ")
     uri = open_doc(client, SCORING, text)
