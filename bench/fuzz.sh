@@ -17,7 +17,7 @@ seconds="${1:-60}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(dt_check peer_frame block_payload api_body node_toml)
+    targets=(dt_check dt_test peer_frame block_payload api_body node_toml)
 fi
 command -v cargo-fuzz >/dev/null || { echo "cargo install cargo-fuzz first" >&2; exit 2; }
 export RUSTC_BOOTSTRAP=1

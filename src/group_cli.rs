@@ -148,7 +148,8 @@ pub struct DeployArgs {
     /// Track files or directories (a directory's schema.sql is the schema).
     #[arg(required = true, value_name = "FILES")]
     files: Vec<PathBuf>,
-    /// The schema the tracks are checked against (default: the deployed one).
+    /// The schema the tracks are checked against (default: `schema` of the files'
+    /// trackc.toml, else a directory's schema.sql, else the deployed one).
     #[arg(long, value_name = "FILE.sql")]
     schema: Option<PathBuf>,
     /// Move records of a removed step: TRACK.OLD_STEP=NEW_STEP.
@@ -253,7 +254,8 @@ fn call(
 }
 
 pub fn deploy(args: &DeployArgs) -> Result<ExitCode, UsageError> {
-    let (files, schema) = track_files(&args.files, args.schema.as_deref()).map_err(failed)?;
+    let schema = crate::project::schema_for(args.schema.as_deref(), &args.files).map_err(usage)?;
+    let (files, schema) = track_files(&args.files, schema.as_deref()).map_err(failed)?;
     let read = |p: &PathBuf| -> Result<SourceFile, UsageError> {
         Ok(SourceFile {
             name: p.display().to_string(),

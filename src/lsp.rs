@@ -40,6 +40,8 @@ use std::process::ExitCode;
 use trackc_compiler::diagnostics::{Diagnostic, Severity};
 use trackc_compiler::span::{FileId, Span};
 use trackc_compiler::syntax::ast::{self, ActionKind, ExprKind, TrackItem};
+use trackc_compiler::syntax::test_file::parse_test_file;
+use trackc_compiler::testing::check_tests;
 use trackc_compiler::{compile, Compilation, Input, Options, SqlDialect};
 
 /// The most track files of a project read for definitions and event
@@ -182,6 +184,14 @@ pub fn serve(connection: &Connection) -> Result<(), Failure> {
 #[derive(Default)]
 struct Server {
     documents: HashMap<Url, Document>,
+    /// Open test files (`*.dt.test`): their text; they get diagnostics,
+    /// and empty answers to the requests about tracks.
+    tests: HashMap<Url, String>,
+}
+
+/// A test file of `trackc test`, not a track file.
+fn is_test_file(uri: &Url) -> bool {
+    uri.path().ends_with(".dt.test")
 }
 
 /// An open document and what its last compile found.
@@ -289,6 +299,11 @@ impl Server {
             DidOpenTextDocument::METHOD => {
                 let p: DidOpenTextDocumentParams = serde_json::from_value(n.params).ok()?;
                 let uri = p.text_document.uri;
+                if is_test_file(&uri) {
+                    let diagnostics = self.test_file_diagnostics(&uri, &p.text_document.text);
+                    self.tests.insert(uri.clone(), p.text_document.text);
+                    return Some(publish(uri, diagnostics));
+                }
                 self.documents
                     .insert(uri.clone(), Document::new(&uri, p.text_document.text));
                 uri
@@ -298,6 +313,11 @@ impl Server {
                 let uri = p.text_document.uri;
                 // Full sync: the last change holds the whole text.
                 let text = p.content_changes.into_iter().last()?.text;
+                if is_test_file(&uri) {
+                    let diagnostics = self.test_file_diagnostics(&uri, &text);
+                    self.tests.insert(uri.clone(), text);
+                    return Some(publish(uri, diagnostics));
+                }
                 self.documents
                     .insert(uri.clone(), Document::new(&uri, text));
                 uri
@@ -305,6 +325,7 @@ impl Server {
             DidCloseTextDocument::METHOD => {
                 let p: DidCloseTextDocumentParams = serde_json::from_value(n.params).ok()?;
                 self.documents.remove(&p.text_document.uri);
+                self.tests.remove(&p.text_document.uri);
                 return Some(publish(p.text_document.uri, Vec::new()));
             }
             _ => return None,
@@ -315,7 +336,7 @@ impl Server {
             .diagnostics
             .iter()
             .filter(|d| d.file == FileId(0))
-            .map(|d| lsp_diagnostic(&uri, document, d))
+            .map(|d| lsp_diagnostic(&uri, &document.text, &document.lines, d))
             .collect();
         Some(publish(uri, diagnostics))
     }
@@ -403,6 +424,10 @@ impl Server {
             .ok_or("no textDocument.uri")?;
         let params: P = serde_json::from_value(request.params)
             .map_err(|e| format!("`{}`: {e}", request.method))?;
+        if self.tests.contains_key(&uri) {
+            // Hover, definitions and the like are about tracks.
+            return Ok(serde_json::Value::Null);
+        }
         let document = self
             .documents
             .get(&uri)
@@ -453,6 +478,67 @@ impl Server {
                 let (ast, _) = trackc_compiler::syntax::parser::parse_file(FileId(0), &text);
                 (u, text, ast)
             })
+            .collect()
+    }
+
+    /// The diagnostics of a test file: its syntax, and its tests checked
+    /// against the track files of its folder (open ones as the editor
+    /// holds them), as `trackc test` checks them.
+    fn test_file_diagnostics(&self, uri: &Url, text: &str) -> Vec<LspDiagnostic> {
+        let folder = uri
+            .to_file_path()
+            .ok()
+            .and_then(|p| p.parent().map(PathBuf::from));
+        let mut inputs: Vec<(Url, String)> = folder
+            .and_then(|d| std::fs::read_dir(d).ok())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "dt"))
+            .take(PROJECT_FILES_MAX)
+            .filter_map(|p| {
+                Some((
+                    Url::from_file_path(&p).ok()?,
+                    std::fs::read_to_string(&p).ok()?,
+                ))
+            })
+            .collect();
+        for (u, text) in &mut inputs {
+            if let Some(open) = self.documents.get(u) {
+                text.clone_from(&open.text);
+            }
+        }
+        let project = Project::of(uri);
+        let mut compilation = compile(
+            inputs
+                .into_iter()
+                .map(|(u, text)| Input {
+                    name: u.path().to_string(),
+                    bytes: text.into_bytes(),
+                })
+                .collect(),
+            Options {
+                dialect: project.dialect,
+                schema: project.schema,
+            },
+        );
+        let id = FileId(compilation.files.len() as u32);
+        let (file, mut diagnostics) = parse_test_file(id, text);
+        compilation
+            .files
+            .push(trackc_compiler::span::SourceFile::new(uri.path(), text));
+        let (_, more) = check_tests(
+            &file,
+            &compilation.program,
+            &compilation.asts,
+            &compilation.files,
+        );
+        diagnostics.extend(more);
+        let lines = LineIndex::new(text);
+        diagnostics
+            .iter()
+            .map(|d| lsp_diagnostic(uri, text, &lines, d))
             .collect()
     }
 
@@ -617,14 +703,20 @@ fn publish(uri: Url, diagnostics: Vec<LspDiagnostic>) -> Notification {
     )
 }
 
-fn lsp_diagnostic(uri: &Url, document: &Document, d: &Diagnostic) -> LspDiagnostic {
+fn lsp_diagnostic(uri: &Url, text: &str, lines: &LineIndex, d: &Diagnostic) -> LspDiagnostic {
+    let range = |span: Span| {
+        Range::new(
+            lines.position(text, span.start),
+            lines.position(text, span.end),
+        )
+    };
     let mut message = d.message.clone();
     if let Some(help) = &d.help {
         message.push_str("\nhelp: ");
         message.push_str(help);
     }
     LspDiagnostic {
-        range: document.range(d.span),
+        range: range(d.span),
         severity: Some(match d.severity() {
             Severity::Error => DiagnosticSeverity::ERROR,
             Severity::Warning => DiagnosticSeverity::WARNING,
@@ -636,7 +728,7 @@ fn lsp_diagnostic(uri: &Url, document: &Document, d: &Diagnostic) -> LspDiagnost
             d.labels
                 .iter()
                 .map(|l| DiagnosticRelatedInformation {
-                    location: Location::new(uri.clone(), document.range(l.span)),
+                    location: Location::new(uri.clone(), range(l.span)),
                     message: l.message.clone(),
                 })
                 .collect()
@@ -1054,7 +1146,7 @@ fn code_actions(d: &Document, params: &CodeActionParams) -> Vec<CodeActionOrComm
             Some(CodeActionOrCommand::CodeAction(CodeAction {
                 title: format!("replace with `{suggestion}`"),
                 kind: Some(CodeActionKind::QUICKFIX),
-                diagnostics: Some(vec![lsp_diagnostic(uri, d, diag)]),
+                diagnostics: Some(vec![lsp_diagnostic(uri, &d.text, &d.lines, diag)]),
                 edit: Some(WorkspaceEdit {
                     changes: Some(HashMap::from([(uri.clone(), vec![edit])])),
                     ..WorkspaceEdit::default()

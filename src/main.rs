@@ -9,6 +9,7 @@ mod group_cli;
 mod lsp;
 mod operate;
 mod project;
+mod test_cli;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::{BufRead, IsTerminal, Write};
@@ -91,6 +92,9 @@ enum Command {
     /// Rewrite track files in the one canonical layout (`--check`: show the difference,
     /// exit 1).
     Fmt(fmt_cli::FmtArgs),
+    /// Run the tests of tracks (`*.dt.test`): each test's records through its step, the
+    /// fired rule, effects and next step against what the test expects.
+    Test(test_cli::TestArgs),
     /// Run tracks on one node against a database, by their triggers.
     Run(operate::RunArgs),
     /// The outbox of e-mails and webhooks: list it, deliver it, re-queue parked rows.
@@ -188,6 +192,7 @@ fn main() -> ExitCode {
             now.as_deref(),
         ),
         Command::Fmt(args) => fmt_cli::fmt(&args),
+        Command::Test(args) => test_cli::test(&args),
         Command::Lsp => lsp::run(),
         Command::Run(args) => operate::run(&args),
         Command::Demo(args) => operate::demo(&args),

@@ -23,7 +23,8 @@ pub struct RunArgs {
     /// Run every track once now (with chained steps and the events raised), then exit.
     #[arg(long)]
     once: bool,
-    /// `CREATE TABLE` statements for field types (default: schema.sql in a directory given).
+    /// `CREATE TABLE` statements for field types (default: `schema` of the files'
+    /// trackc.toml, else schema.sql in a directory given).
     #[arg(long, value_name = "FILE.sql")]
     schema: Option<PathBuf>,
     /// Move records out of a step the new version removes: TRACK.OLD_STEP=NEW_STEP.
@@ -180,8 +181,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
     }
     let (url, mut store) = open(&args.db)?;
     let jit = Jit::new().map_err(|e| usage(e.to_string()))?;
-    let (files, schema) =
-        bundle::read_paths(&args.paths, args.schema.as_deref()).map_err(failed)?;
+    let schema = crate::project::schema_for(args.schema.as_deref(), &args.paths).map_err(usage)?;
+    let (files, schema) = bundle::read_paths(&args.paths, schema.as_deref()).map_err(failed)?;
     let tracks = bundle::load(&jit, &files, schema.clone(), url.dialect()).map_err(failed)?;
     let changed =
         bundle::deploy(store.as_mut(), &tracks, &args.map, schema.as_ref()).map_err(failed)?;

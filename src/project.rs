@@ -1,7 +1,8 @@
 //! `trackc.toml`, the project file: the schema and the SQL dialect that
 //! track files are checked against, found in a file's folder or the
-//! nearest parent. `check`, `build`, `eval` and the language server read
-//! it; a command-line `--schema` or `--dialect` wins over it.
+//! nearest parent. `check`, `build`, `eval`, `test`, `run`, `deploy` and
+//! the language server read it; a command-line `--schema` or `--dialect`
+//! wins over it. (`run` and `deploy` take the dialect of the database.)
 //!
 //! ```toml
 //! schema = "db/schema.sql"   # relative to trackc.toml
@@ -69,6 +70,19 @@ impl Project {
             dialect,
             file,
         })
+    }
+}
+
+/// The schema of a command over `paths`: the one given on the command
+/// line, else the `schema` of the first path's trackc.toml (`None`: the
+/// caller's own default, such as `schema.sql` in a directory given).
+pub fn schema_for(given: Option<&Path>, paths: &[PathBuf]) -> Result<Option<PathBuf>, String> {
+    if let Some(given) = given {
+        return Ok(Some(given.to_path_buf()));
+    }
+    match paths.first() {
+        Some(first) => Ok(Project::find(first)?.and_then(|p| p.schema)),
+        None => Ok(None),
     }
 }
 

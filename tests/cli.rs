@@ -430,10 +430,22 @@ fn check_reads_the_project_file() {
     let path = file.to_str().unwrap();
     let o = trackc(&["check", path]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // `run` takes the schema from it too (the database is empty: the run
+    // itself finds no table, but the tracks compile and deploy).
+    let db = format!("sqlite:{}", dir.join("state.db").display());
+    let o = trackc(&["run", "--db", &db, "--once", path]);
+    assert!(stderr(&o).contains("deployed: t"), "{}", stderr(&o));
     // Without the project file the field types are unknown (E013).
     std::fs::rename(dir.join("trackc.toml"), dir.join("off.toml")).unwrap();
     let o = trackc(&["check", path]);
     assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("E013"), "{}", stderr(&o));
+    let o = trackc(&["run", "--db", &db, "--once", path]);
+    assert!(
+        stderr(&o).contains("nothing was deployed"),
+        "{}",
+        stderr(&o)
+    );
     assert!(stderr(&o).contains("E013"), "{}", stderr(&o));
     std::fs::write(dir.join("trackc.toml"), "dialect = \"oracle\"\n").unwrap();
     let o = trackc(&["check", path]);
@@ -444,4 +456,104 @@ fn check_reads_the_project_file() {
         stderr(&o)
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `trackc test` on the example tracks: every test passes (CI runs them).
+#[test]
+fn the_example_tracks_pass_their_tests() {
+    let out = trackc(&["test", "tracks"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    // Every example track has tests.
+    for track in examples() {
+        let stem = track.trim_end_matches(".dt");
+        assert!(
+            stdout(&out).contains(&format!("{stem}.dt.test:")),
+            "{track} has no tests"
+        );
+    }
+    insta::assert_snapshot!("test_examples_pass", stdout(&out));
+}
+
+/// A suite with failures: each failure shows expected against actual and
+/// the values the conditions read; the exit code is 1.
+#[test]
+fn a_failing_suite_says_what_differs() {
+    let out = trackc(&["test", "tests/fixtures/track_tests"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stdout(&out).ends_with("\n2 passed, 3 failed\n"));
+    insta::assert_snapshot!("test_failing_human", stdout(&out));
+
+    let out = trackc(&["test", "--format", "json", "tests/fixtures/track_tests"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("one JSON object");
+    assert_eq!(report["passed"], 2);
+    assert_eq!(report["failed"], 3);
+    insta::assert_snapshot!(
+        "test_failing_json",
+        serde_json::to_string_pretty(&report).unwrap()
+    );
+
+    // A track file brings the tests beside it.
+    let out = trackc(&["test", "tests/fixtures/track_tests/abandoned_cart.dt"]);
+    assert!(stdout(&out).ends_with("\n2 passed, 3 failed\n"));
+}
+
+#[test]
+fn test_files_with_mistakes_run_nothing_and_say_where() {
+    let dir = scratch("carts", b"").with_extension("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/track_tests");
+    for f in ["abandoned_cart.dt", "schema.sql"] {
+        std::fs::copy(fixture.join(f), dir.join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.join("abandoned_cart.dt.test"),
+        "test 'x' {\n  track abandoned_cart step chsed\n  record { id: 1 }\n  expect end\n}\n\
+         test 'y' {\n  track abandoned_cart\n  record { id: 1, email: 'a@b.c' }\n}\n\
+         test 'z' {\n  expect maybe\n}\n",
+    )
+    .unwrap();
+    let out = trackc(&["test", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(stdout(&out), "");
+    for expected in [
+        "[E016] Error: track `abandoned_cart` has no step `chsed`",
+        "Help: did you mean `chased`?",
+        "[E017] Error: this record misses `total`, `items`, `updated_at`",
+        "[E018] Error: this test expects nothing, so it cannot fail",
+        "[E001] Error: expected `goto`, `stay`, `end`, `rule`, `no` or `effects`, found `maybe`",
+        "abandoned_cart.dt.test:2:",
+        "no test ran: fix the errors first",
+    ] {
+        assert!(err.contains(expected), "{expected}\n{err}");
+    }
+    let out = trackc(&["test", "--format", "json", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("one JSON object");
+    let codes: Vec<&str> = report["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect();
+    // In the order of the file: 'x', then 'y' (its name, then its record), then 'z'.
+    assert_eq!(codes, ["E016", "E018", "E018", "E017", "E016", "E001"]);
+
+    // No test file at all is a usage error, not a pass.
+    let empty = scratch("no-tests", b"").with_extension("d");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = trackc(&["test", empty.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no test files (`*.dt.test`)"),
+        "{}",
+        stderr(&out)
+    );
 }

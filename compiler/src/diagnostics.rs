@@ -39,6 +39,13 @@ pub enum Code {
     E014,
     /// Unknown table in SQL (an addition to LANGUAGE.md's table).
     E015,
+    /// A test names no track, an unknown track or an unknown step.
+    E016,
+    /// A test's record: unknown, repeated or missing field, value of the wrong type.
+    E017,
+    /// A test's expectations: none, repeated, a rule that does not exist,
+    /// a `now` missing where the step reads `now()`.
+    E018,
     /// Unreachable rule.
     W001,
     /// Unreachable step.

@@ -18,6 +18,7 @@ pub mod schema;
 pub mod span;
 pub mod sql;
 pub mod syntax;
+pub mod testing;
 pub mod types;
 pub mod value;
 

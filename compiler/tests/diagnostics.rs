@@ -69,6 +69,57 @@ fn every_code_has_a_fixture_in_both_formats() {
     }
 }
 
+/// The codes of test files (`*.dt.test`), each checked against the
+/// example track `onboarding`.
+#[test]
+fn every_test_code_has_a_fixture_in_both_formats() {
+    use trackc_compiler::span::{FileId, SourceFile};
+    use trackc_compiler::syntax::test_file::parse_test_file;
+    use trackc_compiler::testing::check_tests;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diagnostics");
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_str().unwrap().ends_with(".dt.test"))
+        .collect();
+    paths.sort();
+    assert_eq!(paths.len(), 3, "one fixture per code: E016–E018");
+    let track = include_str!("../../tracks/onboarding.dt");
+    for path in paths {
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let code = &name[..4];
+        let mut compilation = check_diagnostics("onboarding.dt", track);
+        assert_eq!(compilation.diagnostics, vec![]);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let id = FileId(compilation.files.len() as u32);
+        let (file, mut diagnostics) = parse_test_file(id, &text);
+        compilation.files.push(SourceFile::new(name.clone(), text));
+        let (_, more) = check_tests(
+            &file,
+            &compilation.program,
+            &compilation.asts,
+            &compilation.files,
+        );
+        diagnostics.extend(more);
+        assert!(
+            diagnostics.iter().any(|d| d.code.to_string() == code),
+            "{name} does not produce {code}: {diagnostics:?}"
+        );
+        let human: String = diagnostics
+            .iter()
+            .map(|d| render_human(d, &compilation.files, false))
+            .collect();
+        let json: String = diagnostics
+            .iter()
+            .map(|d| render_json(d, &compilation.files) + "\n")
+            .collect();
+        let stem = name.trim_end_matches(".dt.test");
+        insta::assert_snapshot!(format!("{stem}.human"), human);
+        insta::assert_snapshot!(format!("{stem}.json"), json);
+    }
+}
+
 #[test]
 fn json_spans_are_exact_and_one_based() {
     let text = "track t {\n  source key id { SELECT id FROM contacts }\n  step s { when idd > 1 then end }\n}\n";

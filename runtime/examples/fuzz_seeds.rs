@@ -176,6 +176,18 @@ tls_client_ca = "ca.pem"
 
     for entry in std::fs::read_dir("tracks").expect("run from the repository's root") {
         let path = entry.expect("a track file").path();
+        if path.to_string_lossy().ends_with(".dt.test") {
+            let name = path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace('.', "_");
+            write(
+                "dt_test",
+                &name,
+                &std::fs::read(&path).expect("a test file"),
+            );
+        }
         if path.extension().is_some_and(|e| e == "dt") {
             let name = path.file_stem().unwrap().to_string_lossy().into_owned();
             write(

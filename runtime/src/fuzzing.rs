@@ -20,8 +20,9 @@ const SCHEMA: &str = include_str!("../../tracks/schema.sql");
 pub type Target = fn(&[u8]);
 
 /// Every target by its name in `fuzz/fuzz_targets/`.
-pub const TARGETS: [(&str, Target); 5] = [
+pub const TARGETS: [(&str, Target); 6] = [
     ("dt_check", dt_check),
+    ("dt_test", dt_test),
     ("peer_frame", peer_frame),
     ("block_payload", block_payload),
     ("api_body", api_body),
@@ -61,6 +62,67 @@ pub fn dt_check(data: &[u8]) {
         }
         render_human(d, &compilation.files, false);
         render_json(d, &compilation.files);
+    }
+}
+
+/// The example tracks, compiled once for [`dt_test`].
+fn example_tracks() -> &'static trackc_compiler::Compilation {
+    static EXAMPLES: std::sync::OnceLock<trackc_compiler::Compilation> = std::sync::OnceLock::new();
+    EXAMPLES.get_or_init(|| {
+        let tracks = [
+            include_str!("../../tracks/dunning.dt"),
+            include_str!("../../tracks/lead_scoring.dt"),
+            include_str!("../../tracks/onboarding.dt"),
+            include_str!("../../tracks/order_followup.dt"),
+            include_str!("../../tracks/qualified_handoff.dt"),
+            include_str!("../../tracks/renewals.dt"),
+            include_str!("../../tracks/winback.dt"),
+        ];
+        compile(
+            tracks
+                .iter()
+                .enumerate()
+                .map(|(i, t)| Input {
+                    name: format!("{i}.dt"),
+                    bytes: t.as_bytes().to_vec(),
+                })
+                .collect(),
+            Options {
+                schema: Some(Input {
+                    name: "schema.sql".into(),
+                    bytes: SCHEMA.as_bytes().to_vec(),
+                }),
+                ..Options::default()
+            },
+        )
+    })
+}
+
+/// A test file (`*.dt.test`) through its parser and checker against the
+/// example tracks, and every test that checks run through the JIT.
+pub fn dt_test(data: &[u8]) {
+    use trackc_compiler::span::{FileId, SourceFile};
+    use trackc_compiler::syntax::test_file::parse_test_file;
+    use trackc_compiler::testing::{check_tests, run_test};
+    static JIT: std::sync::OnceLock<trackc_compiler::jit::Jit> = std::sync::OnceLock::new();
+    let Ok(text) = std::str::from_utf8(data) else {
+        return; // `trackc test` refuses a file that is not UTF-8 first
+    };
+    let examples = example_tracks();
+    let mut files = examples.files.clone();
+    let id = FileId(files.len() as u32);
+    let (file, mut diagnostics) = parse_test_file(id, text);
+    files.push(SourceFile::new("fuzz.dt.test", text));
+    let (tests, more) = check_tests(&file, &examples.program, &examples.asts, &files);
+    diagnostics.extend(more);
+    for d in &diagnostics {
+        assert!(d.span.start <= d.span.end && d.span.end <= text.len());
+        render_human(d, &files, false);
+        render_json(d, &files);
+    }
+    let jit = JIT.get_or_init(|| trackc_compiler::jit::Jit::new().expect("a JIT"));
+    for test in &tests {
+        run_test(&examples.program, jit, test).expect("a checked test runs");
     }
 }
 

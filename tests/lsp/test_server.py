@@ -85,6 +85,34 @@ async def test_diagnostics_appear_and_clear(client: LanguageClient):
     assert list(await diagnostics_for(client, uri)) == []
 
 
+async def test_a_test_file_is_checked_against_its_tracks(client: LanguageClient):
+    """`*.dt.test` files get the diagnostics of `trackc test`, not a track's."""
+    path = PROJECT / "tracks" / "scoring.dt.test"
+    good = (
+        "test 'a high score qualifies' {\n"
+        "    track scoring step check\n"
+        "    record { id: 1, email: 'a@example.com', score: 80 }\n"
+        "    expect effects emit qualified\n"
+        "    expect goto done\n"
+        "}\n"
+    )
+    uri = open_doc(client, path, good.replace("step check", "step chek"))
+    found = await diagnostics_for(client, uri)
+    assert [d.code for d in found] == ["E016"]
+    assert "did you mean `check`?" in found[0].message
+    assert found[0].range.start == position_of(good, "check")
+    change(client, uri, 2, good)
+    assert list(await diagnostics_for(client, uri)) == []
+    # Requests about tracks answer nothing on a test file.
+    hover = await client.text_document_hover_async(
+        types.HoverParams(
+            text_document=types.TextDocumentIdentifier(uri=uri),
+            position=position_of(good, "score: 80"),
+        )
+    )
+    assert hover is None
+
+
 async def test_utf16_positions_on_a_line_with_emoji(client: LanguageClient):
     text = SCORING.read_text().replace(
         "when score >= 80", "when note = '🎉🎉' and scor >= 80"

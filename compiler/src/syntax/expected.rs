@@ -84,6 +84,28 @@ fn describe(r: Rule) -> (&'static str, bool) {
         }
         neg | expr | or_expr | and_expr | not_expr | cmp | sum | product | unary | call
         | field_ref | paren => ("an expression", false),
+        kw_test | test | test_head => ("`test`", false),
+        kw_now => ("`now`", false),
+        kw_record => ("`record`", false),
+        kw_expect => ("`expect`", false),
+        kw_rule => ("`rule`", false),
+        kw_no => ("`no`", false),
+        kw_effects => ("`effects`", false),
+        test_item | test_target | test_now | test_record | expect => {
+            ("`track`, `now`, `record`, `expect` or `}`", false)
+        }
+        field_value => ("a field like `score: 72`", false),
+        literal => (
+            "a value (a number, a string, a timestamp, `true`, `false` or `null`)",
+            false,
+        ),
+        expect_rule | expect_no | expect_effects => (
+            "an expectation (`rule`, `no`, `effects`, `goto`, `stay`, `end`)",
+            false,
+        ),
+        expected_effect | expected_email => {
+            ("an effect (`email`, `webhook`, `emit`, `sql`)", false)
+        }
         EOI => ("end of file", false),
         _ => ("more input", false),
     }

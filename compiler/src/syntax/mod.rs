@@ -5,5 +5,6 @@ pub mod ast;
 mod expected;
 pub mod literals;
 pub mod parser;
+pub mod test_file;
 
 pub use parser::parse_file;

@@ -62,10 +62,10 @@ pub fn parse_file_here(id: FileId, text: &str) -> (File, Vec<Diagnostic>) {
     (File { id, tracks }, parser.diagnostics)
 }
 
-struct FileParser<'t> {
-    id: FileId,
-    text: &'t str,
-    diagnostics: Vec<Diagnostic>,
+pub(super) struct FileParser<'t> {
+    pub(super) id: FileId,
+    pub(super) text: &'t str,
+    pub(super) diagnostics: Vec<Diagnostic>,
 }
 
 /// What was found at a position, for "found `x`".
@@ -85,7 +85,7 @@ fn found_at(text: &str, pos: usize) -> (String, Span) {
 }
 
 impl<'t> FileParser<'t> {
-    fn error(&mut self, span: Span, message: impl Into<String>) -> &mut Diagnostic {
+    pub(super) fn error(&mut self, span: Span, message: impl Into<String>) -> &mut Diagnostic {
         self.diagnostics
             .push(Diagnostic::new(Code::E001, self.id, span, message));
         self.diagnostics.last_mut().expect("just pushed")
@@ -93,7 +93,7 @@ impl<'t> FileParser<'t> {
 
     /// Refuses parentheses nested deeper than [`MAX_PAREN_DEPTH`], outside
     /// strings and comments. Returns the diagnostic for the first offender.
-    fn check_nesting(&self) -> Option<Diagnostic> {
+    pub(super) fn check_nesting(&self) -> Option<Diagnostic> {
         let bytes = self.text.as_bytes();
         let mut depth = 0usize;
         let mut i = 0;
@@ -148,7 +148,7 @@ impl<'t> FileParser<'t> {
     }
 
     /// The offset of the next token after whitespace and comments.
-    fn skip_gap(&self, pos: usize) -> usize {
+    pub(super) fn skip_gap(&self, pos: usize) -> usize {
         match TrackParser::parse(Rule::gap, &self.text[pos..]) {
             Ok(mut pairs) => pos + pairs.next().map_or(0, |p| p.as_span().end()),
             Err(_) => pos,
@@ -157,7 +157,7 @@ impl<'t> FileParser<'t> {
 
     /// Runs one grammar rule at `pos`. On failure, reports the E001 and
     /// returns the offset of the error.
-    fn run(&mut self, grammar_rule: Rule, pos: usize) -> Result<Pair<'t, Rule>, usize> {
+    pub(super) fn run(&mut self, grammar_rule: Rule, pos: usize) -> Result<Pair<'t, Rule>, usize> {
         match TrackParser::parse(grammar_rule, &self.text[pos..]) {
             Ok(mut pairs) => Ok(pairs.next().expect("a successful parse yields its rule")),
             Err(error) => {
@@ -244,7 +244,7 @@ impl<'t> FileParser<'t> {
         self.text.len()
     }
 
-    fn starts_with_word(&self, pos: usize, word: &str) -> bool {
+    pub(super) fn starts_with_word(&self, pos: usize, word: &str) -> bool {
         let rest = &self.text[pos..];
         rest.starts_with(word)
             && !rest[word.len()..]
@@ -409,20 +409,20 @@ fn span_of(pair: &Pair<'_, Rule>) -> Span {
 
 /// Builds AST nodes from the pairs of one item. Pest's offsets are relative
 /// to where the item's parse started; `offset` makes them file offsets.
-struct Builder<'p, 't> {
+pub(super) struct Builder<'p, 't> {
     parser: &'p mut FileParser<'t>,
     offset: usize,
 }
 
 impl<'p, 't> Builder<'p, 't> {
-    fn new(parser: &'p mut FileParser<'t>, offset: usize) -> Self {
+    pub(super) fn new(parser: &'p mut FileParser<'t>, offset: usize) -> Self {
         Builder { parser, offset }
     }
 
     /// The span of a node: from its first token to the end of its last
     /// token. (pest's own span of a rule that ends in a repetition also
     /// covers the whitespace and comments after it.)
-    fn span(&self, pair: &Pair<'_, Rule>) -> Span {
+    pub(super) fn span(&self, pair: &Pair<'_, Rule>) -> Span {
         let start = pair.as_span().start();
         let mut last = pair.clone();
         while let Some(inner) = last.clone().into_inner().last() {
@@ -432,7 +432,7 @@ impl<'p, 't> Builder<'p, 't> {
         Span::new(start + self.offset, end + self.offset)
     }
 
-    fn ident(&self, pair: Pair<'_, Rule>) -> Ident {
+    pub(super) fn ident(&self, pair: Pair<'_, Rule>) -> Ident {
         debug_assert_eq!(pair.as_rule(), Rule::ident);
         Ident {
             name: pair.as_str().to_string(),
@@ -440,7 +440,12 @@ impl<'p, 't> Builder<'p, 't> {
         }
     }
 
-    fn error(&mut self, code: Code, span: Span, message: impl Into<String>) -> &mut Diagnostic {
+    pub(super) fn error(
+        &mut self,
+        code: Code,
+        span: Span,
+        message: impl Into<String>,
+    ) -> &mut Diagnostic {
         let id = self.parser.id;
         self.parser
             .diagnostics
@@ -514,7 +519,7 @@ impl<'p, 't> Builder<'p, 't> {
         }
     }
 
-    fn string(&self, pair: Pair<'_, Rule>) -> StringLit {
+    pub(super) fn string(&self, pair: Pair<'_, Rule>) -> StringLit {
         let raw = pair.as_str();
         StringLit {
             value: raw[1..raw.len() - 1].replace("''", "'"),
@@ -536,7 +541,7 @@ impl<'p, 't> Builder<'p, 't> {
         Duration { micros, span }
     }
 
-    fn timestamp(&mut self, pair: Pair<'_, Rule>) -> Timestamp {
+    pub(super) fn timestamp(&mut self, pair: Pair<'_, Rule>) -> Timestamp {
         let span = self.span(&pair);
         let micros = match parse_timestamp(pair.as_str()) {
             Ok(m) => Some(m),
