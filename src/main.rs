@@ -86,6 +86,18 @@ enum Command {
         #[arg(long, value_name = "TS")]
         now: Option<String>,
     },
+    /// Draw tracks' steps as a graph: Graphviz DOT or a Mermaid flowchart on stdout.
+    Graph {
+        #[command(flatten)]
+        compile: CompileArgs,
+        /// Only this track [default: every track of the files].
+        #[arg(long)]
+        track: Option<String>,
+        #[arg(long, value_enum, default_value_t = GraphFormatArg::Dot)]
+        format: GraphFormatArg,
+        #[arg(required = true, value_name = "FILES")]
+        files: Vec<PathBuf>,
+    },
     /// A language server over stdio (diagnostics, hover, definitions, completion, symbols,
     /// formatting, quick fixes), for editors.
     Lsp,
@@ -127,6 +139,12 @@ enum TokenCommand {
 enum Format {
     Human,
     Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum GraphFormatArg {
+    Dot,
+    Mermaid,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -191,6 +209,12 @@ fn main() -> ExitCode {
             engine,
             now.as_deref(),
         ),
+        Command::Graph {
+            compile,
+            track,
+            format,
+            files,
+        } => graph(&compile, track.as_deref(), format, &files),
         Command::Fmt(args) => fmt_cli::fmt(&args),
         Command::Test(args) => test_cli::test(&args),
         Command::Lsp => lsp::run(),
@@ -313,6 +337,45 @@ fn build(args: &CompileArgs, emit: Emit, files: &[PathBuf]) -> Result<ExitCode, 
         }
     };
     print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn graph(
+    args: &CompileArgs,
+    track: Option<&str>,
+    format: GraphFormatArg,
+    files: &[PathBuf],
+) -> Result<ExitCode, UsageError> {
+    use trackc_compiler::graph::{of_compilation, render, GraphFormat};
+    let compilation = compile_files(args, files)?;
+    if compilation.error_count() > 0 {
+        report_human(&compilation);
+        return Ok(ExitCode::from(1));
+    }
+    let mut graphs = of_compilation(&compilation);
+    if let Some(name) = track {
+        graphs.retain(|g| g.track.name == name);
+        if graphs.is_empty() {
+            let names: Vec<&str> = compilation
+                .program
+                .tracks
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect();
+            let hint = trackc_compiler::diagnostics::did_you_mean(name, names.iter().copied())
+                .map(|h| format!("; {h}"))
+                .unwrap_or_default();
+            return Err(usage(format!(
+                "no track `{name}` in the files given (tracks: {}){hint}",
+                names.join(", ")
+            )));
+        }
+    }
+    let format = match format {
+        GraphFormatArg::Dot => GraphFormat::Dot,
+        GraphFormatArg::Mermaid => GraphFormat::Mermaid,
+    };
+    print!("{}", render(&graphs, format));
     Ok(ExitCode::SUCCESS)
 }
 

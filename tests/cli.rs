@@ -557,3 +557,36 @@ fn test_files_with_mistakes_run_nothing_and_say_where() {
         stderr(&out)
     );
 }
+
+#[test]
+fn graph_draws_a_track_or_names_the_ones_there_are() {
+    let out = trackc(&[
+        "graph",
+        "--schema",
+        "tracks/schema.sql",
+        "tracks/onboarding.dt",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("digraph tracks {"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(stdout(&out).contains(
+        "\"onboarding.welcome\" -> \"onboarding.qualify\" [label=\"1: plan = 'trial' and score >= 50\"];"
+    ));
+    let all: Vec<String> = examples();
+    let mut args = vec!["graph", "--format", "mermaid", "--track", "dunning"];
+    args.extend(all.iter().map(String::as_str));
+    let out = trackc(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).starts_with("flowchart LR\n    subgraph t0[\"dunning\"]"));
+    assert_eq!(stdout(&out).matches("subgraph").count(), 1);
+    let out = trackc(&["graph", "--track", "onbording", "tracks/onboarding.dt"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("no track `onbording` in the files given (tracks: onboarding); did you mean `onboarding`?"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -10,6 +10,7 @@ pub mod check;
 pub mod decision;
 pub mod diagnostics;
 pub mod format;
+pub mod graph;
 pub mod interp;
 pub mod ir;
 pub mod jit;
@@ -160,6 +161,40 @@ pub fn compile(inputs: Vec<Input>, options: Options) -> Compilation {
         program,
         diagnostics,
     }
+}
+
+/// Each rule of step `step` of track `track` as written (`when …` with
+/// its whitespace collapsed, or `else`), from the syntax trees and their
+/// texts; empty if there is no such step.
+pub fn rule_texts(
+    asts: &[syntax::ast::File],
+    sources: &[SourceFile],
+    track: &str,
+    step: &str,
+) -> Vec<String> {
+    use syntax::ast::TrackItem;
+    let found = asts.iter().find_map(|f| {
+        let t = f.tracks.iter().find(|t| t.name.name == track)?;
+        let s = t.items.iter().find_map(|i| match i {
+            TrackItem::Step(s) if s.name.name == step => Some(s),
+            _ => None,
+        })?;
+        Some((f.id, s))
+    });
+    let Some((file, step)) = found else {
+        return Vec::new();
+    };
+    let text = &sources[file.0 as usize].text;
+    step.rules
+        .iter()
+        .map(|r| match &r.condition {
+            None => "else".to_string(),
+            Some(c) => {
+                let words: Vec<&str> = text[c.span.range()].split_whitespace().collect();
+                format!("when {}", words.join(" "))
+            }
+        })
+        .collect()
 }
 
 /// Compiles one track file given as text; for tests and tools.

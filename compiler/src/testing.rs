@@ -327,7 +327,7 @@ impl Checker<'_> {
             now,
             records,
             expect,
-            rule_texts: self.rule_texts(&track.name, &step.name),
+            rule_texts: crate::rule_texts(self.asts, self.sources, &track.name, &step.name),
         })
     }
 
@@ -550,32 +550,6 @@ impl Checker<'_> {
                 expect.effects = Some(patterns);
             }
         }
-    }
-
-    /// Each rule of the step as written, whitespace collapsed.
-    fn rule_texts(&self, track: &str, step: &str) -> Vec<String> {
-        let found = self.asts.iter().find_map(|f| {
-            let t = f.tracks.iter().find(|t| t.name.name == track)?;
-            let s = t.items.iter().find_map(|i| match i {
-                ast::TrackItem::Step(s) if s.name.name == step => Some(s),
-                _ => None,
-            })?;
-            Some((f.id, s))
-        });
-        let Some((file, step)) = found else {
-            return Vec::new();
-        };
-        let text = &self.sources[file.0 as usize].text;
-        step.rules
-            .iter()
-            .map(|r| match &r.condition {
-                None => "else".to_string(),
-                Some(c) => {
-                    let words: Vec<&str> = text[c.span.range()].split_whitespace().collect();
-                    format!("when {}", words.join(" "))
-                }
-            })
-            .collect()
     }
 }
 

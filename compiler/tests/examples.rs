@@ -108,3 +108,21 @@ fn clif_of_every_example_step() {
         insta::assert_snapshot!(format!("clif_{stem}"), clif);
     }
 }
+
+/// `trackc graph` of every example, in both formats.
+#[test]
+fn graph_of_every_example_track() {
+    use trackc_compiler::graph::{of_compilation, render, GraphFormat};
+    for (stem, input) in example_inputs() {
+        let compilation = compile_clean(&stem, input);
+        let graphs = of_compilation(&compilation);
+        insta::assert_snapshot!(
+            format!("graph_{stem}.dot"),
+            render(&graphs, GraphFormat::Dot)
+        );
+        insta::assert_snapshot!(
+            format!("graph_{stem}.mermaid"),
+            render(&graphs, GraphFormat::Mermaid)
+        );
+    }
+}
