@@ -10,6 +10,7 @@ mod lsp;
 mod operate;
 mod project;
 mod test_cli;
+mod why_cli;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::{BufRead, IsTerminal, Write};
@@ -109,6 +110,9 @@ enum Command {
     Test(test_cli::TestArgs),
     /// Run tracks on one node against a database, by their triggers.
     Run(operate::RunArgs),
+    /// A record's path through a track: each decision, the rule and the values it read, the
+    /// effects and their delivery, and where the record waits now.
+    Why(why_cli::WhyArgs),
     /// The outbox of e-mails and webhooks: list it, deliver it, re-queue parked rows.
     #[command(subcommand)]
     Outbox(operate::OutboxCommand),
@@ -219,6 +223,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test_cli::test(&args),
         Command::Lsp => lsp::run(),
         Command::Run(args) => operate::run(&args),
+        Command::Why(args) => why_cli::why(&args),
         Command::Demo(args) => operate::demo(&args),
         Command::Outbox(command) => operate::outbox(&command),
         Command::Node(args) => group_cli::node(&args),

@@ -33,6 +33,15 @@ pub struct RunArgs {
     /// Records per block.
     #[arg(long, default_value_t = BLOCK_RECORDS)]
     block: usize,
+    /// Keep no decision history (`trackc why` then has nothing to show).
+    #[arg(long)]
+    no_history: bool,
+    /// Decisions older than this are pruned (0: kept forever).
+    #[arg(long, value_name = "DAYS", default_value_t = trackc_runtime::db::HISTORY_DAYS_DEFAULT)]
+    history_days: i64,
+    /// Keep no decision history for this track (repeatable).
+    #[arg(long, value_name = "TRACK")]
+    no_history_for: Vec<String>,
     /// Only write the outbox; deliver nothing (another process delivers).
     #[arg(long)]
     no_deliver: bool,
@@ -183,7 +192,15 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
     let jit = Jit::new().map_err(|e| usage(e.to_string()))?;
     let schema = crate::project::schema_for(args.schema.as_deref(), &args.paths).map_err(usage)?;
     let (files, schema) = bundle::read_paths(&args.paths, schema.as_deref()).map_err(failed)?;
-    let tracks = bundle::load(&jit, &files, schema.clone(), url.dialect()).map_err(failed)?;
+    let mut tracks = bundle::load(&jit, &files, schema.clone(), url.dialect()).map_err(failed)?;
+    for name in &args.no_history_for {
+        if !tracks.iter().any(|t| &t.ir.name == name) {
+            return Err(usage(format!("--no-history-for {name}: no such track")));
+        }
+    }
+    for t in &mut tracks {
+        t.history = !args.no_history && !args.no_history_for.contains(&t.ir.name);
+    }
     let changed =
         bundle::deploy(store.as_mut(), &tracks, &args.map, schema.as_ref()).map_err(failed)?;
     if !changed.is_empty() {
@@ -202,6 +219,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         stop: &stop,
         progress: &|_| {},
         count_first: false,
+        history_days: args.history_days,
     };
     let started = Instant::now();
     if args.once {
@@ -458,6 +476,7 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, UsageError> {
         stop: &stop,
         progress: &progress,
         count_first: true,
+        history_days: trackc_runtime::db::HISTORY_DAYS_DEFAULT,
     };
     let stats = engine::run_once(&mut runner).map_err(failed)?;
     let elapsed = started.elapsed();

@@ -269,6 +269,20 @@ fn three_nodes_survive_kill_and_pause_with_every_effect_once() {
     wait_for("the event is done", Duration::from_secs(10), || {
         db.count("SELECT count(*) FROM trackc_events WHERE done_at IS NULL") == 0
     });
+    // The decision history went with the state: once per decision across
+    // the kill and the pause, each row with the node that decided.
+    assert!(db.count("SELECT count(*) FROM trackc_history") >= 3 * ITEMS);
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM (SELECT track, key, seq FROM trackc_history
+             WHERE rule IS NOT NULL GROUP BY track, key, seq HAVING count(*) > 1) twice"
+        ),
+        0
+    );
+    assert_eq!(
+        db.count("SELECT count(*) FROM trackc_history WHERE node IS NULL"),
+        0
+    );
 
     // Drain the paused-and-resumed node: it hands over and exits 0.
     let drained = nodes[paused].id;

@@ -718,6 +718,29 @@ fn failed_deliveries_are_retried_then_parked_never_dropped() {
         db.count("SELECT count(*) FROM trackc_outbox WHERE state = 'parked'"),
         4
     );
+    // `why` shows each record's effects with their delivery state.
+    let why = |key: &str| {
+        let out = trackc()
+            .args(["why", "--db", &db.url, "deliveries", key])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let parked = why("2");
+    assert!(
+        parked.contains(
+            "effect:  webhook deliveries/2/1/0 (parked: the receiver answered 404 Not Found"
+        ),
+        "{parked}"
+    );
+    assert!(parked.contains("rule 2: when n = 2  ("), "{parked}");
+    let delivered = why("7");
+    assert!(
+        delivered.contains("webhook deliveries/7/1/0 (delivered)")
+            && delivered.contains("email deliveries/7/1/1 (delivered)"),
+        "{delivered}"
+    );
     // Re-queued, a parked row is attempted again (and parked again: the
     // receiver still answers 404).
     let out = trackc()
@@ -1007,4 +1030,109 @@ fn passwords_in_urls_stay_out_of_messages() {
     assert!(!out.status.success(), "{all}");
     assert!(all.contains("--smtp"), "{all}");
     assert!(!all.contains("smtp-password-42"), "{all}");
+}
+
+/// The decision history on SQLite and PostgreSQL: a record that went
+/// through three steps in one run has three decisions, each with the rule
+/// as written, the values read and its effects; a record the source does
+/// not select never entered; `--no-history` keeps none.
+#[test]
+fn why_tells_a_records_path_from_the_decision_history() {
+    let dbs: Vec<Db> = [Some(Db::sqlite("why")), Db::postgres("why")]
+        .into_iter()
+        .flatten()
+        .collect();
+    for mut db in dbs {
+        db.execute(&std::fs::read_to_string(fixture("history/schema.sql")).unwrap());
+        db.execute(
+            "INSERT INTO items (id, n, email) VALUES (1, 1, 'one@example.com'), \
+             (12, 12, 'twelve@example.com'), (500, 500, 'big@example.com')",
+        );
+        let out = trackc()
+            .args(["run", "--once", "--no-deliver", "--db", &db.url])
+            .arg(fixture("history"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let why = |key: &str, format: &str| {
+            let out = trackc()
+                .args(["why", "--db", &db.url, "--format", format, "journey", key])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", text(&out));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        let report: serde_json::Value = serde_json::from_str(&why("1", "json")).unwrap();
+        assert_eq!(report["now"]["step"], "end", "{report}");
+        let decisions = report["decisions"].as_array().unwrap();
+        let path: Vec<(&str, i64, &str)> = decisions
+            .iter()
+            .map(|d| {
+                (
+                    d["step"].as_str().unwrap(),
+                    d["rule"].as_i64().unwrap(),
+                    d["next"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            path,
+            [("a", 1, "b"), ("b", 2, "c"), ("c", 2, "end")],
+            "{report}"
+        );
+        assert_eq!(decisions[0]["condition"], "when n > 0");
+        assert!(
+            decisions[0]["source"]
+                .as_str()
+                .unwrap()
+                .ends_with("journey.dt:9"),
+            "{report}"
+        );
+        assert_eq!(decisions[1]["values"], serde_json::json!({"n": 1}));
+        assert_eq!(
+            decisions[2]["values"],
+            serde_json::json!({"n": 1, "email": "one@example.com"})
+        );
+        assert_eq!(decisions[1]["effects"][0]["kind"], "sql");
+        assert_eq!(decisions[1]["effects"][0]["state"], "applied");
+        assert_eq!(decisions[2]["effects"][0]["kind"], "email");
+        assert_eq!(decisions[2]["effects"][0]["id"], "journey/1/3/0");
+        assert_eq!(decisions[2]["effects"][0]["state"], "pending");
+        let human = why("12", "human");
+        assert!(human.starts_with("journey `12`: ended at "), "{human}");
+        assert!(
+            human.contains("step `c`  rule 1: when n >= 10 and email is not null"),
+            "{human}"
+        );
+        assert!(
+            human.contains("effect:  emit journey/12/3/0 (raised)"),
+            "{human}"
+        );
+        let never = why("500", "human");
+        assert!(
+            never.contains("never entered: the track's source has not selected this key"),
+            "{never}"
+        );
+        assert_eq!(db.count("SELECT count(*) FROM trackc_history"), 6);
+        // Without history, the next records decide as before and leave none.
+        db.execute("INSERT INTO items (id, n, email) VALUES (2, 2, 'two@example.com')");
+        let out = trackc()
+            .args([
+                "run",
+                "--once",
+                "--no-deliver",
+                "--no-history",
+                "--db",
+                &db.url,
+            ])
+            .arg(fixture("history"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(
+            db.count("SELECT count(*) FROM trackc_state WHERE key = '2' AND step IS NULL"),
+            1
+        );
+        assert_eq!(db.count("SELECT count(*) FROM trackc_history"), 6);
+    }
 }

@@ -721,16 +721,12 @@ fn outcome(
         (Some(a), None) => a,
         _ => step.rules.len().saturating_sub(1),
     };
-    let mut read: Vec<usize> = Vec::new();
-    let mut now_read = false;
-    for r in step.rules.iter().take(last + 1) {
-        if let Some(c) = &r.condition {
-            fields_read(c, &mut read);
-            now_read |= reads_now(c);
-        }
-    }
-    read.sort_unstable();
-    read.dedup();
+    let read = step.fields_tried(Some(last));
+    let now_read = step
+        .rules
+        .iter()
+        .take(last + 1)
+        .any(|r| r.condition.as_ref().is_some_and(reads_now));
     // `now()` is read like a field, and shown first.
     let now = now_read.then(|| ("now()".to_string(), Value::Timestamp(test.now)));
     RecordOutcome {
@@ -746,15 +742,6 @@ fn outcome(
             )
             .collect(),
         failures,
-    }
-}
-
-fn fields_read(expr: &Expr, out: &mut Vec<usize>) {
-    if let ExprKind::Field(i) = expr.kind {
-        out.push(i);
-    }
-    for child in expr.children() {
-        fields_read(child, out);
     }
 }
 

@@ -18,6 +18,10 @@ pub struct LoadedTrack {
     pub types: Vec<Type>,
     /// One evaluator per step, in step order.
     pub steps: Vec<Arc<CompiledStep>>,
+    /// Whether its decisions go to `trackc_history` (on unless configured off).
+    pub history: bool,
+    /// The node that decides its records, for the history (in a group).
+    pub node: Option<i64>,
 }
 
 /// The `.dt` files of `paths` (a directory stands for its `*.dt` files,
@@ -158,6 +162,8 @@ pub fn load(
             types,
             steps,
             ir: track,
+            history: true,
+            node: None,
         });
     }
     Ok(out)

@@ -13,8 +13,9 @@
 use crate::bundle::LoadedTrack;
 use crate::db::retry::Attempts;
 use crate::db::{
-    typed_key, Applied, BlockWriter, Change, Dialect, EffectRow, Listeners, OutboxKind, OutboxRow,
-    PendingEvent, RecordState, Rows, RunInfo, Statement, Store,
+    typed_key, Applied, BlockWriter, Change, DecisionRow, Dialect, EffectRow, Listeners,
+    OutboxKind, OutboxRow, PendingEvent, RecordState, Rows, RunInfo, Statement, Store,
+    HISTORY_PRUNE_BATCH,
 };
 use crate::error::{Error, Result};
 use crate::sqltext::{event_keys, filter_by_keys, EVENT_KEYS_PARAM};
@@ -90,6 +91,19 @@ pub struct Runner<'a> {
     /// `progress` knows the total (one more pass over the source: for a
     /// person watching, not for a server).
     pub count_first: bool,
+    /// Decisions older than this many days are pruned, a batch after each
+    /// run (0: kept forever).
+    pub history_days: i64,
+}
+
+/// Deletes one batch of decisions older than `days` before `now` (none
+/// when `days` is 0); how many.
+pub fn prune_history(store: &mut dyn Store, now: i64, days: i64) -> Result<u64> {
+    if days <= 0 {
+        return Ok(0);
+    }
+    let before = now.saturating_sub(days.saturating_mul(86_400_000_000));
+    store.prune_history(before, HISTORY_PRUNE_BATCH)
 }
 
 /// Where a run is: the track, the records decided so far, and how many
@@ -146,6 +160,7 @@ impl Runner<'_> {
             if !interrupted {
                 self.store
                     .finish_run(&run, stats.records, stats.changes, &listeners)?;
+                prune_history(self.store, now, self.history_days)?;
             }
             total.add(stats);
             total.runs += 1;
@@ -392,6 +407,7 @@ struct Pending {
     step: usize,
     changed: bool,
     effects: Vec<EffectRow>,
+    decisions: Vec<DecisionRow>,
 }
 
 /// Decides the records of one block: the changes to apply.
@@ -441,6 +457,7 @@ fn decide_block(
                 step: 0,
                 changed: true,
                 effects: Vec::new(),
+                decisions: Vec::new(),
             },
             Some(s) => {
                 let Some(step_name) = &s.step else { continue };
@@ -466,6 +483,7 @@ fn decide_block(
                     step,
                     changed: false,
                     effects: Vec::new(),
+                    decisions: Vec::new(),
                 }
             }
         };
@@ -500,18 +518,30 @@ fn decide_block(
                 ))
             })?;
             stats.record_steps += members.len() as u64;
-            for (&p, rule) in members.iter().zip(fired) {
-                let Some(rule) = rule else { continue };
-                let rule = &ir.steps[step].rules[rule];
+            for (&p, fired) in members.iter().zip(fired) {
                 let record = &rows[pending[p].row];
                 let pe = &mut pending[p];
+                let Some(index) = fired else {
+                    if track.history {
+                        let row =
+                            decision_row(track, run, step, None, record, pe, pe.effects.len());
+                        pe.decisions.push(row);
+                    }
+                    continue;
+                };
+                let rule = &ir.steps[step].rules[index];
                 pe.state.seq += 1;
                 pe.state.run_id = run.id;
                 pe.changed = true;
+                let first_effect = pe.effects.len();
                 for (n, effect) in rule.effects.iter().enumerate() {
                     let id = format!("{}/{}/{}/{n}", ir.name, pe.key, pe.state.seq);
                     pe.effects
                         .push(effect_row(track, run, record, &pe.key, id, effect, env));
+                }
+                if track.history {
+                    let row = decision_row(track, run, step, Some(index), record, pe, first_effect);
+                    pe.decisions.push(row);
                 }
                 match rule.transition {
                     Transition::Stay => {}
@@ -538,8 +568,55 @@ fn decide_block(
             expected_seq: p.expected_seq,
             state: p.state,
             effects: p.effects,
+            decisions: p.decisions,
         })
         .collect())
+}
+
+/// The history row of one decision: `pe` as it is after the rule's
+/// effects (those from `first_effect` on are this decision's) and before
+/// its transition (`next` is read from the rule).
+fn decision_row(
+    track: &LoadedTrack,
+    run: &RunInfo,
+    step: usize,
+    fired: Option<usize>,
+    record: &[Value],
+    pe: &Pending,
+    first_effect: usize,
+) -> DecisionRow {
+    let ir = &track.ir;
+    let s = &ir.steps[step];
+    let next = match fired.map(|r| s.rules[r].transition) {
+        None | Some(Transition::Stay) => "stay".to_string(),
+        Some(Transition::End) => "end".to_string(),
+        Some(Transition::Goto(to)) => ir.steps[to].name.clone(),
+    };
+    let values: serde_json::Map<String, serde_json::Value> = s
+        .fields_tried(fired)
+        .into_iter()
+        .map(|f| (ir.fields[f].name.clone(), value_json(&record[f])))
+        .collect();
+    let effects: Vec<serde_json::Value> = pe.effects[first_effect..]
+        .iter()
+        .map(|e| match e {
+            EffectRow::Sql(_) => serde_json::json!(["sql"]),
+            EffectRow::Outbox(o) => serde_json::json!([o.kind.name(), o.id]),
+            EffectRow::Event { id, .. } => serde_json::json!(["emit", id]),
+        })
+        .collect();
+    DecisionRow {
+        version: track.deployed.hash.clone(),
+        seq: pe.state.seq,
+        step: s.name.clone(),
+        rule: fired.map(|r| r as i64 + 1),
+        next,
+        values: serde_json::Value::Object(values).to_string(),
+        effects: serde_json::Value::Array(effects).to_string(),
+        run_id: run.id,
+        node: track.node,
+        at: run.now,
+    }
 }
 
 /// The due records by step, steps in order.

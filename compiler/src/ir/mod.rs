@@ -79,6 +79,32 @@ pub struct Step {
     pub rules: Vec<Rule>,
 }
 
+impl Step {
+    /// The fields (indices, ascending) that the conditions tried read when
+    /// rule `fired` fires: those of the rules up to it, or of every rule
+    /// when none fires. What a decision's record and history show.
+    pub fn fields_tried(&self, fired: Option<usize>) -> Vec<usize> {
+        fn walk(e: &Expr, out: &mut Vec<usize>) {
+            if let ExprKind::Field(i) = e.kind {
+                out.push(i);
+            }
+            for c in e.children() {
+                walk(c, out);
+            }
+        }
+        let tried = fired.map_or(self.rules.len(), |r| r + 1);
+        let mut out = Vec::new();
+        for rule in self.rules.iter().take(tried) {
+            if let Some(c) = &rule.condition {
+                walk(c, &mut out);
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rule {
     /// `None` is `else`: always fires.

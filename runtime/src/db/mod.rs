@@ -8,6 +8,7 @@
 //! trips. Each store holds two connections: one streams the source query of
 //! a run, the other applies blocks while it does.
 
+mod history;
 mod migrations;
 mod outbox;
 mod owners;
@@ -174,6 +175,55 @@ pub struct Change {
     pub expected_seq: Option<i64>,
     pub state: RecordState,
     pub effects: Vec<EffectRow>,
+    /// The decisions that led to `state` (empty when the track keeps no
+    /// history), appended to `trackc_history` with it.
+    pub decisions: Vec<DecisionRow>,
+}
+
+/// One decision of one record, as the history keeps it (docs/runtime.md,
+/// "Decision history").
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecisionRow {
+    /// The hash of the deployed source that decided (`trackc_deployments`).
+    pub version: String,
+    /// The record's sequence number after the decision.
+    pub seq: i64,
+    pub step: String,
+    /// The rule that fired, from 1; `None`: none did.
+    pub rule: Option<i64>,
+    /// A step name, `end` or `stay`.
+    pub next: String,
+    /// The fields the conditions tried read: a JSON object.
+    pub values: String,
+    /// `[[kind, id], …]`: each effect's kind and its outbox or event id
+    /// (none for `sql`).
+    pub effects: String,
+    pub run_id: i64,
+    /// The node that decided (in a group).
+    pub node: Option<i64>,
+    pub at: i64,
+}
+
+/// How long decisions are kept unless configured (`history_days`).
+pub const HISTORY_DAYS_DEFAULT: i64 = 30;
+/// Rows deleted per pruning statement: small enough that pruning never
+/// holds a lock a block's transaction waits for noticeably, and runs after
+/// every run so that it keeps up with any rate a node can decide at.
+pub const HISTORY_PRUNE_BATCH: usize = 1_000;
+/// The most decisions `why` reads for one record (the newest ones).
+pub const HISTORY_READ_MAX: usize = 1_000;
+
+/// What `trackc why` reads about one record: its state, its decisions
+/// (oldest first), the state of its outbox rows, and the source of each
+/// version that decided.
+#[derive(Clone, Debug, Default)]
+pub struct RecordHistory {
+    pub state: Option<RecordState>,
+    pub decisions: Vec<(DecisionRow, Option<u64>)>,
+    /// Outbox rows of the record: id, state, last error.
+    pub outbox: Vec<(String, String, Option<String>)>,
+    /// The deployed sources by hash.
+    pub sources: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug)]
@@ -423,6 +473,12 @@ pub trait Store: Send {
     fn retry_parked(&mut self, id: Option<&str>, now: i64) -> Result<u64>;
 
     /// Runs plain SQL (set-up scripts, tests).
+    /// Deletes at most `limit` decisions made before `before`; how many.
+    fn prune_history(&mut self, before: i64, limit: usize) -> Result<u64>;
+
+    /// Everything `trackc why` shows of record `key` of `track`.
+    fn record_history(&mut self, track: &str, key: &str) -> Result<RecordHistory>;
+
     fn execute_batch(&mut self, sql: &str) -> Result<()>;
 
     /// Runs `parts` of plain SQL in one transaction: all of it or nothing,

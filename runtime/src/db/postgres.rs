@@ -3,6 +3,7 @@
 //! one statement over arrays (`unnest`), its action SQL is pipelined, and
 //! the source query is read through a portal, a block at a time.
 
+use super::history;
 use super::migrations::{sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
 use super::outbox as ob;
 use super::retry::{once, retrying, Attempts, DbOptions, Reconnect};
@@ -939,6 +940,41 @@ impl PgWriter {
                         .pg(|| format!("action SQL `{}`", s.sql.trim()))
                 });
             applied.sql = futures_util::future::try_join_all(futures).await?.len() as u64;
+            let mut decisions = HistoryColumns::default();
+            for c in changes.iter().filter(|c| written.contains(&c.key)) {
+                for d in &c.decisions {
+                    decisions.push(&c.key, d);
+                }
+            }
+            if !decisions.keys.is_empty() {
+                let epoch = fence.map(|e| e as i64);
+                tx.execute(
+                    "INSERT INTO trackc_history (track, key, version, seq, step, rule, next_step,
+                         vals, effects, run_id, node, epoch, at)
+                     SELECT $1, k, v, s, st, r, n, vs, e, ru, nd, $12, a
+                     FROM unnest($2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[],
+                                 $7::text[], $8::text[], $9::text[], $10::int8[], $11::int8[],
+                                 $13::int8[])
+                          AS u(k, v, s, st, r, n, vs, e, ru, nd, a)",
+                    &[
+                        &track,
+                        &decisions.keys,
+                        &decisions.versions,
+                        &decisions.seqs,
+                        &decisions.steps,
+                        &decisions.rules,
+                        &decisions.nexts,
+                        &decisions.values,
+                        &decisions.effects,
+                        &decisions.run_ids,
+                        &decisions.nodes,
+                        &epoch,
+                        &decisions.at,
+                    ],
+                )
+                .await
+                .pg(|| "writing the decision history".into())?;
+            }
             let mut outbox = OutboxColumns::default();
             let mut events = EventColumns::default();
             for c in changes.iter().filter(|c| written.contains(&c.key)) {
@@ -993,6 +1029,38 @@ impl PgWriter {
                 .pg(|| "committing a block".into())?;
             Ok::<_, Error>(applied)
         })
+    }
+}
+
+/// Decisions as columns, for one `unnest` insert.
+#[derive(Default)]
+struct HistoryColumns<'a> {
+    keys: Vec<&'a str>,
+    versions: Vec<&'a str>,
+    seqs: Vec<i64>,
+    steps: Vec<&'a str>,
+    rules: Vec<Option<i64>>,
+    nexts: Vec<&'a str>,
+    values: Vec<&'a str>,
+    effects: Vec<&'a str>,
+    run_ids: Vec<i64>,
+    nodes: Vec<Option<i64>>,
+    at: Vec<i64>,
+}
+
+impl<'a> HistoryColumns<'a> {
+    fn push(&mut self, key: &'a str, d: &'a DecisionRow) {
+        self.keys.push(key);
+        self.versions.push(&d.version);
+        self.seqs.push(d.seq);
+        self.steps.push(&d.step);
+        self.rules.push(d.rule);
+        self.nexts.push(&d.next);
+        self.values.push(&d.values);
+        self.effects.push(&d.effects);
+        self.run_ids.push(d.run_id);
+        self.nodes.push(d.node);
+        self.at.push(d.at);
     }
 }
 
@@ -1657,6 +1725,53 @@ impl Store for PgStore {
     fn retry_parked(&mut self, id: Option<&str>, now: i64) -> Result<u64> {
         self.execute(ob::RETRY_PARKED, &[&now, &id.unwrap_or("")], || {
             "re-queueing parked outbox rows".into()
+        })
+    }
+
+    fn prune_history(&mut self, before: i64, limit: usize) -> Result<u64> {
+        self.execute(history::PRUNE, &[&before, &(limit as i64)], || {
+            "pruning the decision history".into()
+        })
+    }
+
+    fn record_history(&mut self, track: &str, key: &str) -> Result<RecordHistory> {
+        let what = || "reading a record's history".to_string();
+        let state = self
+            .query(history::STATE, &[&track, &key], what, |r| RecordState {
+                step: r.get(0),
+                entered_at: r.get(1),
+                wake_at: r.get(2),
+                seq: r.get(3),
+                run_id: r.get(4),
+            })?
+            .pop();
+        let limit = HISTORY_READ_MAX as i64;
+        let decisions = self.query(history::DECISIONS, &[&track, &key, &limit], what, |r| {
+            (
+                DecisionRow {
+                    version: r.get(0),
+                    seq: r.get(1),
+                    step: r.get(2),
+                    rule: r.get::<_, Option<i32>>(3).map(i64::from),
+                    next: r.get(4),
+                    values: r.get(5),
+                    effects: r.get(6),
+                    run_id: r.get(7),
+                    node: r.get(8),
+                    at: r.get(10),
+                },
+                r.get::<_, Option<i64>>(9).map(|e| e as u64),
+            )
+        })?;
+        let outbox = self.query(history::OUTBOX, &[&track, &key, &limit], what, |r| {
+            (r.get(0), r.get(1), r.get(2))
+        })?;
+        let sources = self.query(history::SOURCES, &[&track], what, |r| (r.get(0), r.get(1)))?;
+        Ok(RecordHistory {
+            state,
+            decisions,
+            outbox,
+            sources,
         })
     }
 

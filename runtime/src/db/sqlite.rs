@@ -322,7 +322,13 @@ impl SqliteWriter {
             .lite(|| format!("action SQL `{}`", statement.sql.trim()))
     }
 
-    fn apply_one(&mut self, track: &str, c: &Change, applied: &mut Applied) -> Result<()> {
+    fn apply_one(
+        &mut self,
+        track: &str,
+        c: &Change,
+        epoch: Option<u64>,
+        applied: &mut Applied,
+    ) -> Result<()> {
         let s = &c.state;
         let written = match c.expected_seq {
             None => self
@@ -367,6 +373,32 @@ impl SqliteWriter {
             return Ok(());
         }
         applied.changes += 1;
+        for d in &c.decisions {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO trackc_history (track, key, version, seq, step, rule, next_step,
+                     vals, effects, run_id, node, epoch, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        track,
+                        c.key,
+                        d.version,
+                        d.seq,
+                        d.step,
+                        d.rule,
+                        d.next,
+                        d.values,
+                        d.effects,
+                        d.run_id,
+                        d.node,
+                        epoch.map(|e| e as i64),
+                        d.at
+                    ])
+                })
+                .lite(|| format!("writing the history of `{}` in {track}", c.key))?;
+        }
         for effect in &c.effects {
             match effect {
                 EffectRow::Sql(statement) => {
@@ -471,7 +503,7 @@ impl SqliteWriter {
         }
         let mut applied = Applied::default();
         for c in changes {
-            self.apply_one(track, c, &mut applied)?;
+            self.apply_one(track, c, fence, &mut applied)?;
         }
         self.conn
             .execute_batch("COMMIT")
@@ -1064,6 +1096,81 @@ impl Store for SqliteStore {
             )
             .lite(|| "re-queueing parked outbox rows".into())?;
         Ok(n as u64)
+    }
+
+    fn prune_history(&mut self, before: i64, limit: usize) -> Result<u64> {
+        let n = self
+            .conn()
+            .execute(
+                &sqlite_placeholders(history::PRUNE),
+                params![before, limit as i64],
+            )
+            .lite(|| "pruning the decision history".into())?;
+        Ok(n as u64)
+    }
+
+    fn record_history(&mut self, track: &str, key: &str) -> Result<RecordHistory> {
+        let conn = self.conn();
+        let what = "reading a record's history";
+        let state = query_all(
+            conn,
+            &sqlite_placeholders(history::STATE),
+            params![track, key],
+            what,
+            |r| {
+                Ok(RecordState {
+                    step: r.get(0)?,
+                    entered_at: r.get(1)?,
+                    wake_at: r.get(2)?,
+                    seq: r.get(3)?,
+                    run_id: r.get(4)?,
+                })
+            },
+        )?
+        .pop();
+        let decisions = query_all(
+            conn,
+            &sqlite_placeholders(history::DECISIONS),
+            params![track, key, HISTORY_READ_MAX as i64],
+            what,
+            |r| {
+                Ok((
+                    DecisionRow {
+                        version: r.get(0)?,
+                        seq: r.get(1)?,
+                        step: r.get(2)?,
+                        rule: r.get(3)?,
+                        next: r.get(4)?,
+                        values: r.get(5)?,
+                        effects: r.get(6)?,
+                        run_id: r.get(7)?,
+                        node: r.get(8)?,
+                        at: r.get(10)?,
+                    },
+                    r.get::<_, Option<i64>>(9)?.map(|e| e as u64),
+                ))
+            },
+        )?;
+        let outbox = query_all(
+            conn,
+            &sqlite_placeholders(history::OUTBOX),
+            params![track, key, HISTORY_READ_MAX as i64],
+            what,
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let sources = query_all(
+            conn,
+            &sqlite_placeholders(history::SOURCES),
+            params![track],
+            what,
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(RecordHistory {
+            state,
+            decisions,
+            outbox,
+            sources,
+        })
     }
 
     fn execute_batch(&mut self, sql: &str) -> Result<()> {

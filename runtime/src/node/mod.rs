@@ -130,8 +130,9 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>, reload: Arc<AtomicBoo
     let block_rx = Arc::new(Mutex::new(block_rx));
     for n in 0..config.capacity {
         let (store, rx, tx, sh) = (open()?, block_rx.clone(), inputs_tx.clone(), shared.clone());
+        let id = config.id;
         threads.push(spawn(&format!("worker {n}"), move || {
-            work::work_blocks(store, rx, tx, sh)
+            work::work_blocks(store, rx, tx, sh, id)
         })?);
     }
     let deliverer = Deliverer::new(DeliveryConfig {

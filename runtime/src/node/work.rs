@@ -323,6 +323,11 @@ impl OwnerThread {
     fn finish(&mut self, track: &str, r: OpenRun) -> Result<()> {
         let listeners = listeners(&self.bundle.tracks);
         self.store.finish_run(&r.run, r.records, 0, &listeners)?;
+        crate::run::prune_history(
+            self.store.as_mut(),
+            r.run.now,
+            crate::db::HISTORY_DAYS_DEFAULT,
+        )?;
         if let Some(mark) = &r.mark {
             self.store.set_mark(track, mark)?;
         }
@@ -336,6 +341,7 @@ pub fn work_blocks(
     jobs: Arc<Mutex<Receiver<Block>>>,
     inputs: Sender<Input>,
     shared: Arc<Shared>,
+    node: NodeId,
 ) {
     let jit = match Jit::new() {
         Ok(j) => j,
@@ -355,6 +361,10 @@ pub fn work_blocks(
             bundle = Bundle::load(store.as_mut(), &jit)
                 .map_err(|e| eprintln!("a block worker cannot load the bundle: {e}"))
                 .ok();
+            // The decisions this worker makes are this node's (history).
+            for t in bundle.iter_mut().flat_map(|b| b.tracks.iter_mut()) {
+                t.node = Some(node as i64);
+            }
         }
         let outcome = match execute(bundle.as_ref(), store.as_mut(), &block) {
             Ok(()) => Outcome::Done,

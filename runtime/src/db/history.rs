@@ -1,0 +1,24 @@
+//! The SQL of the decision history (`trackc_history`), shared by both
+//! stores (`$n` placeholders; SQLite's are rewritten): pruning, and what
+//! `trackc why` reads about one record.
+
+/// $1 before, $2 limit: the oldest decisions made before an instant.
+pub const PRUNE: &str = "DELETE FROM trackc_history WHERE id IN
+    (SELECT id FROM trackc_history WHERE at < $1 ORDER BY at LIMIT $2)";
+
+/// $1 track, $2 key, $3 limit: the newest decisions of a record, oldest first.
+pub const DECISIONS: &str = "SELECT version, seq, step, rule, next_step, vals, effects, run_id,
+    node, epoch, at FROM (SELECT * FROM trackc_history WHERE track = $1 AND key = $2
+    ORDER BY id DESC LIMIT $3) AS h ORDER BY h.id";
+
+/// $1 track, $2 key.
+pub const STATE: &str = "SELECT step, entered_at, wake_at, seq, run_id FROM trackc_state
+    WHERE track = $1 AND key = $2";
+
+/// $1 track, $2 key, $3 limit: the record's outbox rows.
+pub const OUTBOX: &str = "SELECT id, state, last_error FROM trackc_outbox
+    WHERE track = $1 AND key = $2 ORDER BY created_at DESC, id LIMIT $3";
+
+/// $1 track: every source deployed for it, by hash.
+pub const SOURCES: &str = "SELECT hash, min(source) FROM trackc_deployments WHERE track = $1
+    GROUP BY hash";
