@@ -1134,5 +1134,26 @@ fn why_tells_a_records_path_from_the_decision_history() {
             1
         );
         assert_eq!(db.count("SELECT count(*) FROM trackc_history"), 6);
+        // Retention: decisions older than --history-days go after a run
+        // (with 0, none do).
+        db.execute("UPDATE trackc_history SET at = 0 WHERE key = '1'");
+        let url = db.url.clone();
+        let run = |days: &str| {
+            let out = trackc()
+                .args(["run", "--once", "--no-deliver", "--history-days", days])
+                .args(["--db", &url])
+                .arg(fixture("history"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", text(&out));
+        };
+        run("0");
+        assert_eq!(db.count("SELECT count(*) FROM trackc_history"), 6);
+        run("30");
+        assert_eq!(db.count("SELECT count(*) FROM trackc_history"), 3);
+        assert_eq!(
+            db.count("SELECT count(*) FROM trackc_history WHERE key = '1'"),
+            0
+        );
     }
 }
