@@ -1014,3 +1014,42 @@ fn a_batch_of_events_survives_the_kill_of_its_owner() {
     let runs = db.count("SELECT count(*) FROM trackc_runs WHERE track = 'pinged'");
     assert!((1..=2).contains(&runs), "{runs} runs of pinged");
 }
+
+/// The blocks nodes hand each other, captured on the wire by a relay
+/// between them, hold no field value of the records: protocol 3 encrypts
+/// them. The same capture in a group speaking protocol 2 (HMAC only) finds
+/// the values, so the search is one that can fail.
+#[test]
+fn block_transfers_carry_no_record_value_in_clear() {
+    for (name, protocol, encrypted) in [("wire3", None, true), ("wire2", Some(2), false)] {
+        let mut relaying = None;
+        let Some((mut db, nodes, _dir, tracks, _)) = start_group_wired(name, |plans| {
+            let listen = plans.iter().map(|p| (p.id, p.listen)).collect();
+            let relay = PeerRelay::start(&listen);
+            for p in plans.iter_mut() {
+                p.peers = relay.peers_of(p.id).to_vec();
+                if let Some(v) = protocol {
+                    p.extra = format!("protocol = {v}");
+                }
+            }
+            relaying = Some(relay);
+        }) else {
+            return;
+        };
+        let relay = relaying.unwrap();
+        db.execute("UPDATE items SET email = 'field-value-' || id || '@example.com'");
+        deploy(&nodes[0], &tracks);
+        wait_for("every effect", Duration::from_secs(180), || {
+            db.count("SELECT count(*) FROM effects") == 3 * ITEMS
+        });
+        let wire = relay.captured_tcp();
+        // Blocks of the 20,000 records crossed the relay (each record's
+        // email alone is over 20 bytes).
+        assert!(wire.len() > 100_000, "{name}: {} bytes relayed", wire.len());
+        let found = wire.windows(12).any(|w| w == b"field-value-");
+        assert_eq!(
+            found, !encrypted,
+            "{name}: a field value on the wire: {found}"
+        );
+    }
+}

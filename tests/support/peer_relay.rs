@@ -10,7 +10,8 @@
 //!
 //! So every datagram and every connection crosses one known link, and
 //! `isolate(id)` drops all of that node's links (datagrams dropped,
-//! connections closed, new ones closed at once) until it is healed.
+//! connections closed, new ones closed at once) until it is healed. The
+//! TCP bytes it passes are kept (`captured_tcp`), to look at the wire.
 
 #![allow(dead_code)]
 
@@ -32,8 +33,14 @@ impl Cuts {
     }
 }
 
+/// The most TCP bytes the relay keeps for `captured_tcp`: enough for the
+/// blocks of a test's runs, bounded whatever a test sends.
+const CAPTURE_BYTES_MAX: usize = 256 << 20;
+
 pub struct PeerRelay {
     cuts: Arc<Mutex<Cuts>>,
+    /// Every byte of every TCP connection (blocks, acks) the relay passed.
+    captured: Arc<Mutex<Vec<u8>>>,
     /// The addresses to put in each node's `peers`.
     peers: BTreeMap<NodeId, Vec<SocketAddr>>,
 }
@@ -42,6 +49,7 @@ impl PeerRelay {
     /// Relays between nodes listening at `listen` (id → address).
     pub fn start(listen: &BTreeMap<NodeId, SocketAddr>) -> PeerRelay {
         let cuts = Arc::new(Mutex::new(Cuts::default()));
+        let captured = Arc::new(Mutex::new(Vec::new()));
         let mut peers: BTreeMap<NodeId, Vec<SocketAddr>> = BTreeMap::new();
         for (&k, &k_listen) in listen {
             for (&j, &j_listen) in listen {
@@ -64,6 +72,7 @@ impl PeerRelay {
                     }
                 });
                 let c = cuts.clone();
+                let capture = captured.clone();
                 std::thread::spawn(move || {
                     for stream in back_tcp.incoming() {
                         let Ok(from_j) = stream else { continue };
@@ -74,12 +83,21 @@ impl PeerRelay {
                         let Ok(to_k) = TcpStream::connect(k_listen) else {
                             continue;
                         };
-                        pipe(from_j, to_k, c.clone(), (k, j));
+                        pipe(from_j, to_k, c.clone(), (k, j), capture.clone());
                     }
                 });
             }
         }
-        PeerRelay { cuts, peers }
+        PeerRelay {
+            cuts,
+            captured,
+            peers,
+        }
+    }
+
+    /// The bytes of the TCP traffic between the nodes so far (both ways).
+    pub fn captured_tcp(&self) -> Vec<u8> {
+        self.captured.lock().unwrap().clone()
     }
 
     /// What node `id` must have as `peers`.
@@ -110,14 +128,27 @@ fn udp_and_tcp_on_one_port() -> (UdpSocket, TcpListener) {
 
 /// Copies bytes both ways while the link `(a, b)` is not cut; a cut
 /// closes both sockets.
-fn pipe(x: TcpStream, y: TcpStream, cuts: Arc<Mutex<Cuts>>, (a, b): (NodeId, NodeId)) {
+fn pipe(
+    x: TcpStream,
+    y: TcpStream,
+    cuts: Arc<Mutex<Cuts>>,
+    (a, b): (NodeId, NodeId),
+    captured: Arc<Mutex<Vec<u8>>>,
+) {
     for (mut from, mut to) in [(x.try_clone().unwrap(), y.try_clone().unwrap()), (y, x)] {
         let cuts = cuts.clone();
+        let captured = captured.clone();
         std::thread::spawn(move || {
             let mut buf = vec![0u8; 64 << 10];
             loop {
                 match from.read(&mut buf) {
                     Ok(n) if n > 0 && cuts.lock().unwrap().open(a, b) => {
+                        {
+                            let mut c = captured.lock().unwrap();
+                            if c.len() + n <= CAPTURE_BYTES_MAX {
+                                c.extend_from_slice(&buf[..n]);
+                            }
+                        }
                         if to.write_all(&buf[..n]).is_err() {
                             break;
                         }

@@ -70,9 +70,27 @@ struct RawConfig {
     templates: Option<String>,
     protocol: Option<i64>,
     stuck_after: Option<String>,
+    history: Option<bool>,
+    history_days: Option<i64>,
+    #[serde(default)]
+    history_off: Vec<String>,
     #[serde(default)]
     users: Vec<User>,
 }
+
+/// The decision history a node keeps (docs/runtime.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HistorySettings {
+    /// `history = false` keeps none.
+    pub enabled: bool,
+    /// Decisions older than this many days are pruned (0: never).
+    pub days: i64,
+    /// Tracks that keep none.
+    pub off: Vec<String>,
+}
+
+/// The longest retention `history_days` accepts: a hundred years.
+const HISTORY_DAYS_MAX: i64 = 36_500;
 
 /// The PEM files of the HTTP API's TLS (paths resolved against the
 /// directory of node.toml).
@@ -140,6 +158,7 @@ pub struct NodeConfig {
     /// the track up.
     pub stuck_after: Duration,
     pub users: Vec<User>,
+    pub history: HistorySettings,
     /// The file this was read from (read again on SIGHUP).
     pub path: Option<PathBuf>,
 }
@@ -181,6 +200,7 @@ impl NodeConfig {
             ("templates", self.templates != new.templates),
             ("protocol", self.protocol != new.protocol),
             ("stuck_after", self.stuck_after != new.stuck_after),
+            ("history", self.history != new.history),
             ("users", users(self) != users(new)),
         ]
         .into_iter()
@@ -285,6 +305,19 @@ impl NodeConfig {
                 ))
             }
         };
+        let history = HistorySettings {
+            enabled: raw.history.unwrap_or(true),
+            days: match raw.history_days {
+                None => crate::db::HISTORY_DAYS_DEFAULT,
+                Some(d) if (0..=HISTORY_DAYS_MAX).contains(&d) => d,
+                Some(d) => {
+                    return Err(format!(
+                        "`history_days` = {d} is out of range: 0 (keep all) to {HISTORY_DAYS_MAX}"
+                    ))
+                }
+            },
+            off: raw.history_off,
+        };
         let defaults = Settings::new(0, Role::Active);
         let count = |v: Option<i64>, key: &str, default: u32, max: u32| match v {
             None => Ok(default),
@@ -336,6 +369,7 @@ impl NodeConfig {
             protocol,
             stuck_after,
             users: raw.users,
+            history,
             path: None,
         })
     }
@@ -509,6 +543,33 @@ token_sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
         );
         assert_eq!(c.user("foo").unwrap().name, "ops");
         assert!(c.user("bar").is_none());
+        assert_eq!(
+            c.history,
+            HistorySettings {
+                enabled: true,
+                days: crate::db::HISTORY_DAYS_DEFAULT,
+                off: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn history_is_configured_and_checked() {
+        let text = GOOD.replace(
+            "id = 2",
+            "id = 2\nhistory = false\nhistory_days = 7\nhistory_off = [\"noisy\"]",
+        );
+        let c = NodeConfig::parse(&text, Path::new(".")).unwrap();
+        assert_eq!(
+            c.history,
+            HistorySettings {
+                enabled: false,
+                days: 7,
+                off: vec!["noisy".into()]
+            }
+        );
+        let e = error(&GOOD.replace("id = 2", "id = 2\nhistory_days = -1"));
+        assert!(e.contains("`history_days` = -1 is out of range"), "{e}");
     }
 
     #[test]

@@ -117,7 +117,7 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>, reload: Arc<AtomicBoo
     group.ready(bundle.hash, bundle.names());
 
     let (owner_tx, owner_rx) = channel::<Command>();
-    let owner = OwnerThread::new(
+    let mut owner = OwnerThread::new(
         config.id,
         store,
         jit,
@@ -125,14 +125,15 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>, reload: Arc<AtomicBoo
         inputs_tx.clone(),
         shared.clone(),
     );
+    owner.history_days = config.history.days;
     let mut threads = vec![spawn("owner", move || owner.serve(owner_rx))?];
     let (block_tx, block_rx) = channel::<Block>();
     let block_rx = Arc::new(Mutex::new(block_rx));
     for n in 0..config.capacity {
         let (store, rx, tx, sh) = (open()?, block_rx.clone(), inputs_tx.clone(), shared.clone());
-        let id = config.id;
+        let (id, history) = (config.id, config.history.clone());
         threads.push(spawn(&format!("worker {n}"), move || {
-            work::work_blocks(store, rx, tx, sh, id)
+            work::work_blocks(store, rx, tx, sh, id, history)
         })?);
     }
     let deliverer = Deliverer::new(DeliveryConfig {

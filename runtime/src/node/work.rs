@@ -4,6 +4,7 @@
 //! their epoch). Each thread has its own connection and its own compiled
 //! bundle; they answer the protocol through its input channel.
 
+use super::config::HistorySettings;
 use super::{Input, Shared};
 use crate::bundle::{self, LoadedTrack};
 use crate::clock::now_micros;
@@ -91,6 +92,8 @@ pub struct OwnerThread {
     pub shared: Arc<Shared>,
     pub started: i64,
     runs: HashMap<String, Vec<OpenRun>>,
+    /// Decisions older than this many days are pruned after each run.
+    pub history_days: i64,
     /// When events no track listens for were last marked done.
     retired_at: Option<i64>,
 }
@@ -114,6 +117,7 @@ impl OwnerThread {
             started: now_micros(),
             runs: HashMap::new(),
             retired_at: None,
+            history_days: crate::db::HISTORY_DAYS_DEFAULT,
         }
     }
 
@@ -323,11 +327,7 @@ impl OwnerThread {
     fn finish(&mut self, track: &str, r: OpenRun) -> Result<()> {
         let listeners = listeners(&self.bundle.tracks);
         self.store.finish_run(&r.run, r.records, 0, &listeners)?;
-        crate::run::prune_history(
-            self.store.as_mut(),
-            r.run.now,
-            crate::db::HISTORY_DAYS_DEFAULT,
-        )?;
+        crate::run::prune_history(self.store.as_mut(), r.run.now, self.history_days)?;
         if let Some(mark) = &r.mark {
             self.store.set_mark(track, mark)?;
         }
@@ -342,6 +342,7 @@ pub fn work_blocks(
     inputs: Sender<Input>,
     shared: Arc<Shared>,
     node: NodeId,
+    history: HistorySettings,
 ) {
     let jit = match Jit::new() {
         Ok(j) => j,
@@ -364,6 +365,7 @@ pub fn work_blocks(
             // The decisions this worker makes are this node's (history).
             for t in bundle.iter_mut().flat_map(|b| b.tracks.iter_mut()) {
                 t.node = Some(node as i64);
+                t.history = history.enabled && !history.off.contains(&t.ir.name);
             }
         }
         let outcome = match execute(bundle.as_ref(), store.as_mut(), &block) {
