@@ -8,6 +8,7 @@ mod fmt_cli;
 mod group_cli;
 mod lsp;
 mod operate;
+mod plan_cli;
 mod project;
 mod test_cli;
 mod why_cli;
@@ -110,6 +111,9 @@ enum Command {
     Test(test_cli::TestArgs),
     /// Run tracks on one node against a database, by their triggers.
     Run(operate::RunArgs),
+    /// What deploying tracks now would do: differences, records per step, how many due
+    /// records each rule would fire for, stranded records. Writes nothing.
+    Plan(plan_cli::PlanArgs),
     /// A record's path through a track: each decision, the rule and the values it read, the
     /// effects and their delivery, and where the record waits now.
     Why(why_cli::WhyArgs),
@@ -224,6 +228,7 @@ fn main() -> ExitCode {
         Command::Lsp => lsp::run(),
         Command::Run(args) => operate::run(&args),
         Command::Why(args) => why_cli::why(&args),
+        Command::Plan(args) => plan_cli::plan(&args),
         Command::Demo(args) => operate::demo(&args),
         Command::Outbox(command) => operate::outbox(&command),
         Command::Node(args) => group_cli::node(&args),

@@ -1157,3 +1157,133 @@ fn why_tells_a_records_path_from_the_decision_history() {
         );
     }
 }
+
+/// `trackc plan` on SQLite and PostgreSQL: per rule, how many of the due
+/// records would fire it, checked against the same counts in SQL; records
+/// in a step the new version removes are reported as stranded; nothing is
+/// written.
+#[test]
+fn plan_counts_what_a_deploy_would_do_and_writes_nothing() {
+    let dbs: Vec<Db> = [Some(Db::sqlite("plan")), Db::postgres("plan")]
+        .into_iter()
+        .flatten()
+        .collect();
+    let v1 =
+        "track waits {\n    source key id { SELECT id, n, email FROM items }\n    on every 1h\n\
+        step a {\n        when n % 3 = 0 then goto b\n        when n % 3 = 1 then end\n    }\n\
+        step b {\n        wait 1d\n        when n > 50 then end\n    }\n}\n";
+    // v2 drops step b and changes a rule of a.
+    let v2 = "track waits {\n    source key id { SELECT id, n, email FROM items }\n    on every 1h\n\
+        step a {\n        when n % 3 = 0 then end\n        when n % 3 = 1 then end\n        else stay\n    }\n}\n";
+    for mut db in dbs {
+        let dir = temp_dir(&format!("plan-{}", db.name()));
+        std::fs::copy(fixture("history/schema.sql"), dir.join("schema.sql")).unwrap();
+        db.execute(&std::fs::read_to_string(fixture("history/schema.sql")).unwrap());
+        let mut values = Vec::new();
+        for i in 1..=200 {
+            values.push(format!("({i}, {i}, 'i{i}@example.com')"));
+        }
+        db.execute(&format!(
+            "INSERT INTO items (id, n, email) VALUES {}",
+            values.join(", ")
+        ));
+        std::fs::write(dir.join("waits.dt"), v1).unwrap();
+        let plan = |db: &Db| {
+            let out = trackc()
+                .args(["plan", "--format", "json", "--db", &db.url])
+                .arg(&dir)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", text(&out));
+            serde_json::from_str::<serde_json::Value>(&String::from_utf8_lossy(&out.stdout))
+                .unwrap()
+        };
+        // Nothing deployed: every record is new and due in the first step.
+        let p = plan(&db);
+        let t = &p["tracks"][0];
+        assert_eq!(t["change"], "new");
+        assert_eq!(t["steps"][0]["due"], 200);
+        let fire =
+            |t: &serde_json::Value, s: usize, r: usize| t["steps"][s]["rules"][r]["fire"].clone();
+        assert_eq!(
+            fire(t, 0, 0),
+            db.count("SELECT count(*) FROM items WHERE n % 3 = 0")
+        );
+        assert_eq!(
+            fire(t, 0, 1),
+            db.count("SELECT count(*) FROM items WHERE n % 3 = 1")
+        );
+        assert_eq!(db.count("SELECT count(*) FROM trackc_deployments"), 0);
+        // Deploy and run v1: 66 records wait in b.
+        let out = trackc()
+            .args(["run", "--once", "--no-deliver", "--db", &db.url])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let waiting = db.count("SELECT count(*) FROM trackc_state WHERE step = 'b'");
+        assert_eq!(
+            waiting,
+            db.count("SELECT count(*) FROM items WHERE n % 3 = 0")
+        );
+        // The same files again: unchanged; b's records are not due yet,
+        // a's (n % 3 = 2: no rule fired) are due again.
+        let p = plan(&db);
+        let t = &p["tracks"][0];
+        assert_eq!(t["change"], "unchanged");
+        assert_eq!(t["steps"][1]["records"], waiting);
+        assert_eq!(t["steps"][1]["due"], 0);
+        assert_eq!(
+            t["steps"][0]["due"],
+            db.count("SELECT count(*) FROM items WHERE n % 3 = 2")
+        );
+        // v2 removes b: its records are stranded, and the diff says what changed.
+        std::fs::write(dir.join("waits.dt"), v2).unwrap();
+        let (deployments, history) = (
+            db.count("SELECT count(*) FROM trackc_deployments"),
+            db.count("SELECT count(*) FROM trackc_history"),
+        );
+        let p = plan(&db);
+        let t = &p["tracks"][0];
+        assert_eq!(t["change"], "changed");
+        assert_eq!(
+            t["stranded"],
+            serde_json::json!([{"step": "b", "records": waiting}])
+        );
+        let diff: Vec<&str> = t["diff"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d.as_str().unwrap())
+            .collect();
+        assert_eq!(
+            diff,
+            [
+                "step `b` removed",
+                "step `a` rule 1: `when n % 3 = 0 then goto b` → `when n % 3 = 0 then end`",
+                "step `a` rule 3 added: `else stay`"
+            ]
+        );
+        // The rule `else stay` of v2 would fire for the 66 records of a.
+        assert_eq!(
+            fire(t, 0, 2),
+            db.count("SELECT count(*) FROM items WHERE n % 3 = 2")
+        );
+        let out = trackc()
+            .args(["plan", "--db", &db.url])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        let human = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            human.contains("stranded: 66 record(s) in step `b`, which this version removes; deploy with --map waits.b=STEP"),
+            "{human}"
+        );
+        // A plan writes nothing.
+        assert_eq!(
+            db.count("SELECT count(*) FROM trackc_deployments"),
+            deployments
+        );
+        assert_eq!(db.count("SELECT count(*) FROM trackc_history"), history);
+    }
+}

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod group;
 pub mod node;
+pub mod plan;
 pub mod run;
 pub mod sqltext;
 

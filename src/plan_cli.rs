@@ -1,0 +1,90 @@
+//! `trackc plan FILES… --db URL`: a dry run of deploying the files now
+//! (runtime/src/plan.rs); nothing is written.
+
+use crate::operate::{failed, open};
+use crate::{usage, Format, UsageError};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use trackc_compiler::jit::Jit;
+use trackc_runtime::bundle;
+use trackc_runtime::clock::now_micros;
+use trackc_runtime::plan::Plan;
+
+#[derive(clap::Args)]
+pub struct PlanArgs {
+    /// `sqlite:PATH` or `postgres://USER@HOST/DB`: the database the tracks would be deployed to.
+    #[arg(long, value_name = "URL", default_value = "sqlite:trackc.db")]
+    db: String,
+    /// `CREATE TABLE` statements for field types (default: `schema` of the files'
+    /// trackc.toml, else schema.sql in a directory given).
+    #[arg(long, value_name = "FILE.sql")]
+    schema: Option<PathBuf>,
+    /// `human` for people (a table per track), `json` for tools (one object).
+    #[arg(long, value_enum, default_value_t = Format::Human)]
+    format: Format,
+    /// Track files, or directories of them.
+    #[arg(required = true, value_name = "DIR|FILES")]
+    paths: Vec<PathBuf>,
+}
+
+pub fn plan(args: &PlanArgs) -> Result<ExitCode, UsageError> {
+    let (url, mut store) = open(&args.db)?;
+    let jit = Jit::new().map_err(|e| usage(e.to_string()))?;
+    let schema = crate::project::schema_for(args.schema.as_deref(), &args.paths).map_err(usage)?;
+    let tracks =
+        bundle::load_paths(&jit, &args.paths, schema.as_deref(), url.dialect()).map_err(failed)?;
+    let plan = trackc_runtime::plan::plan(store.as_mut(), &tracks, now_micros()).map_err(failed)?;
+    match args.format {
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string(&plan).expect("a plan encodes as JSON")
+        ),
+        Format::Human => print!("{}", human(&plan)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Per track: its change and differences, a table of steps (records now,
+/// due, how many due records each rule would fire for), stranded records.
+pub fn human(plan: &Plan) -> String {
+    let mut out = String::new();
+    for t in &plan.tracks {
+        out += &format!("track {}: {}\n", t.name, t.change);
+        for d in &t.diff {
+            out += &format!("  {d}\n");
+        }
+        let width = t
+            .steps
+            .iter()
+            .map(|s| s.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        out += &format!(
+            "  {:<width$}  {:>8}  {:>8}  would fire\n",
+            "step", "records", "due"
+        );
+        for s in &t.steps {
+            let rules: Vec<String> = s
+                .rules
+                .iter()
+                .map(|r| format!("rule {}: {}", r.rule, r.fire))
+                .collect();
+            out += &format!(
+                "  {:<width$}  {:>8}  {:>8}  {}\n",
+                s.name,
+                s.records,
+                s.due,
+                rules.join(", ")
+            );
+        }
+        for s in &t.stranded {
+            out += &format!(
+                "  stranded: {} record(s) in step `{}`, which this version removes; deploy with \
+                 --map {}.{}=STEP\n",
+                s.records, s.step, t.name, s.step
+            );
+        }
+    }
+    out
+}
