@@ -92,23 +92,26 @@ pub fn why(args: &WhyArgs) -> Result<ExitCode, UsageError> {
     let decisions: Vec<Json> = history
         .decisions
         .iter()
-        .map(|(d, _)| {
+        .map(|d| {
             let rule = d
                 .rule
                 .and_then(|r| rules.get(d.version.as_str())?.get(&(d.step.clone(), r)));
-            let effects: Vec<Json> = serde_json::from_str::<Vec<Vec<String>>>(&d.effects)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|e| {
-                    let kind = e.first().cloned().unwrap_or_default();
-                    let id = e.get(1).cloned();
-                    let (state, error) = match (kind.as_str(), &id) {
-                        ("sql", _) => ("applied", None),
-                        ("emit", _) => ("raised", None),
-                        (_, Some(id)) => {
-                            outbox.get(id.as_str()).copied().unwrap_or(("pruned", None))
+            let effects: Vec<Json> = d
+                .effects
+                .iter()
+                .enumerate()
+                .map(|(n, kind)| {
+                    // An effect's row is named by the record's sequence
+                    // number after the decision and the effect's place.
+                    let id = format!("{}/{}/{}/{n}", args.track, args.key, d.seq);
+                    let (id, state, error) = match kind.as_str() {
+                        "sql" => (None, "applied", None),
+                        "emit" => (Some(id), "raised", None),
+                        _ => {
+                            let (state, error) =
+                                outbox.get(id.as_str()).copied().unwrap_or(("pruned", None));
+                            (Some(id), state, error)
                         }
-                        _ => ("unknown", None),
                     };
                     json!({"kind": kind, "id": id, "state": state, "error": error})
                 })
@@ -120,9 +123,12 @@ pub fn why(args: &WhyArgs) -> Result<ExitCode, UsageError> {
                 "rule": d.rule,
                 "condition": rule.map(|r| r.text.as_str()),
                 "source": rule.map(|r| r.at.as_str()),
-                "values": serde_json::from_str::<Json>(&d.values).unwrap_or(Json::Null),
+                "values": d.values,
                 "next": d.next,
                 "effects": effects,
+                "run": d.run_id,
+                "node": d.node,
+                "epoch": d.epoch,
             })
         })
         .collect();

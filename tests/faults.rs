@@ -59,7 +59,7 @@ fn block(seq: i64) -> Vec<Change> {
                     at: seq,
                 }),
             ],
-            decisions: Vec::new(),
+            history: None,
         })
         .collect()
 }

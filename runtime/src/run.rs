@@ -13,9 +13,8 @@
 use crate::bundle::LoadedTrack;
 use crate::db::retry::Attempts;
 use crate::db::{
-    typed_key, Applied, BlockWriter, Change, DecisionRow, Dialect, EffectRow, Listeners,
-    OutboxKind, OutboxRow, PendingEvent, RecordState, Rows, RunInfo, Statement, Store,
-    HISTORY_PRUNE_BATCH,
+    typed_key, Applied, BlockWriter, Change, Dialect, EffectRow, HistoryRow, Listeners, OutboxKind,
+    OutboxRow, PendingEvent, RecordState, Rows, RunInfo, Statement, Store, HISTORY_PRUNE_BATCH,
 };
 use crate::error::{Error, Result};
 use crate::sqltext::{event_keys, filter_by_keys, EVENT_KEYS_PARAM};
@@ -407,7 +406,8 @@ struct Pending {
     step: usize,
     changed: bool,
     effects: Vec<EffectRow>,
-    decisions: Vec<DecisionRow>,
+    /// The decisions so far, a JSON array being written (empty: none).
+    decisions: String,
 }
 
 /// Decides the records of one block: the changes to apply.
@@ -457,7 +457,7 @@ fn decide_block(
                 step: 0,
                 changed: true,
                 effects: Vec::new(),
-                decisions: Vec::new(),
+                decisions: String::new(),
             },
             Some(s) => {
                 let Some(step_name) = &s.step else { continue };
@@ -483,7 +483,7 @@ fn decide_block(
                     step,
                     changed: false,
                     effects: Vec::new(),
-                    decisions: Vec::new(),
+                    decisions: String::new(),
                 }
             }
         };
@@ -523,9 +523,9 @@ fn decide_block(
                 let pe = &mut pending[p];
                 let Some(index) = fired else {
                     if track.history {
-                        let row =
-                            decision_row(track, run, step, None, record, pe, pe.effects.len());
-                        pe.decisions.push(row);
+                        let mut d = std::mem::take(&mut pe.decisions);
+                        append_decision(&mut d, track, step, None, record, pe, pe.effects.len());
+                        pe.decisions = d;
                     }
                     continue;
                 };
@@ -540,8 +540,9 @@ fn decide_block(
                         .push(effect_row(track, run, record, &pe.key, id, effect, env));
                 }
                 if track.history {
-                    let row = decision_row(track, run, step, Some(index), record, pe, first_effect);
-                    pe.decisions.push(row);
+                    let mut d = std::mem::take(&mut pe.decisions);
+                    append_decision(&mut d, track, step, Some(index), record, pe, first_effect);
+                    pe.decisions = d;
                 }
                 match rule.transition {
                     Transition::Stay => {}
@@ -568,55 +569,72 @@ fn decide_block(
             expected_seq: p.expected_seq,
             state: p.state,
             effects: p.effects,
-            decisions: p.decisions,
+            history: (track.history && !p.decisions.is_empty()).then(|| HistoryRow {
+                version: track.deployed.hash.clone(),
+                run_id: run.id,
+                node: track.node,
+                at: run.now,
+                decisions: p.decisions + "]",
+            }),
         })
         .collect())
 }
 
-/// The history row of one decision: `pe` as it is after the rule's
-/// effects (those from `first_effect` on are this decision's) and before
-/// its transition (`next` is read from the rule).
-fn decision_row(
+/// Appends one decision to `out`, a JSON array being written (the record
+/// `pe` as it is after the rule's effects, of which those from
+/// `first_effect` on are this decision's, and before its transition):
+/// `{"seq":1,"step":"a","rule":1,"next":"b","vals":{"n":1},"effects":["sql"]}`.
+/// Written by hand: it is done for every decision of every run.
+fn append_decision(
+    out: &mut String,
     track: &LoadedTrack,
-    run: &RunInfo,
     step: usize,
     fired: Option<usize>,
     record: &[Value],
     pe: &Pending,
     first_effect: usize,
-) -> DecisionRow {
+) {
+    use std::fmt::Write;
     let ir = &track.ir;
     let s = &ir.steps[step];
     let next = match fired.map(|r| s.rules[r].transition) {
-        None | Some(Transition::Stay) => "stay".to_string(),
-        Some(Transition::End) => "end".to_string(),
-        Some(Transition::Goto(to)) => ir.steps[to].name.clone(),
+        None | Some(Transition::Stay) => "stay",
+        Some(Transition::End) => "end",
+        Some(Transition::Goto(to)) => &ir.steps[to].name,
     };
-    let values: serde_json::Map<String, serde_json::Value> = s
-        .fields_tried(fired)
-        .into_iter()
-        .map(|f| (ir.fields[f].name.clone(), value_json(&record[f])))
-        .collect();
-    let effects: Vec<serde_json::Value> = pe.effects[first_effect..]
-        .iter()
-        .map(|e| match e {
-            EffectRow::Sql(_) => serde_json::json!(["sql"]),
-            EffectRow::Outbox(o) => serde_json::json!([o.kind.name(), o.id]),
-            EffectRow::Event { id, .. } => serde_json::json!(["emit", id]),
-        })
-        .collect();
-    DecisionRow {
-        version: track.deployed.hash.clone(),
-        seq: pe.state.seq,
-        step: s.name.clone(),
-        rule: fired.map(|r| r as i64 + 1),
-        next,
-        values: serde_json::Value::Object(values).to_string(),
-        effects: serde_json::Value::Array(effects).to_string(),
-        run_id: run.id,
-        node: track.node,
-        at: run.now,
+    out.push(if out.is_empty() { '[' } else { ',' });
+    // Step and field names are identifiers: no escaping needed.
+    let _ = write!(
+        out,
+        "{{\"seq\":{},\"step\":\"{}\",\"rule\":",
+        pe.state.seq, s.name
+    );
+    match fired {
+        Some(r) => {
+            let _ = write!(out, "{}", r + 1);
+        }
+        None => out.push_str("null"),
     }
+    let _ = write!(out, ",\"next\":\"{next}\",\"vals\":{{");
+    for (n, f) in s.fields_tried(fired).into_iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "\"{}\":{}", ir.fields[f].name, value_json(&record[f]));
+    }
+    out.push_str("},\"effects\":[");
+    for (n, e) in pe.effects[first_effect..].iter().enumerate() {
+        if n > 0 {
+            out.push(',');
+        }
+        out.push_str(match e {
+            EffectRow::Sql(_) => "\"sql\"",
+            EffectRow::Outbox(o) if o.kind == OutboxKind::Email => "\"email\"",
+            EffectRow::Outbox(_) => "\"webhook\"",
+            EffectRow::Event { .. } => "\"emit\"",
+        });
+    }
+    out.push_str("]}");
 }
 
 /// The due records by step, steps in order.

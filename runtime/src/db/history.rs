@@ -3,13 +3,13 @@
 //! `trackc why` reads about one record.
 
 /// $1 before, $2 limit: the oldest decisions made before an instant.
-pub const PRUNE: &str = "DELETE FROM trackc_history WHERE id IN
-    (SELECT id FROM trackc_history WHERE at < $1 ORDER BY at LIMIT $2)";
+pub const PRUNE: &str = "DELETE FROM trackc_history WHERE (track, key, seq) IN
+    (SELECT track, key, seq FROM trackc_history WHERE at < $1 ORDER BY at LIMIT $2)";
 
-/// $1 track, $2 key, $3 limit: the newest decisions of a record, oldest first.
-pub const DECISIONS: &str = "SELECT version, seq, step, rule, next_step, vals, effects, run_id,
-    node, epoch, at FROM (SELECT * FROM trackc_history WHERE track = $1 AND key = $2
-    ORDER BY id DESC LIMIT $3) AS h ORDER BY h.id";
+/// $1 track, $2 key, $3 limit: the newest changes of a record, oldest first.
+pub const DECISIONS: &str = "SELECT version, run_id, node, at, decisions, epoch FROM
+    (SELECT * FROM trackc_history WHERE track = $1 AND key = $2 ORDER BY seq DESC LIMIT $3)
+    AS h ORDER BY h.seq";
 
 /// $1 track, $2 key.
 pub const STATE: &str = "SELECT step, entered_at, wake_at, seq, run_id FROM trackc_state

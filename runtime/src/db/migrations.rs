@@ -138,22 +138,17 @@ CREATE INDEX trackc_events_waiting ON trackc_events (seq) WHERE done_at IS NULL;
         name: "decision history: each decision, appended with its state change",
         sql: "
 CREATE TABLE trackc_history (
-    id        {id},
     track     TEXT NOT NULL,
     key       TEXT NOT NULL,
-    version   TEXT NOT NULL,
     seq       BIGINT NOT NULL,
-    step      TEXT NOT NULL,
-    rule      INTEGER,
-    next_step TEXT NOT NULL,
-    vals      TEXT NOT NULL,
-    effects   TEXT NOT NULL,
     run_id    BIGINT NOT NULL,
+    at        BIGINT NOT NULL,
     node      BIGINT,
     epoch     BIGINT,
-    at        BIGINT NOT NULL
-);
-CREATE INDEX trackc_history_record ON trackc_history (track, key, id);
+    version   TEXT NOT NULL,
+    decisions TEXT NOT NULL,
+    PRIMARY KEY (track, key, seq)
+) {without_rowid};
 CREATE INDEX trackc_history_at ON trackc_history (at);
 ",
     },

@@ -175,18 +175,34 @@ pub struct Change {
     pub expected_seq: Option<i64>,
     pub state: RecordState,
     pub effects: Vec<EffectRow>,
-    /// The decisions that led to `state` (empty when the track keeps no
+    /// The decisions that led to `state` (`None` when the track keeps no
     /// history), appended to `trackc_history` with it.
-    pub decisions: Vec<DecisionRow>,
+    pub history: Option<HistoryRow>,
 }
 
-/// One decision of one record, as the history keeps it (docs/runtime.md,
-/// "Decision history").
+/// The history of one change of one record: a row of `trackc_history`
+/// (docs/runtime.md, "Decision history"), keyed by the record's sequence
+/// number after the change.
 #[derive(Clone, Debug, PartialEq)]
-pub struct DecisionRow {
+pub struct HistoryRow {
     /// The hash of the deployed source that decided (`trackc_deployments`).
     pub version: String,
-    /// The record's sequence number after the decision.
+    pub run_id: i64,
+    /// The node that decided (in a group).
+    pub node: Option<i64>,
+    /// The run's instant.
+    pub at: i64,
+    /// The decisions, in order, as a JSON array:
+    /// `[{"seq","step","rule","next","vals":{…},"effects":["email",…]}]`.
+    pub decisions: String,
+}
+
+/// One decision as `trackc why` reads it back.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DecisionRow {
+    pub version: String,
+    /// The record's sequence number after the decision; with the index of
+    /// an effect it names the effect's outbox or event row.
     pub seq: i64,
     pub step: String,
     /// The rule that fired, from 1; `None`: none did.
@@ -194,23 +210,54 @@ pub struct DecisionRow {
     /// A step name, `end` or `stay`.
     pub next: String,
     /// The fields the conditions tried read: a JSON object.
-    pub values: String,
-    /// `[[kind, id], …]`: each effect's kind and its outbox or event id
-    /// (none for `sql`).
-    pub effects: String,
+    pub values: serde_json::Value,
+    /// Each effect's kind: `email`, `webhook`, `emit`, `sql`.
+    pub effects: Vec<String>,
     pub run_id: i64,
-    /// The node that decided (in a group).
     pub node: Option<i64>,
+    pub epoch: Option<u64>,
     pub at: i64,
+}
+
+impl DecisionRow {
+    /// The decisions of one history row.
+    pub fn expand(row: &HistoryRow, epoch: Option<u64>) -> Vec<DecisionRow> {
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            seq: i64,
+            step: String,
+            rule: Option<i64>,
+            next: String,
+            vals: serde_json::Value,
+            effects: Vec<String>,
+        }
+        serde_json::from_str::<Vec<Stored>>(&row.decisions)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|d| DecisionRow {
+                version: row.version.clone(),
+                seq: d.seq,
+                step: d.step,
+                rule: d.rule,
+                next: d.next,
+                values: d.vals,
+                effects: d.effects,
+                run_id: row.run_id,
+                node: row.node,
+                epoch,
+                at: row.at,
+            })
+            .collect()
+    }
 }
 
 /// How long decisions are kept unless configured (`history_days`).
 pub const HISTORY_DAYS_DEFAULT: i64 = 30;
-/// Rows deleted per pruning statement: small enough that pruning never
+/// History rows (changes) deleted per pruning statement: small enough that pruning never
 /// holds a lock a block's transaction waits for noticeably, and runs after
 /// every run so that it keeps up with any rate a node can decide at.
 pub const HISTORY_PRUNE_BATCH: usize = 1_000;
-/// The most decisions `why` reads for one record (the newest ones).
+/// The most history rows (changes) `why` reads for one record (the newest).
 pub const HISTORY_READ_MAX: usize = 1_000;
 
 /// What `trackc why` reads about one record: its state, its decisions
@@ -219,7 +266,8 @@ pub const HISTORY_READ_MAX: usize = 1_000;
 #[derive(Clone, Debug, Default)]
 pub struct RecordHistory {
     pub state: Option<RecordState>,
-    pub decisions: Vec<(DecisionRow, Option<u64>)>,
+    /// Oldest first.
+    pub decisions: Vec<DecisionRow>,
     /// Outbox rows of the record: id, state, last error.
     pub outbox: Vec<(String, String, Option<String>)>,
     /// The deployed sources by hash.

@@ -940,36 +940,31 @@ impl PgWriter {
                         .pg(|| format!("action SQL `{}`", s.sql.trim()))
                 });
             applied.sql = futures_util::future::try_join_all(futures).await?.len() as u64;
-            let mut decisions = HistoryColumns::default();
+            let mut history = HistoryColumns::default();
             for c in changes.iter().filter(|c| written.contains(&c.key)) {
-                for d in &c.decisions {
-                    decisions.push(&c.key, d);
+                if let Some(h) = &c.history {
+                    history.push(&c.key, c.state.seq, h);
                 }
             }
-            if !decisions.keys.is_empty() {
+            if !history.keys.is_empty() {
                 let epoch = fence.map(|e| e as i64);
                 tx.execute(
-                    "INSERT INTO trackc_history (track, key, version, seq, step, rule, next_step,
-                         vals, effects, run_id, node, epoch, at)
-                     SELECT $1, k, v, s, st, r, n, vs, e, ru, nd, $12, a
-                     FROM unnest($2::text[], $3::text[], $4::int8[], $5::text[], $6::int8[],
-                                 $7::text[], $8::text[], $9::text[], $10::int8[], $11::int8[],
-                                 $13::int8[])
-                          AS u(k, v, s, st, r, n, vs, e, ru, nd, a)",
+                    "INSERT INTO trackc_history (track, key, seq, run_id, at, node, epoch, version,
+                         decisions)
+                     SELECT $1, k, s, r, a, n, $7, v, d
+                     FROM unnest($2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[],
+                                 $8::text[], $9::text[]) AS u(k, s, r, a, n, v, d)
+                     ON CONFLICT (track, key, seq) DO NOTHING",
                     &[
                         &track,
-                        &decisions.keys,
-                        &decisions.versions,
-                        &decisions.seqs,
-                        &decisions.steps,
-                        &decisions.rules,
-                        &decisions.nexts,
-                        &decisions.values,
-                        &decisions.effects,
-                        &decisions.run_ids,
-                        &decisions.nodes,
+                        &history.keys,
+                        &history.seqs,
+                        &history.run_ids,
+                        &history.at,
+                        &history.nodes,
                         &epoch,
-                        &decisions.at,
+                        &history.versions,
+                        &history.decisions,
                     ],
                 )
                 .await
@@ -1032,35 +1027,27 @@ impl PgWriter {
     }
 }
 
-/// Decisions as columns, for one `unnest` insert.
+/// History rows as columns, for one `unnest` insert.
 #[derive(Default)]
 struct HistoryColumns<'a> {
     keys: Vec<&'a str>,
-    versions: Vec<&'a str>,
     seqs: Vec<i64>,
-    steps: Vec<&'a str>,
-    rules: Vec<Option<i64>>,
-    nexts: Vec<&'a str>,
-    values: Vec<&'a str>,
-    effects: Vec<&'a str>,
     run_ids: Vec<i64>,
-    nodes: Vec<Option<i64>>,
     at: Vec<i64>,
+    nodes: Vec<Option<i64>>,
+    versions: Vec<&'a str>,
+    decisions: Vec<&'a str>,
 }
 
 impl<'a> HistoryColumns<'a> {
-    fn push(&mut self, key: &'a str, d: &'a DecisionRow) {
+    fn push(&mut self, key: &'a str, seq: i64, h: &'a HistoryRow) {
         self.keys.push(key);
-        self.versions.push(&d.version);
-        self.seqs.push(d.seq);
-        self.steps.push(&d.step);
-        self.rules.push(d.rule);
-        self.nexts.push(&d.next);
-        self.values.push(&d.values);
-        self.effects.push(&d.effects);
-        self.run_ids.push(d.run_id);
-        self.nodes.push(d.node);
-        self.at.push(d.at);
+        self.seqs.push(seq);
+        self.run_ids.push(h.run_id);
+        self.at.push(h.at);
+        self.nodes.push(h.node);
+        self.versions.push(&h.version);
+        self.decisions.push(&h.decisions);
     }
 }
 
@@ -1746,23 +1733,22 @@ impl Store for PgStore {
             })?
             .pop();
         let limit = HISTORY_READ_MAX as i64;
-        let decisions = self.query(history::DECISIONS, &[&track, &key, &limit], what, |r| {
+        let rows = self.query(history::DECISIONS, &[&track, &key, &limit], what, |r| {
             (
-                DecisionRow {
+                HistoryRow {
                     version: r.get(0),
-                    seq: r.get(1),
-                    step: r.get(2),
-                    rule: r.get::<_, Option<i32>>(3).map(i64::from),
-                    next: r.get(4),
-                    values: r.get(5),
-                    effects: r.get(6),
-                    run_id: r.get(7),
-                    node: r.get(8),
-                    at: r.get(10),
+                    run_id: r.get(1),
+                    node: r.get(2),
+                    at: r.get(3),
+                    decisions: r.get(4),
                 },
-                r.get::<_, Option<i64>>(9).map(|e| e as u64),
+                r.get::<_, Option<i64>>(5).map(|e| e as u64),
             )
         })?;
+        let decisions = rows
+            .iter()
+            .flat_map(|(row, epoch)| DecisionRow::expand(row, *epoch))
+            .collect();
         let outbox = self.query(history::OUTBOX, &[&track, &key, &limit], what, |r| {
             (r.get(0), r.get(1), r.get(2))
         })?;

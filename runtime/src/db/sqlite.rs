@@ -373,28 +373,24 @@ impl SqliteWriter {
             return Ok(());
         }
         applied.changes += 1;
-        for d in &c.decisions {
+        if let Some(h) = &c.history {
             self.conn
                 .prepare_cached(
-                    "INSERT INTO trackc_history (track, key, version, seq, step, rule, next_step,
-                     vals, effects, run_id, node, epoch, at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                    "INSERT INTO trackc_history (track, key, seq, run_id, at, node, epoch, version,
+                     decisions) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (track, key, seq) DO NOTHING",
                 )
                 .and_then(|mut st| {
                     st.execute(params![
                         track,
                         c.key,
-                        d.version,
-                        d.seq,
-                        d.step,
-                        d.rule,
-                        d.next,
-                        d.values,
-                        d.effects,
-                        d.run_id,
-                        d.node,
+                        c.state.seq,
+                        h.run_id,
+                        h.at,
+                        h.node,
                         epoch.map(|e| e as i64),
-                        d.at
+                        h.version,
+                        h.decisions
                     ])
                 })
                 .lite(|| format!("writing the history of `{}` in {track}", c.key))?;
@@ -1128,29 +1124,28 @@ impl Store for SqliteStore {
             },
         )?
         .pop();
-        let decisions = query_all(
+        let rows = query_all(
             conn,
             &sqlite_placeholders(history::DECISIONS),
             params![track, key, HISTORY_READ_MAX as i64],
             what,
             |r| {
                 Ok((
-                    DecisionRow {
+                    HistoryRow {
                         version: r.get(0)?,
-                        seq: r.get(1)?,
-                        step: r.get(2)?,
-                        rule: r.get(3)?,
-                        next: r.get(4)?,
-                        values: r.get(5)?,
-                        effects: r.get(6)?,
-                        run_id: r.get(7)?,
-                        node: r.get(8)?,
-                        at: r.get(10)?,
+                        run_id: r.get(1)?,
+                        node: r.get(2)?,
+                        at: r.get(3)?,
+                        decisions: r.get(4)?,
                     },
-                    r.get::<_, Option<i64>>(9)?.map(|e| e as u64),
+                    r.get::<_, Option<i64>>(5)?.map(|e| e as u64),
                 ))
             },
         )?;
+        let decisions = rows
+            .iter()
+            .flat_map(|(row, epoch)| DecisionRow::expand(row, *epoch))
+            .collect();
         let outbox = query_all(
             conn,
             &sqlite_placeholders(history::OUTBOX),
