@@ -22,6 +22,54 @@ pub struct LoadedTrack {
     pub history: bool,
     /// The node that decides its records, for the history (in a group).
     pub node: Option<i64>,
+    /// What the history of this version needs to be read back
+    /// (`history_legend`), written once beside its rows.
+    pub legend: Arc<String>,
+}
+
+/// The legend of a track's decision history: its fields (name and type),
+/// and per step its name and per rule the fields its conditions tried read
+/// up to it, its next step and its effects' kinds (`none`: the fields read
+/// when no rule fires). A history row stores a decision as `[step, rule,
+/// values…]` by position; this says what the positions are.
+pub fn history_legend(track: &ir::Track) -> String {
+    use trackc_compiler::ir::{Effect, Transition};
+    let fields: Vec<serde_json::Value> = track
+        .fields
+        .iter()
+        .map(|f| serde_json::json!([f.name, f.ty.name()]))
+        .collect();
+    let steps: Vec<serde_json::Value> = track
+        .steps
+        .iter()
+        .map(|s| {
+            let rules: Vec<serde_json::Value> = s
+                .rules
+                .iter()
+                .enumerate()
+                .map(|(r, rule)| {
+                    let next = match rule.transition {
+                        Transition::Stay => "stay",
+                        Transition::End => "end",
+                        Transition::Goto(to) => &track.steps[to].name,
+                    };
+                    let effects: Vec<&str> = rule
+                        .effects
+                        .iter()
+                        .map(|e| match e {
+                            Effect::Sql(_) => "sql",
+                            Effect::Email { .. } => "email",
+                            Effect::Webhook { .. } => "webhook",
+                            Effect::Emit { .. } => "emit",
+                        })
+                        .collect();
+                    serde_json::json!({"reads": s.fields_tried(Some(r)), "next": next, "effects": effects})
+                })
+                .collect();
+            serde_json::json!({"name": s.name, "rules": rules, "none": s.fields_tried(None)})
+        })
+        .collect();
+    serde_json::json!({"fields": fields, "steps": steps}).to_string()
 }
 
 /// The `.dt` files of `paths` (a directory stands for its `*.dt` files,
@@ -150,6 +198,7 @@ pub fn load(
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let legend = Arc::new(history_legend(&track));
         out.push(LoadedTrack {
             deployed: DeployedTrack {
                 name: track.name.clone(),
@@ -164,6 +213,7 @@ pub fn load(
             ir: track,
             history: true,
             node: None,
+            legend,
         });
     }
     Ok(out)

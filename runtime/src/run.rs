@@ -523,9 +523,7 @@ fn decide_block(
                 let pe = &mut pending[p];
                 let Some(index) = fired else {
                     if track.history {
-                        let mut d = std::mem::take(&mut pe.decisions);
-                        append_decision(&mut d, track, step, None, record, pe, pe.effects.len());
-                        pe.decisions = d;
+                        append_decision(&mut pe.decisions, track, step, None, record);
                     }
                     continue;
                 };
@@ -533,16 +531,13 @@ fn decide_block(
                 pe.state.seq += 1;
                 pe.state.run_id = run.id;
                 pe.changed = true;
-                let first_effect = pe.effects.len();
                 for (n, effect) in rule.effects.iter().enumerate() {
                     let id = format!("{}/{}/{}/{n}", ir.name, pe.key, pe.state.seq);
                     pe.effects
                         .push(effect_row(track, run, record, &pe.key, id, effect, env));
                 }
                 if track.history {
-                    let mut d = std::mem::take(&mut pe.decisions);
-                    append_decision(&mut d, track, step, Some(index), record, pe, first_effect);
-                    pe.decisions = d;
+                    append_decision(&mut pe.decisions, track, step, Some(index), record);
                 }
                 match rule.transition {
                     Transition::Stay => {}
@@ -571,6 +566,7 @@ fn decide_block(
             effects: p.effects,
             history: (track.history && !p.decisions.is_empty()).then(|| HistoryRow {
                 version: track.deployed.hash.clone(),
+                legend: track.legend.clone(),
                 run_id: run.id,
                 node: track.node,
                 at: run.now,
@@ -580,10 +576,11 @@ fn decide_block(
         .collect())
 }
 
-/// Appends one decision to `out`, a JSON array being written (the record
-/// `pe` as it is after the rule's effects, of which those from
-/// `first_effect` on are this decision's, and before its transition):
-/// `{"seq":1,"step":"a","rule":1,"next":"b","vals":{"n":1},"effects":["sql"]}`.
+/// Appends one decision to `out`, a JSON array being written, by
+/// position: `[step, rule, values…]` (`rule` from 0, -1 when none fired;
+/// the values of the fields the conditions tried read, in the order
+/// `history_legend` lists them; timestamps in microseconds). The legend
+/// names them; next step, effects and sequence numbers follow from it.
 /// Written by hand: it is done for every decision of every run.
 fn append_decision(
     out: &mut String,
@@ -591,50 +588,30 @@ fn append_decision(
     step: usize,
     fired: Option<usize>,
     record: &[Value],
-    pe: &Pending,
-    first_effect: usize,
 ) {
     use std::fmt::Write;
-    let ir = &track.ir;
-    let s = &ir.steps[step];
-    let next = match fired.map(|r| s.rules[r].transition) {
-        None | Some(Transition::Stay) => "stay",
-        Some(Transition::End) => "end",
-        Some(Transition::Goto(to)) => &ir.steps[to].name,
-    };
     out.push(if out.is_empty() { '[' } else { ',' });
-    // Step and field names are identifiers: no escaping needed.
-    let _ = write!(
-        out,
-        "{{\"seq\":{},\"step\":\"{}\",\"rule\":",
-        pe.state.seq, s.name
-    );
-    match fired {
-        Some(r) => {
-            let _ = write!(out, "{}", r + 1);
+    let rule = fired.map_or(-1, |r| r as i64);
+    let _ = write!(out, "[{step},{rule}");
+    for f in track.ir.steps[step].fields_tried(fired) {
+        out.push(',');
+        match &record[f] {
+            Value::Null => out.push_str("null"),
+            Value::Int(v) | Value::Timestamp(v) | Value::Duration(v) => {
+                let _ = write!(out, "{v}");
+            }
+            Value::Float(v) => {
+                let _ = write!(out, "{}", serde_json::Value::from(*v));
+            }
+            Value::Bool(v) => {
+                let _ = write!(out, "{v}");
+            }
+            Value::Text(v) => {
+                let _ = write!(out, "{}", serde_json::Value::from(v.as_str()));
+            }
         }
-        None => out.push_str("null"),
     }
-    let _ = write!(out, ",\"next\":\"{next}\",\"vals\":{{");
-    for (n, f) in s.fields_tried(fired).into_iter().enumerate() {
-        if n > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "\"{}\":{}", ir.fields[f].name, value_json(&record[f]));
-    }
-    out.push_str("},\"effects\":[");
-    for (n, e) in pe.effects[first_effect..].iter().enumerate() {
-        if n > 0 {
-            out.push(',');
-        }
-        out.push_str(match e {
-            EffectRow::Sql(_) => "\"sql\"",
-            EffectRow::Outbox(o) if o.kind == OutboxKind::Email => "\"email\"",
-            EffectRow::Outbox(_) => "\"webhook\"",
-            EffectRow::Event { .. } => "\"emit\"",
-        });
-    }
-    out.push_str("]}");
+    out.push(']');
 }
 
 /// The due records by step, steps in order.

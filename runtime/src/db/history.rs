@@ -7,7 +7,7 @@ pub const PRUNE: &str = "DELETE FROM trackc_history WHERE (track, key, seq) IN
     (SELECT track, key, seq FROM trackc_history WHERE at < $1 ORDER BY at LIMIT $2)";
 
 /// $1 track, $2 key, $3 limit: the newest changes of a record, oldest first.
-pub const DECISIONS: &str = "SELECT version, run_id, node, at, decisions, epoch FROM
+pub const DECISIONS: &str = "SELECT version, run_id, node, at, decisions, epoch, seq FROM
     (SELECT * FROM trackc_history WHERE track = $1 AND key = $2 ORDER BY seq DESC LIMIT $3)
     AS h ORDER BY h.seq";
 
@@ -22,3 +22,10 @@ pub const OUTBOX: &str = "SELECT id, state, last_error FROM trackc_outbox
 /// $1 track: every source deployed for it, by hash.
 pub const SOURCES: &str = "SELECT hash, min(source) FROM trackc_deployments WHERE track = $1
     GROUP BY hash";
+
+/// $1 track: the legend of each version of the track's history.
+pub const LEGENDS: &str = "SELECT version, legend FROM trackc_history_legends WHERE track = $1";
+
+/// $1 track, $2 version, $3 legend: kept once per version.
+pub const ADD_LEGEND: &str = "INSERT INTO trackc_history_legends (track, version, legend)
+    VALUES ($1, $2, $3) ON CONFLICT (track, version) DO NOTHING";

@@ -150,6 +150,12 @@ CREATE TABLE trackc_history (
     PRIMARY KEY (track, key, seq)
 ) {without_rowid};
 CREATE INDEX trackc_history_at ON trackc_history (at);
+CREATE TABLE trackc_history_legends (
+    track   TEXT NOT NULL,
+    version TEXT NOT NULL,
+    legend  TEXT NOT NULL,
+    PRIMARY KEY (track, version)
+);
 ",
     },
 ];

@@ -187,13 +187,15 @@ pub struct Change {
 pub struct HistoryRow {
     /// The hash of the deployed source that decided (`trackc_deployments`).
     pub version: String,
+    /// What the positions in `decisions` mean for this version
+    /// (`bundle::history_legend`), kept once per version and track.
+    pub legend: std::sync::Arc<String>,
     pub run_id: i64,
     /// The node that decided (in a group).
     pub node: Option<i64>,
     /// The run's instant.
     pub at: i64,
-    /// The decisions, in order, as a JSON array:
-    /// `[{"seq","step","rule","next","vals":{…},"effects":["email",…]}]`.
+    /// The decisions, in order, as a JSON array of `[step, rule, values…]`.
     pub decisions: String,
 }
 
@@ -219,36 +221,108 @@ pub struct DecisionRow {
     pub at: i64,
 }
 
+/// The legend of a version's history (`bundle::history_legend`).
+#[derive(serde::Deserialize)]
+struct Legend {
+    fields: Vec<(String, String)>,
+    steps: Vec<LegendStep>,
+}
+
+#[derive(serde::Deserialize)]
+struct LegendStep {
+    name: String,
+    rules: Vec<LegendRule>,
+    none: Vec<usize>,
+}
+
+#[derive(serde::Deserialize)]
+struct LegendRule {
+    reads: Vec<usize>,
+    next: String,
+    effects: Vec<String>,
+}
+
 impl DecisionRow {
-    /// The decisions of one history row.
-    pub fn expand(row: &HistoryRow, epoch: Option<u64>) -> Vec<DecisionRow> {
-        #[derive(serde::Deserialize)]
-        struct Stored {
-            seq: i64,
-            step: String,
-            rule: Option<i64>,
-            next: String,
-            vals: serde_json::Value,
-            effects: Vec<String>,
-        }
-        serde_json::from_str::<Vec<Stored>>(&row.decisions)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|d| DecisionRow {
+    /// The decisions of one history row (a change that left the record at
+    /// sequence number `seq`), read with its version's `legend`. A row
+    /// that does not match its legend yields what it can and no panic.
+    pub fn expand(
+        row: &HistoryRow,
+        seq: i64,
+        epoch: Option<u64>,
+        legend: &str,
+    ) -> Vec<DecisionRow> {
+        let (Ok(legend), Ok(stored)) = (
+            serde_json::from_str::<Legend>(legend),
+            serde_json::from_str::<Vec<Vec<serde_json::Value>>>(&row.decisions),
+        ) else {
+            return Vec::new();
+        };
+        // Each fired rule added one to the sequence number: count back.
+        let fired = stored
+            .iter()
+            .filter(|d| d.get(1).and_then(|r| r.as_i64()).is_some_and(|r| r >= 0))
+            .count() as i64;
+        let mut seq_now = seq - fired;
+        let mut out = Vec::new();
+        for d in stored {
+            let Some(step) = d
+                .first()
+                .and_then(|s| s.as_u64())
+                .and_then(|s| legend.steps.get(s as usize))
+            else {
+                continue;
+            };
+            let rule = d.get(1).and_then(|r| r.as_i64()).filter(|r| *r >= 0);
+            let meaning = rule.and_then(|r| step.rules.get(r as usize));
+            let reads = meaning.map_or(&step.none, |m| &m.reads);
+            if rule.is_some() {
+                seq_now += 1;
+            }
+            let values: serde_json::Map<String, serde_json::Value> = reads
+                .iter()
+                .zip(d.iter().skip(2))
+                .filter_map(|(&f, v)| {
+                    let (name, ty) = legend.fields.get(f)?;
+                    let v = match (ty.as_str(), v.as_i64()) {
+                        ("timestamp", Some(micros)) => serde_json::Value::from(
+                            trackc_compiler::syntax::literals::format_timestamp(micros),
+                        ),
+                        _ => v.clone(),
+                    };
+                    Some((name.clone(), v))
+                })
+                .collect();
+            out.push(DecisionRow {
                 version: row.version.clone(),
-                seq: d.seq,
-                step: d.step,
-                rule: d.rule,
-                next: d.next,
-                values: d.vals,
-                effects: d.effects,
+                seq: seq_now,
+                step: step.name.clone(),
+                rule: rule.map(|r| r + 1),
+                next: meaning.map_or_else(|| "stay".to_string(), |m| m.next.clone()),
+                values: serde_json::Value::Object(values),
+                effects: meaning.map(|m| m.effects.clone()).unwrap_or_default(),
                 run_id: row.run_id,
                 node: row.node,
                 epoch,
                 at: row.at,
-            })
-            .collect()
+            });
+        }
+        out
     }
+}
+
+/// The decisions of history rows (row, epoch, sequence number after the
+/// change), oldest first, read with the legends of their versions.
+pub(crate) fn expand_rows(
+    rows: &[(HistoryRow, Option<u64>, i64)],
+    legends: &std::collections::HashMap<String, String>,
+) -> Vec<DecisionRow> {
+    rows.iter()
+        .flat_map(|(row, epoch, seq)| {
+            let legend = legends.get(&row.version).map_or("", String::as_str);
+            DecisionRow::expand(row, *seq, *epoch, legend)
+        })
+        .collect()
 }
 
 /// How long decisions are kept unless configured (`history_days`).

@@ -946,6 +946,11 @@ impl PgWriter {
                     history.push(&c.key, c.state.seq, h);
                 }
             }
+            if let Some(h) = changes.iter().find_map(|c| c.history.as_ref()) {
+                tx.execute(history::ADD_LEGEND, &[&track, &h.version, &h.legend.as_str()])
+                    .await
+                    .pg(|| format!("writing the history legend of {track}"))?;
+            }
             if !history.keys.is_empty() {
                 let epoch = fence.map(|e| e as i64);
                 tx.execute(
@@ -1737,18 +1742,21 @@ impl Store for PgStore {
             (
                 HistoryRow {
                     version: r.get(0),
+                    legend: Default::default(),
                     run_id: r.get(1),
                     node: r.get(2),
                     at: r.get(3),
                     decisions: r.get(4),
                 },
                 r.get::<_, Option<i64>>(5).map(|e| e as u64),
+                r.get::<_, i64>(6),
             )
         })?;
-        let decisions = rows
-            .iter()
-            .flat_map(|(row, epoch)| DecisionRow::expand(row, *epoch))
+        let legends: HashMap<String, String> = self
+            .query(history::LEGENDS, &[&track], what, |r| (r.get(0), r.get(1)))?
+            .into_iter()
             .collect();
+        let decisions = expand_rows(&rows, &legends);
         let outbox = self.query(history::OUTBOX, &[&track, &key, &limit], what, |r| {
             (r.get(0), r.get(1), r.get(2))
         })?;

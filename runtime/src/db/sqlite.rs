@@ -498,6 +498,13 @@ impl SqliteWriter {
             owners::check_fence(track, epoch, current)?;
         }
         let mut applied = Applied::default();
+        // The legend of the block's history, once per version.
+        if let Some(h) = changes.iter().find_map(|c| c.history.as_ref()) {
+            self.conn
+                .prepare_cached(&sqlite_placeholders(history::ADD_LEGEND))
+                .and_then(|mut st| st.execute(params![track, h.version, h.legend.as_str()]))
+                .lite(|| format!("writing the history legend of {track}"))?;
+        }
         for c in changes {
             self.apply_one(track, c, fence, &mut applied)?;
         }
@@ -1133,19 +1140,27 @@ impl Store for SqliteStore {
                 Ok((
                     HistoryRow {
                         version: r.get(0)?,
+                        legend: Default::default(),
                         run_id: r.get(1)?,
                         node: r.get(2)?,
                         at: r.get(3)?,
                         decisions: r.get(4)?,
                     },
                     r.get::<_, Option<i64>>(5)?.map(|e| e as u64),
+                    r.get::<_, i64>(6)?,
                 ))
             },
         )?;
-        let decisions = rows
-            .iter()
-            .flat_map(|(row, epoch)| DecisionRow::expand(row, *epoch))
-            .collect();
+        let legends: HashMap<String, String> = query_all(
+            conn,
+            &sqlite_placeholders(history::LEGENDS),
+            params![track],
+            what,
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?
+        .into_iter()
+        .collect();
+        let decisions = expand_rows(&rows, &legends);
         let outbox = query_all(
             conn,
             &sqlite_placeholders(history::OUTBOX),
