@@ -25,6 +25,9 @@ pub struct LoadedTrack {
     /// What the history of this version needs to be read back
     /// (`history_legend`), written once beside its rows.
     pub legend: Arc<String>,
+    /// Per step, the fields the conditions tried read when rule `r` fires
+    /// (`[step][r]`) or none does (`[step][rules]`), for the history.
+    pub reads: Vec<Vec<Vec<usize>>>,
 }
 
 /// The legend of a track's decision history: its fields (name and type),
@@ -199,6 +202,15 @@ pub fn load(
             })
             .collect::<Result<Vec<_>>>()?;
         let legend = Arc::new(history_legend(&track));
+        let reads = track
+            .steps
+            .iter()
+            .map(|s| {
+                (0..=s.rules.len())
+                    .map(|r| s.fields_tried((r < s.rules.len()).then_some(r)))
+                    .collect()
+            })
+            .collect();
         out.push(LoadedTrack {
             deployed: DeployedTrack {
                 name: track.name.clone(),
@@ -214,6 +226,7 @@ pub fn load(
             history: true,
             node: None,
             legend,
+            reads,
         });
     }
     Ok(out)

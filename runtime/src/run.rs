@@ -15,6 +15,7 @@ use crate::db::retry::Attempts;
 use crate::db::{
     typed_key, Applied, BlockWriter, Change, Dialect, EffectRow, HistoryRow, Listeners, OutboxKind,
     OutboxRow, PendingEvent, RecordState, Rows, RunInfo, Statement, Store, HISTORY_PRUNE_BATCH,
+    HISTORY_PRUNE_BUDGET, HISTORY_PRUNE_EVERY,
 };
 use crate::error::{Error, Result};
 use crate::sqltext::{event_keys, filter_by_keys, EVENT_KEYS_PARAM};
@@ -95,14 +96,29 @@ pub struct Runner<'a> {
     pub history_days: i64,
 }
 
-/// Deletes one batch of decisions older than `days` before `now` (none
-/// when `days` is 0); how many.
+/// Deletes the history older than `days` before `now` (none when `days`
+/// is 0), in batches, at most once per `HISTORY_PRUNE_EVERY` in a process
+/// and for at most `HISTORY_PRUNE_BUDGET`; how many rows.
 pub fn prune_history(store: &mut dyn Store, now: i64, days: i64) -> Result<u64> {
+    static LAST_PRUNE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
     if days <= 0 {
         return Ok(0);
     }
+    let last = LAST_PRUNE.load(Ordering::SeqCst);
+    if last != i64::MIN && now.saturating_sub(last) < HISTORY_PRUNE_EVERY {
+        return Ok(0);
+    }
+    LAST_PRUNE.store(now, Ordering::SeqCst);
     let before = now.saturating_sub(days.saturating_mul(86_400_000_000));
-    store.prune_history(before, HISTORY_PRUNE_BATCH)
+    let started = std::time::Instant::now();
+    let mut total = 0;
+    loop {
+        let n = store.prune_history(before, HISTORY_PRUNE_BATCH)?;
+        total += n;
+        if n < HISTORY_PRUNE_BATCH as u64 || started.elapsed() > HISTORY_PRUNE_BUDGET {
+            return Ok(total);
+        }
+    }
 }
 
 /// Where a run is: the track, the records decided so far, and how many
@@ -593,7 +609,8 @@ fn append_decision(
     out.push(if out.is_empty() { '[' } else { ',' });
     let rule = fired.map_or(-1, |r| r as i64);
     let _ = write!(out, "[{step},{rule}");
-    for f in track.ir.steps[step].fields_tried(fired) {
+    let s = &track.reads[step];
+    for &f in &s[fired.unwrap_or(s.len() - 1)] {
         out.push(',');
         match &record[f] {
             Value::Null => out.push_str("null"),

@@ -2,9 +2,11 @@
 //! stores (`$n` placeholders; SQLite's are rewritten): pruning, and what
 //! `trackc why` reads about one record.
 
-/// $1 before, $2 limit: the oldest decisions made before an instant.
+/// $1 before, $2 limit: changes made before an instant. No index on the
+/// instant (one more tree to write for every change): pruning scans, and
+/// runs at most once per `HISTORY_PRUNE_EVERY`.
 pub const PRUNE: &str = "DELETE FROM trackc_history WHERE (track, key, seq) IN
-    (SELECT track, key, seq FROM trackc_history WHERE at < $1 ORDER BY at LIMIT $2)";
+    (SELECT track, key, seq FROM trackc_history WHERE at < $1 LIMIT $2)";
 
 /// $1 track, $2 key, $3 limit: the newest changes of a record, oldest first.
 pub const DECISIONS: &str = "SELECT version, run_id, node, at, decisions, epoch, seq FROM

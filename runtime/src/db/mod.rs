@@ -327,10 +327,17 @@ pub(crate) fn expand_rows(
 
 /// How long decisions are kept unless configured (`history_days`).
 pub const HISTORY_DAYS_DEFAULT: i64 = 30;
-/// History rows (changes) deleted per pruning statement: small enough that pruning never
-/// holds a lock a block's transaction waits for noticeably, and runs after
-/// every run so that it keeps up with any rate a node can decide at.
-pub const HISTORY_PRUNE_BATCH: usize = 1_000;
+/// History rows (changes) deleted per pruning statement: small enough that
+/// one statement never holds a lock a block's transaction waits for
+/// noticeably (a few milliseconds), large enough that the scan it needs
+/// (there is no index on the instant) is paid for many rows.
+pub const HISTORY_PRUNE_BATCH: usize = 10_000;
+/// Pruning runs at most this often per process (microseconds: an hour):
+/// retention is counted in days, and each pruning scans the table.
+pub const HISTORY_PRUNE_EVERY: i64 = 3_600_000_000;
+/// One pruning stops after this long (it goes on an hour later), so that
+/// a backlog never holds up the runs.
+pub const HISTORY_PRUNE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
 /// The most history rows (changes) `why` reads for one record (the newest).
 pub const HISTORY_READ_MAX: usize = 1_000;
 
