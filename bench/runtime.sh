@@ -84,7 +84,7 @@ for n in $SIZES; do
   { cat "$TRACKS/schema.sql"; echo "INSERT INTO contacts $(contacts_select "$n" sqlite);"; } | sqlite3 "$db"
   measure sqlite "$n" "sqlite:$db" "sqlite3 $db" "$history"
   if [ "$history" = on ]; then
-    echo "HISTORY db=sqlite contacts=$n rows=$(sqlite3 "$db" 'SELECT count(*) FROM trackc_history') bytes_per_row=$(sqlite3 "$db" "SELECT (SELECT sum(pgsize) FROM dbstat WHERE name LIKE 'trackc_history%') / count(*) FROM trackc_history" 2>/dev/null || echo '?')"
+    echo "HISTORY db=sqlite contacts=$n rows=$(sqlite3 "$db" 'SELECT count(*) FROM trackc_history') bytes_per_change=$(sqlite3 "$db" "SELECT (SELECT sum(pgsize) FROM dbstat WHERE name LIKE 'trackc_history%') / $n" 2>/dev/null || echo '?')"
   fi
   fi
   [[ " $DBS " == *" postgres "* ]] || continue
@@ -94,7 +94,7 @@ for n in $SIZES; do
   pg_contacts_db "$PG_ADMIN" "$pgdb" "$n"
   measure postgres "$n" "$base/$pgdb" "psql -q -v ON_ERROR_STOP=1 $base/$pgdb" "$history"
   if [ "$history" = on ]; then
-    echo "HISTORY db=postgres contacts=$n rows=$(psql -qtA "$base/$pgdb" -c 'SELECT count(*) FROM trackc_history') bytes_per_row=$(psql -qtA "$base/$pgdb" -c "SELECT pg_total_relation_size('trackc_history') / count(*) FROM trackc_history")"
+    echo "HISTORY db=postgres contacts=$n rows=$(psql -qtA "$base/$pgdb" -c 'SELECT count(*) FROM trackc_history') bytes_per_change=$(psql -qtA "$base/$pgdb" -c "SELECT pg_total_relation_size('trackc_history') / $n")"
   fi
   psql -q "$PG_ADMIN" -c "DROP DATABASE $pgdb WITH (FORCE)"
   done

@@ -138,17 +138,18 @@ CREATE INDEX trackc_events_waiting ON trackc_events (seq) WHERE done_at IS NULL;
         name: "decision history: each decision, appended with its state change",
         sql: "
 CREATE TABLE trackc_history (
-    track     TEXT {bytes} NOT NULL,
-    key       TEXT {bytes} NOT NULL,
-    seq       BIGINT NOT NULL,
-    run_id    BIGINT NOT NULL,
-    at        BIGINT NOT NULL,
-    node      BIGINT,
-    epoch     BIGINT,
-    version   TEXT NOT NULL,
-    decisions TEXT NOT NULL,
-    PRIMARY KEY (track, key, seq)
+    id      {id},
+    track   TEXT NOT NULL,
+    run_id  BIGINT NOT NULL,
+    at      BIGINT NOT NULL,
+    node    BIGINT,
+    epoch   BIGINT,
+    version TEXT NOT NULL,
+    keys    TEXT NOT NULL,
+    changes TEXT NOT NULL
 );
+CREATE INDEX trackc_history_track ON trackc_history (track, id);
+CREATE INDEX trackc_history_at ON trackc_history (at);
 CREATE TABLE trackc_history_legends (
     track   TEXT NOT NULL,
     version TEXT NOT NULL,
@@ -161,19 +162,16 @@ CREATE TABLE trackc_history_legends (
 
 /// The migration's SQL for a dialect. `{without_rowid}` makes a table
 /// its primary key's B-tree on SQLite (one tree to write instead of two);
-/// PostgreSQL has no such thing. `{bytes}` compares text byte by byte
-/// (PostgreSQL's default collation costs a locale comparison per key
-/// comparison; SQLite's default is bytes already).
+/// PostgreSQL has no such thing.
 pub fn sql_for(m: &Migration, postgres: bool) -> String {
-    let (id, without_rowid, bytes) = if postgres {
-        ("BIGSERIAL PRIMARY KEY", "", "COLLATE \"C\"")
+    let (id, without_rowid) = if postgres {
+        ("BIGSERIAL PRIMARY KEY", "")
     } else {
-        ("INTEGER PRIMARY KEY", "WITHOUT ROWID", "")
+        ("INTEGER PRIMARY KEY", "WITHOUT ROWID")
     };
     m.sql
         .replace("{id}", id)
         .replace("{without_rowid}", without_rowid)
-        .replace("{bytes}", bytes)
 }
 
 pub const CREATE_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS trackc_migrations (

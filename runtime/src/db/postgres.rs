@@ -3,7 +3,7 @@
 //! one statement over arrays (`unnest`), its action SQL is pipelined, and
 //! the source query is read through a portal, a block at a time.
 
-use super::history;
+use super::history::{self, BlockHistory};
 use super::migrations::{sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
 use super::outbox as ob;
 use super::retry::{once, retrying, Attempts, DbOptions, Reconnect};
@@ -940,36 +940,24 @@ impl PgWriter {
                         .pg(|| format!("action SQL `{}`", s.sql.trim()))
                 });
             applied.sql = futures_util::future::try_join_all(futures).await?.len() as u64;
-            let mut history = HistoryColumns::default();
-            for c in changes.iter().filter(|c| written.contains(&c.key)) {
-                if let Some(h) = &c.history {
-                    history.push(&c.key, c.state.seq, h);
-                }
-            }
             if let Some(h) = changes.iter().find_map(|c| c.history.as_ref()) {
                 tx.execute(history::ADD_LEGEND, &[&track, &h.version, &h.legend.as_str()])
                     .await
                     .pg(|| format!("writing the history legend of {track}"))?;
             }
-            if !history.keys.is_empty() {
-                let epoch = fence.map(|e| e as i64);
+            let kept = changes.iter().filter(|c| written.contains(&c.key));
+            if let Some(h) = BlockHistory::of(kept) {
                 tx.execute(
-                    "INSERT INTO trackc_history (track, key, seq, run_id, at, node, epoch, version,
-                         decisions)
-                     SELECT $1, k, s, r, a, n, $7, v, d
-                     FROM unnest($2::text[], $3::int8[], $4::int8[], $5::int8[], $6::int8[],
-                                 $8::text[], $9::text[]) AS u(k, s, r, a, n, v, d)
-                     ON CONFLICT (track, key, seq) DO NOTHING",
+                    history::INSERT,
                     &[
                         &track,
-                        &history.keys,
-                        &history.seqs,
-                        &history.run_ids,
-                        &history.at,
-                        &history.nodes,
-                        &epoch,
-                        &history.versions,
-                        &history.decisions,
+                        &h.first.run_id,
+                        &h.first.at,
+                        &h.first.node,
+                        &fence.map(|e| e as i64),
+                        &h.first.version,
+                        &h.keys,
+                        &h.changes,
                     ],
                 )
                 .await
@@ -1029,30 +1017,6 @@ impl PgWriter {
                 .pg(|| "committing a block".into())?;
             Ok::<_, Error>(applied)
         })
-    }
-}
-
-/// History rows as columns, for one `unnest` insert.
-#[derive(Default)]
-struct HistoryColumns<'a> {
-    keys: Vec<&'a str>,
-    seqs: Vec<i64>,
-    run_ids: Vec<i64>,
-    at: Vec<i64>,
-    nodes: Vec<Option<i64>>,
-    versions: Vec<&'a str>,
-    decisions: Vec<&'a str>,
-}
-
-impl<'a> HistoryColumns<'a> {
-    fn push(&mut self, key: &'a str, seq: i64, h: &'a HistoryRow) {
-        self.keys.push(key);
-        self.seqs.push(seq);
-        self.run_ids.push(h.run_id);
-        self.at.push(h.at);
-        self.nodes.push(h.node);
-        self.versions.push(&h.version);
-        self.decisions.push(&h.decisions);
     }
 }
 
@@ -1738,20 +1702,19 @@ impl Store for PgStore {
             })?
             .pop();
         let limit = HISTORY_READ_MAX as i64;
-        let rows = self.query(history::DECISIONS, &[&track, &key, &limit], what, |r| {
+        let pattern = history::like_key(key);
+        let blocks = self.query(history::DECISIONS, &[&track, &pattern, &limit], what, |r| {
             (
-                HistoryRow {
-                    version: r.get(0),
-                    legend: Default::default(),
-                    run_id: r.get(1),
-                    node: r.get(2),
-                    at: r.get(3),
-                    decisions: r.get(4),
-                },
-                r.get::<_, Option<i64>>(5).map(|e| e as u64),
-                r.get::<_, i64>(6),
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                r.get(3),
+                r.get(4),
+                r.get(5),
+                r.get(6),
             )
         })?;
+        let rows = history::changes_of(key, blocks);
         let legends: HashMap<String, String> = self
             .query(history::LEGENDS, &[&track], what, |r| (r.get(0), r.get(1)))?
             .into_iter()

@@ -1,6 +1,7 @@
 //! The embedded store: one SQLite file in WAL mode, so that the run's
 //! reader keeps its snapshot while the writer commits block after block.
 
+use super::history::{self, BlockHistory};
 use super::migrations::{sql_for, CREATE_MIGRATIONS_TABLE, MIGRATIONS};
 use super::outbox as ob;
 use super::owners;
@@ -322,13 +323,7 @@ impl SqliteWriter {
             .lite(|| format!("action SQL `{}`", statement.sql.trim()))
     }
 
-    fn apply_one(
-        &mut self,
-        track: &str,
-        c: &Change,
-        epoch: Option<u64>,
-        applied: &mut Applied,
-    ) -> Result<()> {
+    fn apply_one(&mut self, track: &str, c: &Change, applied: &mut Applied) -> Result<bool> {
         let s = &c.state;
         let written = match c.expected_seq {
             None => self
@@ -370,31 +365,9 @@ impl SqliteWriter {
         .lite(|| format!("writing the state of `{}` in {track}", c.key))?;
         if written == 0 {
             applied.stale += 1;
-            return Ok(());
+            return Ok(false);
         }
         applied.changes += 1;
-        if let Some(h) = &c.history {
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO trackc_history (track, key, seq, run_id, at, node, epoch, version,
-                     decisions) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (track, key, seq) DO NOTHING",
-                )
-                .and_then(|mut st| {
-                    st.execute(params![
-                        track,
-                        c.key,
-                        c.state.seq,
-                        h.run_id,
-                        h.at,
-                        h.node,
-                        epoch.map(|e| e as i64),
-                        h.version,
-                        h.decisions
-                    ])
-                })
-                .lite(|| format!("writing the history of `{}` in {track}", c.key))?;
-        }
         for effect in &c.effects {
             match effect {
                 EffectRow::Sql(statement) => {
@@ -435,7 +408,7 @@ impl SqliteWriter {
                 }
             }
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -505,8 +478,28 @@ impl SqliteWriter {
                 .and_then(|mut st| st.execute(params![track, h.version, h.legend.as_str()]))
                 .lite(|| format!("writing the history legend of {track}"))?;
         }
+        let mut written = Vec::with_capacity(changes.len());
         for c in changes {
-            self.apply_one(track, c, fence, &mut applied)?;
+            if self.apply_one(track, c, &mut applied)? {
+                written.push(c);
+            }
+        }
+        if let Some(h) = BlockHistory::of(written.into_iter()) {
+            self.conn
+                .prepare_cached(&sqlite_placeholders(history::INSERT))
+                .and_then(|mut st| {
+                    st.execute(params![
+                        track,
+                        h.first.run_id,
+                        h.first.at,
+                        h.first.node,
+                        fence.map(|e| e as i64),
+                        h.first.version,
+                        h.keys,
+                        h.changes
+                    ])
+                })
+                .lite(|| format!("writing the decision history of {track}"))?;
         }
         self.conn
             .execute_batch("COMMIT")
@@ -1131,26 +1124,24 @@ impl Store for SqliteStore {
             },
         )?
         .pop();
-        let rows = query_all(
+        let blocks = query_all(
             conn,
             &sqlite_placeholders(history::DECISIONS),
-            params![track, key, HISTORY_READ_MAX as i64],
+            params![track, history::like_key(key), HISTORY_READ_MAX as i64],
             what,
             |r| {
                 Ok((
-                    HistoryRow {
-                        version: r.get(0)?,
-                        legend: Default::default(),
-                        run_id: r.get(1)?,
-                        node: r.get(2)?,
-                        at: r.get(3)?,
-                        decisions: r.get(4)?,
-                    },
-                    r.get::<_, Option<i64>>(5)?.map(|e| e as u64),
-                    r.get::<_, i64>(6)?,
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
                 ))
             },
         )?;
+        let rows = history::changes_of(key, blocks);
         let legends: HashMap<String, String> = query_all(
             conn,
             &sqlite_placeholders(history::LEGENDS),
