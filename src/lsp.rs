@@ -40,8 +40,7 @@ use std::process::ExitCode;
 use trackc_compiler::diagnostics::{Diagnostic, Severity};
 use trackc_compiler::span::{FileId, Span};
 use trackc_compiler::syntax::ast::{self, ActionKind, ExprKind, TrackItem};
-use trackc_compiler::syntax::test_file::parse_test_file;
-use trackc_compiler::testing::check_tests;
+use trackc_compiler::testing::check_test_file;
 use trackc_compiler::{compile, Compilation, Input, Options, SqlDialect};
 
 /// The most track files of a project read for definitions and event
@@ -523,18 +522,7 @@ impl Server {
                 schema: project.schema,
             },
         );
-        let id = FileId(compilation.files.len() as u32);
-        let (file, mut diagnostics) = parse_test_file(id, text);
-        compilation
-            .files
-            .push(trackc_compiler::span::SourceFile::new(uri.path(), text));
-        let (_, more) = check_tests(
-            &file,
-            &compilation.program,
-            &compilation.asts,
-            &compilation.files,
-        );
-        diagnostics.extend(more);
+        let (_, diagnostics) = check_test_file(&mut compilation, uri.path(), text);
         let lines = LineIndex::new(text);
         diagnostics
             .iter()

@@ -17,9 +17,8 @@ use trackc_compiler::decision::value_json;
 use trackc_compiler::diagnostics::render_json;
 use trackc_compiler::ir::{Program, Transition};
 use trackc_compiler::jit::Jit;
-use trackc_compiler::span::{FileId, SourceFile};
-use trackc_compiler::syntax::test_file::parse_test_file;
-use trackc_compiler::testing::{check_tests, rule_text, run_test, CheckedTest, TestOutcome};
+use trackc_compiler::span::FileId;
+use trackc_compiler::testing::{check_test_file, rule_text, run_test, CheckedTest, TestOutcome};
 use trackc_compiler::Compilation;
 
 /// The most test files one run reads: far more than a project has, and a
@@ -176,18 +175,8 @@ pub fn test(args: &TestArgs) -> Result<ExitCode, UsageError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| usage(format!("cannot read `{}`: {e}", path.display())))?;
         let id = FileId(compilation.files.len() as u32);
-        let (file, mut diagnostics) = parse_test_file(id, &text);
-        compilation
-            .files
-            .push(SourceFile::new(path.display().to_string(), text));
-        let (tests, more) = check_tests(
-            &file,
-            &compilation.program,
-            &compilation.asts,
-            &compilation.files,
-        );
-        diagnostics.extend(more);
-        diagnostics.sort_by_key(|d| (d.span.start, d.span.end));
+        let name = path.display().to_string();
+        let (tests, diagnostics) = check_test_file(&mut compilation, &name, &text);
         compilation.diagnostics.extend(diagnostics);
         suites.push(Suite { file: id, tests });
     }

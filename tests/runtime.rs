@@ -1043,7 +1043,7 @@ fn why_tells_a_records_path_from_the_decision_history() {
         .flatten()
         .collect();
     for mut db in dbs {
-        db.execute(&std::fs::read_to_string(fixture("history/schema.sql")).unwrap());
+        db.execute(&std::fs::read_to_string(fixture("crash/schema.sql")).unwrap());
         db.execute(
             "INSERT INTO items (id, n, email) VALUES (1, 1, 'one@example.com'), \
              (12, 12, 'twelve@example.com'), (500, 500, 'big@example.com')",
@@ -1179,8 +1179,8 @@ fn plan_counts_what_a_deploy_would_do_and_writes_nothing() {
         step a {\n        when n % 3 = 0 then end\n        when n % 3 = 1 then end\n        else stay\n    }\n}\n";
     for mut db in dbs {
         let dir = temp_dir(&format!("plan-{}", db.name()));
-        std::fs::copy(fixture("history/schema.sql"), dir.join("schema.sql")).unwrap();
-        db.execute(&std::fs::read_to_string(fixture("history/schema.sql")).unwrap());
+        std::fs::copy(fixture("crash/schema.sql"), dir.join("schema.sql")).unwrap();
+        db.execute(&std::fs::read_to_string(fixture("crash/schema.sql")).unwrap());
         let mut values = Vec::new();
         for i in 1..=200 {
             values.push(format!("({i}, {i}, 'i{i}@example.com')"));

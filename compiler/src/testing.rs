@@ -180,6 +180,29 @@ pub fn check_tests(
     (checked, checker.diagnostics)
 }
 
+/// Parses test file `name` (its `text`) and checks it against the tracks
+/// of `compilation`, to which it is added as a file (so that diagnostics
+/// render with it): the tests that can run, and every diagnostic of the
+/// file, in the order of the file.
+pub fn check_test_file(
+    compilation: &mut crate::Compilation,
+    name: &str,
+    text: &str,
+) -> (Vec<CheckedTest>, Vec<Diagnostic>) {
+    let id = FileId(compilation.files.len() as u32);
+    let (file, mut diagnostics) = crate::syntax::test_file::parse_test_file(id, text);
+    compilation.files.push(SourceFile::new(name, text));
+    let (tests, more) = check_tests(
+        &file,
+        &compilation.program,
+        &compilation.asts,
+        &compilation.files,
+    );
+    diagnostics.extend(more);
+    diagnostics.sort_by_key(|d| (d.span.start, d.span.end));
+    (tests, diagnostics)
+}
+
 struct Checker<'a> {
     file: FileId,
     program: &'a Program,

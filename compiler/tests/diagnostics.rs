@@ -73,9 +73,7 @@ fn every_code_has_a_fixture_in_both_formats() {
 /// example track `onboarding`.
 #[test]
 fn every_test_code_has_a_fixture_in_both_formats() {
-    use trackc_compiler::span::{FileId, SourceFile};
-    use trackc_compiler::syntax::test_file::parse_test_file;
-    use trackc_compiler::testing::check_tests;
+    use trackc_compiler::testing::check_test_file;
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/diagnostics");
     let mut paths: Vec<_> = std::fs::read_dir(&dir)
@@ -92,16 +90,7 @@ fn every_test_code_has_a_fixture_in_both_formats() {
         let mut compilation = check_diagnostics("onboarding.dt", track);
         assert_eq!(compilation.diagnostics, vec![]);
         let text = std::fs::read_to_string(&path).unwrap();
-        let id = FileId(compilation.files.len() as u32);
-        let (file, mut diagnostics) = parse_test_file(id, &text);
-        compilation.files.push(SourceFile::new(name.clone(), text));
-        let (_, more) = check_tests(
-            &file,
-            &compilation.program,
-            &compilation.asts,
-            &compilation.files,
-        );
-        diagnostics.extend(more);
+        let (_, diagnostics) = check_test_file(&mut compilation, &name, &text);
         assert!(
             diagnostics.iter().any(|d| d.code.to_string() == code),
             "{name} does not produce {code}: {diagnostics:?}"

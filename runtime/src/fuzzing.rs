@@ -101,28 +101,28 @@ fn example_tracks() -> &'static trackc_compiler::Compilation {
 /// A test file (`*.dt.test`) through its parser and checker against the
 /// example tracks, and every test that checks run through the JIT.
 pub fn dt_test(data: &[u8]) {
-    use trackc_compiler::span::{FileId, SourceFile};
-    use trackc_compiler::syntax::test_file::parse_test_file;
-    use trackc_compiler::testing::{check_tests, run_test};
+    use trackc_compiler::testing::{check_test_file, run_test};
     static JIT: std::sync::OnceLock<trackc_compiler::jit::Jit> = std::sync::OnceLock::new();
     let Ok(text) = std::str::from_utf8(data) else {
         return; // `trackc test` refuses a file that is not UTF-8 first
     };
     let examples = example_tracks();
-    let mut files = examples.files.clone();
-    let id = FileId(files.len() as u32);
-    let (file, mut diagnostics) = parse_test_file(id, text);
-    files.push(SourceFile::new("fuzz.dt.test", text));
-    let (tests, more) = check_tests(&file, &examples.program, &examples.asts, &files);
-    diagnostics.extend(more);
+    let mut compilation = trackc_compiler::Compilation {
+        files: examples.files.clone(),
+        asts: examples.asts.clone(),
+        program: examples.program.clone(),
+        diagnostics: Vec::new(),
+    };
+    let (tests, diagnostics) = check_test_file(&mut compilation, "fuzz.dt.test", text);
+    let files = &compilation.files;
     for d in &diagnostics {
         assert!(d.span.start <= d.span.end && d.span.end <= text.len());
-        render_human(d, &files, false);
-        render_json(d, &files);
+        render_human(d, files, false);
+        render_json(d, files);
     }
     let jit = JIT.get_or_init(|| trackc_compiler::jit::Jit::new().expect("a JIT"));
     for test in &tests {
-        run_test(&examples.program, jit, test).expect("a checked test runs");
+        run_test(&compilation.program, jit, test).expect("a checked test runs");
     }
 }
 
