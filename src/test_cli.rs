@@ -39,8 +39,8 @@ pub struct TestArgs {
     paths: Vec<PathBuf>,
 }
 
-/// What a run reads: track files, test files, and the `schema.sql` beside
-/// the first path, if there is one.
+/// What a run reads: track files, test files, and the first `schema.sql`
+/// found in the folders of the paths, if there is one.
 struct Gathered {
     tracks: Vec<PathBuf>,
     tests: Vec<PathBuf>,

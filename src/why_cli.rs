@@ -9,8 +9,8 @@ use crate::{Format, UsageError};
 use serde_json::{json, Value as Json};
 use std::collections::HashMap;
 use std::process::ExitCode;
+use trackc_compiler::decision::value_json;
 use trackc_compiler::span::{FileId, SourceFile};
-use trackc_compiler::syntax::ast::TrackItem;
 use trackc_compiler::syntax::literals::format_timestamp;
 use trackc_compiler::syntax::parser::parse_file;
 use trackc_runtime::db::RecordHistory;
@@ -36,29 +36,18 @@ struct RuleSource {
 /// The rules of `track` in a deployed source, by (step, rule number).
 fn rules_of(file: &str, source: &str, track: &str) -> HashMap<(String, i64), RuleSource> {
     let (ast, _) = parse_file(FileId(0), source);
-    let sources = [SourceFile::new(file, source)];
+    let text = SourceFile::new(file, source);
     let mut out = HashMap::new();
-    for t in ast.tracks.iter().filter(|t| t.name.name == track) {
-        for item in &t.items {
-            let TrackItem::Step(step) = item else {
-                continue;
-            };
-            let texts = trackc_compiler::rule_texts(
-                std::slice::from_ref(&ast),
-                &sources,
-                track,
-                &step.name.name,
+    for (step, rules) in trackc_compiler::rules_as_written(&ast, &text, track) {
+        for (i, rule) in rules.into_iter().enumerate() {
+            let at = format!("{file}:{}", rule.line);
+            out.insert(
+                (step.clone(), i as i64 + 1),
+                RuleSource {
+                    text: rule.condition,
+                    at,
+                },
             );
-            for (i, (rule, text)) in step.rules.iter().zip(texts).enumerate() {
-                let line = sources[0].line_col(rule.span.start).line;
-                out.insert(
-                    (step.name.name.clone(), i as i64 + 1),
-                    RuleSource {
-                        text,
-                        at: format!("{file}:{line}"),
-                    },
-                );
-            }
         }
     }
     out
@@ -123,7 +112,11 @@ pub fn why(args: &WhyArgs) -> Result<ExitCode, UsageError> {
                 "rule": d.rule,
                 "condition": rule.map(|r| r.text.as_str()),
                 "source": rule.map(|r| r.at.as_str()),
-                "values": d.values,
+                "values": d
+                    .values
+                    .iter()
+                    .map(|(name, v)| (name.clone(), value_json(v)))
+                    .collect::<serde_json::Map<_, _>>(),
                 "next": d.next,
                 "effects": effects,
                 "run": d.run_id,
@@ -148,7 +141,19 @@ pub fn why(args: &WhyArgs) -> Result<ExitCode, UsageError> {
     });
     match args.format {
         Format::Json => println!("{report}"),
-        Format::Human => print!("{}", human(&report)),
+        Format::Human => {
+            // What each decision read, as the track language writes values.
+            let read: Vec<String> = history
+                .decisions
+                .iter()
+                .map(|d| {
+                    let read: Vec<String> =
+                        d.values.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                    read.join(", ")
+                })
+                .collect();
+            print!("{}", human(&report, &read))
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -167,7 +172,8 @@ fn never_entered(history: &RecordHistory, last_run: Option<i64>) -> Option<Strin
     })
 }
 
-fn human(report: &Json) -> String {
+/// The report for people; `read` is what each decision read, in order.
+fn human(report: &Json, read: &[String]) -> String {
     let text = |v: &Json| v.as_str().unwrap_or("").to_string();
     let mut out = format!("{} `{}`", text(&report["track"]), text(&report["key"]));
     if let Some(reason) = report["never_entered"].as_str() {
@@ -198,7 +204,7 @@ fn human(report: &Json) -> String {
     if decisions.is_empty() {
         out += "no decision recorded (history off, or pruned)\n";
     }
-    for d in &decisions {
+    for (n, d) in decisions.iter().enumerate() {
         let rule = match (d["rule"].as_i64(), d["condition"].as_str()) {
             (Some(n), Some(c)) => format!("rule {n}: {c}  ({})", text(&d["source"])),
             (Some(n), None) => format!("rule {n}"),
@@ -209,14 +215,8 @@ fn human(report: &Json) -> String {
             text(&d["at"]),
             text(&d["step"])
         );
-        if let Some(values) = d["values"].as_object() {
-            if !values.is_empty() {
-                let read: Vec<String> = values
-                    .iter()
-                    .map(|(k, v)| format!("{k} = {}", literal(v)))
-                    .collect();
-                out += &format!("    read:    {}\n", read.join(", "));
-            }
+        if let Some(read) = read.get(n).filter(|r| !r.is_empty()) {
+            out += &format!("    read:    {read}\n");
         }
         for e in d["effects"].as_array().into_iter().flatten() {
             let id = e["id"]
@@ -236,14 +236,4 @@ fn human(report: &Json) -> String {
         out += &format!("    next:    {}\n", text(&d["next"]));
     }
     out
-}
-
-/// A JSON value as the track language writes it.
-fn literal(v: &Json) -> String {
-    match v {
-        Json::Null => "null".into(),
-        Json::String(s) if s.len() > 19 && s.as_bytes()[4] == b'-' && s.contains('T') => s.clone(),
-        Json::String(s) => format!("'{}'", s.replace('\'', "''")),
-        other => other.to_string(),
-    }
 }

@@ -163,38 +163,67 @@ pub fn compile(inputs: Vec<Input>, options: Options) -> Compilation {
     }
 }
 
-/// Each rule of step `step` of track `track` as written (`when …` with
-/// its whitespace collapsed, or `else`), from the syntax trees and their
-/// texts; empty if there is no such step.
+/// A rule as written, whitespace collapsed: its condition (`when …`, or
+/// `else`), the whole rule with its actions, and its line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleText {
+    pub condition: String,
+    pub whole: String,
+    pub line: usize,
+}
+
+/// The steps of track `track` in one parsed file (`ast`, from `source`),
+/// each with its rules as written, in order.
+pub fn rules_as_written(
+    ast: &syntax::ast::File,
+    source: &SourceFile,
+    track: &str,
+) -> Vec<(String, Vec<RuleText>)> {
+    use syntax::ast::TrackItem;
+    let collapse = |span: Span| {
+        let words: Vec<&str> = source.text[span.range()].split_whitespace().collect();
+        words.join(" ")
+    };
+    ast.tracks
+        .iter()
+        .filter(|t| t.name.name == track)
+        .flat_map(|t| t.items.iter())
+        .filter_map(|i| match i {
+            TrackItem::Step(s) => Some(s),
+            _ => None,
+        })
+        .map(|step| {
+            let rules = step
+                .rules
+                .iter()
+                .map(|r| RuleText {
+                    condition: match &r.condition {
+                        None => "else".to_string(),
+                        Some(c) => format!("when {}", collapse(c.span)),
+                    },
+                    whole: collapse(r.span),
+                    line: source.line_col(r.span.start).line,
+                })
+                .collect();
+            (step.name.name.clone(), rules)
+        })
+        .collect()
+}
+
+/// Each rule's condition as written (`when …` or `else`) of step `step`
+/// of track `track`, from the syntax trees and their texts; empty if there
+/// is no such step.
 pub fn rule_texts(
     asts: &[syntax::ast::File],
     sources: &[SourceFile],
     track: &str,
     step: &str,
 ) -> Vec<String> {
-    use syntax::ast::TrackItem;
-    let found = asts.iter().find_map(|f| {
-        let t = f.tracks.iter().find(|t| t.name.name == track)?;
-        let s = t.items.iter().find_map(|i| match i {
-            TrackItem::Step(s) if s.name.name == step => Some(s),
-            _ => None,
-        })?;
-        Some((f.id, s))
-    });
-    let Some((file, step)) = found else {
-        return Vec::new();
-    };
-    let text = &sources[file.0 as usize].text;
-    step.rules
-        .iter()
-        .map(|r| match &r.condition {
-            None => "else".to_string(),
-            Some(c) => {
-                let words: Vec<&str> = text[c.span.range()].split_whitespace().collect();
-                format!("when {}", words.join(" "))
-            }
-        })
-        .collect()
+    asts.iter()
+        .flat_map(|f| rules_as_written(f, &sources[f.id.0 as usize], track))
+        .find(|(name, _)| name == step)
+        .map(|(_, rules)| rules.into_iter().map(|r| r.condition).collect())
+        .unwrap_or_default()
 }
 
 /// Compiles one track file given as text; for tests and tools.

@@ -35,7 +35,7 @@ pub struct LoadedTrack {
 /// up to it, its next step and its effects' kinds (`none`: the fields read
 /// when no rule fires). A history row stores a decision as `[step, rule,
 /// values…]` by position; this says what the positions are.
-pub fn history_legend(track: &ir::Track) -> String {
+pub fn history_legend(track: &ir::Track, reads: &[Vec<Vec<usize>>]) -> String {
     use trackc_compiler::ir::{Effect, Transition};
     let fields: Vec<serde_json::Value> = track
         .fields
@@ -45,7 +45,8 @@ pub fn history_legend(track: &ir::Track) -> String {
     let steps: Vec<serde_json::Value> = track
         .steps
         .iter()
-        .map(|s| {
+        .zip(reads)
+        .map(|(s, reads)| {
             let rules: Vec<serde_json::Value> = s
                 .rules
                 .iter()
@@ -66,10 +67,10 @@ pub fn history_legend(track: &ir::Track) -> String {
                             Effect::Emit { .. } => "emit",
                         })
                         .collect();
-                    serde_json::json!({"reads": s.fields_tried(Some(r)), "next": next, "effects": effects})
+                    serde_json::json!({"reads": reads[r], "next": next, "effects": effects})
                 })
                 .collect();
-            serde_json::json!({"name": s.name, "rules": rules, "none": s.fields_tried(None)})
+            serde_json::json!({"name": s.name, "rules": rules, "none": reads[s.rules.len()]})
         })
         .collect();
     serde_json::json!({"fields": fields, "steps": steps}).to_string()
@@ -201,8 +202,7 @@ pub fn load(
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let legend = Arc::new(history_legend(&track));
-        let reads = track
+        let reads: Vec<Vec<Vec<usize>>> = track
             .steps
             .iter()
             .map(|s| {
@@ -211,6 +211,7 @@ pub fn load(
                     .collect()
             })
             .collect();
+        let legend = Arc::new(history_legend(&track, &reads));
         out.push(LoadedTrack {
             deployed: DeployedTrack {
                 name: track.name.clone(),

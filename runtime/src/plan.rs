@@ -12,8 +12,7 @@ use serde::Serialize;
 use std::collections::HashMap;
 use trackc_compiler::block::{key_text, BlockBuilder};
 use trackc_compiler::interp::Env;
-use trackc_compiler::span::FileId;
-use trackc_compiler::syntax::ast::TrackItem;
+use trackc_compiler::span::{FileId, SourceFile};
 use trackc_compiler::syntax::parser::parse_file;
 
 /// Records per block while the source is read (as a run reads it).
@@ -62,25 +61,10 @@ pub struct Stranded {
 /// collapsed), by step name, from a track's source.
 fn rule_texts(source: &str, track: &str) -> Vec<(String, Vec<String>)> {
     let (ast, _) = parse_file(FileId(0), source);
-    ast.tracks
-        .iter()
-        .filter(|t| t.name.name == track)
-        .flat_map(|t| t.items.iter())
-        .filter_map(|i| match i {
-            TrackItem::Step(s) => Some(s),
-            _ => None,
-        })
-        .map(|step| {
-            let texts = step
-                .rules
-                .iter()
-                .map(|r| {
-                    let words: Vec<&str> = source[r.span.range()].split_whitespace().collect();
-                    words.join(" ")
-                })
-                .collect();
-            (step.name.name.clone(), texts)
-        })
+    let file = SourceFile::new("", source);
+    trackc_compiler::rules_as_written(&ast, &file, track)
+        .into_iter()
+        .map(|(step, rules)| (step, rules.into_iter().map(|r| r.whole).collect()))
         .collect()
 }
 

@@ -91,8 +91,8 @@ pub struct Runner<'a> {
     /// `progress` knows the total (one more pass over the source: for a
     /// person watching, not for a server).
     pub count_first: bool,
-    /// Decisions older than this many days are pruned, a batch after each
-    /// run (0: kept forever).
+    /// Decisions older than this many days are pruned after runs
+    /// (`prune_history`; 0: kept forever).
     pub history_days: i64,
 }
 

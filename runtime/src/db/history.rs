@@ -3,7 +3,9 @@
 //! `trackc why` reads about one record. A row is one block's written
 //! changes (docs/runtime.md, "Decision history").
 
-use super::{Change, HistoryRow};
+use super::{Change, DecisionRow, HistoryRow};
+use std::collections::HashMap;
+use trackc_compiler::value::Value;
 
 /// $1 before, $2 limit: blocks decided before an instant.
 pub const PRUNE: &str = "DELETE FROM trackc_history WHERE id IN
@@ -81,28 +83,114 @@ impl<'a> BlockHistory<'a> {
 /// keys, changes, epoch.
 pub type BlockRow = (String, i64, Option<i64>, i64, String, String, Option<i64>);
 
-/// The history of `key` among block rows: (row, epoch, seq) per change of
-/// the record, oldest first.
-pub fn changes_of(key: &str, rows: Vec<BlockRow>) -> Vec<(HistoryRow, Option<u64>, i64)> {
+/// The legend of a version's history (`bundle::history_legend`).
+#[derive(serde::Deserialize)]
+struct Legend {
+    fields: Vec<(String, String)>,
+    steps: Vec<LegendStep>,
+}
+
+#[derive(serde::Deserialize)]
+struct LegendStep {
+    name: String,
+    rules: Vec<LegendRule>,
+    none: Vec<usize>,
+}
+
+#[derive(serde::Deserialize)]
+struct LegendRule {
+    reads: Vec<usize>,
+    next: String,
+    effects: Vec<String>,
+}
+
+/// A stored value as the legend's type says it is (timestamps are stored
+/// in microseconds); anything else is NULL.
+fn typed(ty: &str, v: &serde_json::Value) -> Value {
+    match (ty, v) {
+        ("int", _) | ("timestamp", _) | ("duration", _) => match (ty, v.as_i64()) {
+            ("int", Some(n)) => Value::Int(n),
+            ("timestamp", Some(n)) => Value::Timestamp(n),
+            ("duration", Some(n)) => Value::Duration(n),
+            _ => Value::Null,
+        },
+        ("float", _) => v.as_f64().map_or(Value::Null, Value::Float),
+        ("bool", _) => v.as_bool().map_or(Value::Null, Value::Bool),
+        ("text", serde_json::Value::String(t)) => Value::Text(t.clone()),
+        _ => Value::Null,
+    }
+}
+
+/// The decisions of record `key` in block rows (oldest first), read with
+/// the legends of their versions (by version). A row that does not match
+/// its legend yields what it can, never a panic.
+pub fn decisions_of(
+    key: &str,
+    rows: Vec<BlockRow>,
+    legends: &HashMap<String, String>,
+) -> Vec<DecisionRow> {
+    let mut parsed: HashMap<&str, Option<Legend>> = HashMap::new();
     let mut out = Vec::new();
     for (version, run_id, node, at, keys, changes, epoch) in rows {
         let (Ok(keys), Ok(changes)) = (
             serde_json::from_str::<Vec<String>>(&keys),
-            serde_json::from_str::<Vec<(i64, serde_json::Value)>>(&changes),
+            serde_json::from_str::<Vec<(i64, Vec<Vec<serde_json::Value>>)>>(&changes),
         ) else {
             continue;
         };
+        let Some(Some(legend)) = legends.get_key_value(&version).map(|(v, text)| {
+            parsed
+                .entry(v.as_str())
+                .or_insert_with(|| serde_json::from_str(text).ok())
+                .as_ref()
+        }) else {
+            continue;
+        };
         for (k, (seq, decisions)) in keys.iter().zip(changes) {
-            if k == key {
-                let row = HistoryRow {
+            if k != key {
+                continue;
+            }
+            // Each fired rule added one to the sequence number: count back.
+            let fired = decisions
+                .iter()
+                .filter(|d| d.get(1).and_then(|r| r.as_i64()).is_some_and(|r| r >= 0))
+                .count() as i64;
+            let mut seq_now = seq - fired;
+            for d in decisions {
+                let Some(step) = d
+                    .first()
+                    .and_then(|s| s.as_u64())
+                    .and_then(|s| legend.steps.get(s as usize))
+                else {
+                    continue;
+                };
+                let rule = d.get(1).and_then(|r| r.as_i64()).filter(|r| *r >= 0);
+                let meaning = rule.and_then(|r| step.rules.get(r as usize));
+                if rule.is_some() {
+                    seq_now += 1;
+                }
+                let reads = meaning.map_or(&step.none, |m| &m.reads);
+                let values = reads
+                    .iter()
+                    .zip(d.iter().skip(2))
+                    .filter_map(|(&f, v)| {
+                        let (name, ty) = legend.fields.get(f)?;
+                        Some((name.clone(), typed(ty, v)))
+                    })
+                    .collect();
+                out.push(DecisionRow {
                     version: version.clone(),
-                    legend: Default::default(),
+                    seq: seq_now,
+                    step: step.name.clone(),
+                    rule: rule.map(|r| r + 1),
+                    next: meaning.map_or_else(|| "stay".to_string(), |m| m.next.clone()),
+                    values,
+                    effects: meaning.map(|m| m.effects.clone()).unwrap_or_default(),
                     run_id,
                     node,
+                    epoch: epoch.map(|e| e as u64),
                     at,
-                    decisions: decisions.to_string(),
-                };
-                out.push((row, epoch.map(|e| e as u64), seq));
+                });
             }
         }
     }

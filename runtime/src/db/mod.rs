@@ -180,9 +180,9 @@ pub struct Change {
     pub history: Option<HistoryRow>,
 }
 
-/// The history of one change of one record: a row of `trackc_history`
-/// (docs/runtime.md, "Decision history"), keyed by the record's sequence
-/// number after the change.
+/// The history of one change of one record, written with the other
+/// changes of its block as one row of `trackc_history` (docs/runtime.md,
+/// "Decision history").
 #[derive(Clone, Debug, PartialEq)]
 pub struct HistoryRow {
     /// The hash of the deployed source that decided (`trackc_deployments`).
@@ -211,8 +211,8 @@ pub struct DecisionRow {
     pub rule: Option<i64>,
     /// A step name, `end` or `stay`.
     pub next: String,
-    /// The fields the conditions tried read: a JSON object.
-    pub values: serde_json::Value,
+    /// The fields the conditions tried read, with their values.
+    pub values: Vec<(String, Value)>,
     /// Each effect's kind: `email`, `webhook`, `emit`, `sql`.
     pub effects: Vec<String>,
     pub run_id: i64,
@@ -221,124 +221,19 @@ pub struct DecisionRow {
     pub at: i64,
 }
 
-/// The legend of a version's history (`bundle::history_legend`).
-#[derive(serde::Deserialize)]
-struct Legend {
-    fields: Vec<(String, String)>,
-    steps: Vec<LegendStep>,
-}
-
-#[derive(serde::Deserialize)]
-struct LegendStep {
-    name: String,
-    rules: Vec<LegendRule>,
-    none: Vec<usize>,
-}
-
-#[derive(serde::Deserialize)]
-struct LegendRule {
-    reads: Vec<usize>,
-    next: String,
-    effects: Vec<String>,
-}
-
-impl DecisionRow {
-    /// The decisions of one history row (a change that left the record at
-    /// sequence number `seq`), read with its version's `legend`. A row
-    /// that does not match its legend yields what it can and no panic.
-    pub fn expand(
-        row: &HistoryRow,
-        seq: i64,
-        epoch: Option<u64>,
-        legend: &str,
-    ) -> Vec<DecisionRow> {
-        let (Ok(legend), Ok(stored)) = (
-            serde_json::from_str::<Legend>(legend),
-            serde_json::from_str::<Vec<Vec<serde_json::Value>>>(&row.decisions),
-        ) else {
-            return Vec::new();
-        };
-        // Each fired rule added one to the sequence number: count back.
-        let fired = stored
-            .iter()
-            .filter(|d| d.get(1).and_then(|r| r.as_i64()).is_some_and(|r| r >= 0))
-            .count() as i64;
-        let mut seq_now = seq - fired;
-        let mut out = Vec::new();
-        for d in stored {
-            let Some(step) = d
-                .first()
-                .and_then(|s| s.as_u64())
-                .and_then(|s| legend.steps.get(s as usize))
-            else {
-                continue;
-            };
-            let rule = d.get(1).and_then(|r| r.as_i64()).filter(|r| *r >= 0);
-            let meaning = rule.and_then(|r| step.rules.get(r as usize));
-            let reads = meaning.map_or(&step.none, |m| &m.reads);
-            if rule.is_some() {
-                seq_now += 1;
-            }
-            let values: serde_json::Map<String, serde_json::Value> = reads
-                .iter()
-                .zip(d.iter().skip(2))
-                .filter_map(|(&f, v)| {
-                    let (name, ty) = legend.fields.get(f)?;
-                    let v = match (ty.as_str(), v.as_i64()) {
-                        ("timestamp", Some(micros)) => serde_json::Value::from(
-                            trackc_compiler::syntax::literals::format_timestamp(micros),
-                        ),
-                        _ => v.clone(),
-                    };
-                    Some((name.clone(), v))
-                })
-                .collect();
-            out.push(DecisionRow {
-                version: row.version.clone(),
-                seq: seq_now,
-                step: step.name.clone(),
-                rule: rule.map(|r| r + 1),
-                next: meaning.map_or_else(|| "stay".to_string(), |m| m.next.clone()),
-                values: serde_json::Value::Object(values),
-                effects: meaning.map(|m| m.effects.clone()).unwrap_or_default(),
-                run_id: row.run_id,
-                node: row.node,
-                epoch,
-                at: row.at,
-            });
-        }
-        out
-    }
-}
-
-/// The decisions of history rows (row, epoch, sequence number after the
-/// change), oldest first, read with the legends of their versions.
-pub(crate) fn expand_rows(
-    rows: &[(HistoryRow, Option<u64>, i64)],
-    legends: &std::collections::HashMap<String, String>,
-) -> Vec<DecisionRow> {
-    rows.iter()
-        .flat_map(|(row, epoch, seq)| {
-            let legend = legends.get(&row.version).map_or("", String::as_str);
-            DecisionRow::expand(row, *seq, *epoch, legend)
-        })
-        .collect()
-}
-
 /// How long decisions are kept unless configured (`history_days`).
 pub const HISTORY_DAYS_DEFAULT: i64 = 30;
-/// History rows (changes) deleted per pruning statement: small enough that
+/// History rows (blocks) deleted per pruning statement: small enough that
 /// one statement never holds a lock a block's transaction waits for
-/// noticeably (a few milliseconds), large enough that the scan it needs
-/// (there is no index on the instant) is paid for many rows.
+/// noticeably, large enough that a backlog goes in few statements.
 pub const HISTORY_PRUNE_BATCH: usize = 10_000;
 /// Pruning runs at most this often per process (microseconds: an hour):
-/// retention is counted in days, and each pruning scans the table.
+/// retention is counted in days.
 pub const HISTORY_PRUNE_EVERY: i64 = 3_600_000_000;
 /// One pruning stops after this long (it goes on an hour later), so that
 /// a backlog never holds up the runs.
 pub const HISTORY_PRUNE_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
-/// The most history rows (changes) `why` reads for one record (the newest).
+/// The most history rows (blocks) `why` reads for one record (the newest).
 pub const HISTORY_READ_MAX: usize = 1_000;
 
 /// What `trackc why` reads about one record: its state, its decisions
@@ -602,7 +497,7 @@ pub trait Store: Send {
     fn retry_parked(&mut self, id: Option<&str>, now: i64) -> Result<u64>;
 
     /// Runs plain SQL (set-up scripts, tests).
-    /// Deletes at most `limit` decisions made before `before`; how many.
+    /// Deletes at most `limit` history rows written before `before`; how many.
     fn prune_history(&mut self, before: i64, limit: usize) -> Result<u64>;
 
     /// Everything `trackc why` shows of record `key` of `track`.

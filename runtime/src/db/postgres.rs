@@ -1714,12 +1714,11 @@ impl Store for PgStore {
                 r.get(6),
             )
         })?;
-        let rows = history::changes_of(key, blocks);
         let legends: HashMap<String, String> = self
             .query(history::LEGENDS, &[&track], what, |r| (r.get(0), r.get(1)))?
             .into_iter()
             .collect();
-        let decisions = expand_rows(&rows, &legends);
+        let decisions = history::decisions_of(key, blocks, &legends);
         let outbox = self.query(history::OUTBOX, &[&track, &key, &limit], what, |r| {
             (r.get(0), r.get(1), r.get(2))
         })?;

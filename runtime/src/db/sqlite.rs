@@ -1141,7 +1141,6 @@ impl Store for SqliteStore {
                 ))
             },
         )?;
-        let rows = history::changes_of(key, blocks);
         let legends: HashMap<String, String> = query_all(
             conn,
             &sqlite_placeholders(history::LEGENDS),
@@ -1151,7 +1150,7 @@ impl Store for SqliteStore {
         )?
         .into_iter()
         .collect();
-        let decisions = expand_rows(&rows, &legends);
+        let decisions = history::decisions_of(key, blocks, &legends);
         let outbox = query_all(
             conn,
             &sqlite_placeholders(history::OUTBOX),
