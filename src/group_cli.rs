@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use trackc_runtime::bundle::track_files;
-use trackc_runtime::db::{NewEvent, EMIT_BATCH_MAX};
-use trackc_runtime::node::api::{DeployRequest, EmitRequest, SourceFile};
+use trackc_runtime::db::{AuditAction, NewEvent, EMIT_BATCH_MAX};
+use trackc_runtime::node::api::{emitted, DeployRequest, EmitRequest, SourceFile};
 use trackc_runtime::node::client::{request, Connection};
 use trackc_runtime::node::config::NodeConfig;
 
@@ -32,6 +32,49 @@ pub struct Remote {
     token: TokenArgs,
     #[command(flatten)]
     tls: ClientTlsArgs,
+}
+
+/// Where a command reads or acts: one node's database (`--db`), or a
+/// running group through a node's API (`--to`).
+#[derive(Args)]
+pub struct Target {
+    /// `sqlite:PATH` or `postgres://USER@HOST/DB`: a node's database, read or changed
+    /// directly [default: sqlite:trackc.db, unless --to is given].
+    #[arg(long, value_name = "URL", conflicts_with = "to")]
+    db: Option<String>,
+    /// A node's HTTP API: https://HOST:PORT, or http:// to this machine.
+    #[arg(long, value_name = "URL")]
+    to: Option<String>,
+    #[command(flatten)]
+    token: TokenArgs,
+    #[command(flatten)]
+    tls: ClientTlsArgs,
+}
+
+/// What a `Target` names.
+pub enum Place {
+    Db(String),
+    Group(Remote),
+}
+
+impl Target {
+    pub fn place(&self) -> Result<Place, UsageError> {
+        Ok(match &self.to {
+            None => Place::Db(
+                self.db
+                    .clone()
+                    .unwrap_or_else(|| "sqlite:trackc.db".to_string()),
+            ),
+            Some(to) => Place::Group(Remote {
+                to: to.clone(),
+                token: TokenArgs {
+                    token: self.token.get()?,
+                    token_file: None,
+                },
+                tls: self.tls.clone(),
+            }),
+        })
+    }
 }
 
 /// How the connection to the API is secured.
@@ -192,21 +235,8 @@ pub struct EmitArgs {
     /// one event each, raised in parts of 10,000 per transaction.
     #[arg(long, value_name = "FILE|-")]
     keys_from: Option<PathBuf>,
-    /// A node's HTTP API: https://HOST:PORT, or http:// to this machine.
-    #[arg(
-        long,
-        value_name = "URL",
-        required_unless_present = "db",
-        conflicts_with = "db"
-    )]
-    to: Option<String>,
     #[command(flatten)]
-    token: TokenArgs,
-    #[command(flatten)]
-    tls: ClientTlsArgs,
-    /// Raise the events in this database directly (one node, no group).
-    #[arg(long, value_name = "URL")]
-    db: Option<String>,
+    target: Target,
 }
 
 pub fn node(args: &NodeArgs) -> Result<ExitCode, UsageError> {
@@ -228,7 +258,7 @@ pub fn node(args: &NodeArgs) -> Result<ExitCode, UsageError> {
 }
 
 /// Sends a request; prints the answer's error and exits 1 on a refusal.
-fn call(
+pub(crate) fn call(
     remote: &Remote,
     method: &str,
     path: &str,
@@ -253,24 +283,35 @@ fn call(
     Ok(Err(ExitCode::from(if status == 422 { 1 } else { 2 })))
 }
 
-pub fn deploy(args: &DeployArgs) -> Result<ExitCode, UsageError> {
-    let schema = crate::project::schema_for(args.schema.as_deref(), &args.files).map_err(usage)?;
-    let (files, schema) = track_files(&args.files, schema.as_deref()).map_err(failed)?;
+/// The request that ships the track files under `paths` and their schema
+/// (`schema`, else a directory's schema.sql, else none: the deployed one).
+pub fn deploy_request(
+    paths: &[PathBuf],
+    schema: Option<&std::path::Path>,
+    map: &[String],
+) -> Result<DeployRequest, UsageError> {
+    let (files, schema) = track_files(paths, schema).map_err(failed)?;
     let read = |p: &PathBuf| -> Result<SourceFile, UsageError> {
         Ok(SourceFile {
             name: p.display().to_string(),
             text: std::fs::read_to_string(p).map_err(|e| usage(format!("{}: {e}", p.display())))?,
         })
     };
-    let request = DeployRequest {
+    Ok(DeployRequest {
         files: files.iter().map(read).collect::<Result<_, _>>()?,
         schema: schema.as_ref().map(read).transpose()?,
-        map: args.map.clone(),
-    };
+        map: map.to_vec(),
+    })
+}
+
+pub fn deploy(args: &DeployArgs) -> Result<ExitCode, UsageError> {
+    let schema = crate::project::schema_for(args.schema.as_deref(), &args.files).map_err(usage)?;
+    let request = deploy_request(&args.files, schema.as_deref(), &args.map)?;
     let body = serde_json::to_string(&request).expect("a deploy request encodes");
     match call(&args.remote, "POST", "/deploy", Some(body))? {
         Ok(answer) => {
             println!("deployed: {}", answer["tracks"]);
+            println!("{}", answer["summary"].as_str().unwrap_or(""));
             Ok(ExitCode::SUCCESS)
         }
         Err(code) => Ok(code),
@@ -357,38 +398,35 @@ pub fn drain(args: &DrainArgs) -> Result<ExitCode, UsageError> {
 type RaiseEvents = dyn FnMut(&[NewEvent]) -> Result<Result<(), ExitCode>, UsageError>;
 
 pub fn emit(args: &EmitArgs) -> Result<ExitCode, UsageError> {
-    let mut raise: Box<RaiseEvents> = match (&args.db, &args.to) {
-        (Some(url), _) => {
-            let (_, mut store) = crate::operate::open(url)?;
+    if args.target.db.is_none() && args.target.to.is_none() {
+        return Err(usage("give --to URL (a group) or --db URL (one node)"));
+    }
+    let mut raise: Box<RaiseEvents> = match args.target.place()? {
+        Place::Db(url) => {
+            let (_, mut store) = crate::operate::open(&url)?;
             Box::new(move |events| {
-                store
-                    .insert_events(events, trackc_runtime::clock::now_micros())
-                    .map_err(failed)?;
+                let result = store.insert_events(events, trackc_runtime::clock::now_micros());
+                crate::operate::audit_local(
+                    store.as_mut(),
+                    AuditAction::Emit,
+                    &emitted(events),
+                    &result,
+                );
+                result.map_err(failed)?;
                 Ok(Ok(()))
             })
         }
-        (None, Some(to)) => {
-            let remote = Remote {
-                to: to.clone(),
-                token: TokenArgs {
-                    token: args.token.get()?,
-                    token_file: None,
-                },
-                tls: args.tls.clone(),
-            };
-            Box::new(move |events| {
-                let body: Vec<EmitRequest> = events
-                    .iter()
-                    .map(|e| EmitRequest {
-                        event: e.name.clone(),
-                        key: e.key.clone(),
-                    })
-                    .collect();
-                let body = serde_json::to_string(&body).expect("an emit request encodes");
-                Ok(call(&remote, "POST", "/emit", Some(body))?.map(drop))
-            })
-        }
-        (None, None) => return Err(usage("give --to URL (a group) or --db URL (one node)")),
+        Place::Group(remote) => Box::new(move |events| {
+            let body: Vec<EmitRequest> = events
+                .iter()
+                .map(|e| EmitRequest {
+                    event: e.name.clone(),
+                    key: e.key.clone(),
+                })
+                .collect();
+            let body = serde_json::to_string(&body).expect("an emit request encodes");
+            Ok(call(&remote, "POST", "/emit", Some(body))?.map(drop))
+        }),
     };
     let event = |key: Option<String>| NewEvent {
         name: args.event.clone(),

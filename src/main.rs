@@ -4,6 +4,7 @@
 //! Exit codes: 0 clean (or warnings only), 1 errors in the tracks, 2 usage or
 //! I/O problems (a file that cannot be read, records that are not JSON).
 
+mod audit_cli;
 mod fmt_cli;
 mod group_cli;
 mod lsp;
@@ -11,6 +12,7 @@ mod operate;
 mod plan_cli;
 mod project;
 mod test_cli;
+mod versions_cli;
 mod why_cli;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -132,6 +134,12 @@ enum Command {
     Drain(group_cli::DrainArgs),
     /// Raise an event for a record.
     Emit(group_cli::EmitArgs),
+    /// The deploys kept in the deploy history: number, when, who, what changed, files.
+    Versions(versions_cli::VersionsArgs),
+    /// Ship an earlier deploy's files and schema again, with the checks of any deploy.
+    Rollback(versions_cli::RollbackArgs),
+    /// The audit log: deploys, rollbacks, drains, emits, outbox retries, refused requests.
+    Audit(audit_cli::AuditArgs),
     /// Bearer tokens for the group's API.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -236,6 +244,9 @@ fn main() -> ExitCode {
         Command::Status(args) => group_cli::status(&args),
         Command::Drain(args) => group_cli::drain(&args),
         Command::Emit(args) => group_cli::emit(&args),
+        Command::Versions(args) => versions_cli::versions(&args),
+        Command::Rollback(args) => versions_cli::rollback(&args),
+        Command::Audit(args) => audit_cli::audit(&args),
         Command::Token(TokenCommand::New(args)) => group_cli::token_new(&args),
     };
     match result {

@@ -1,6 +1,7 @@
 //! `trackc run`, `trackc outbox` and `trackc demo`: the runtime on one
 //! node.
 
+use crate::group_cli::Place;
 use crate::{usage, UsageError};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use trackc_compiler::jit::Jit;
 use trackc_runtime::bundle::{self, LoadedTrack};
-use trackc_runtime::db::{self, DbUrl, Store};
+use trackc_runtime::db::{self, Actor, AuditAction, AuditEntry, DbUrl, Store};
 use trackc_runtime::deliver::{Deliverer, DeliveryConfig, DeliveryStats};
 use trackc_runtime::engine;
 use trackc_runtime::run::{Progress, RunStats, Runner, BLOCK_RECORDS};
@@ -47,8 +48,9 @@ pub struct RunArgs {
     no_deliver: bool,
     #[command(flatten)]
     delivery: DeliveryArgs,
-    /// Track files, or directories of them.
-    #[arg(required = true, value_name = "DIR|FILES")]
+    /// Track files, or directories of them [default: the tracks deployed in the database,
+    /// as `trackc rollback` or a group left them].
+    #[arg(value_name = "DIR|FILES")]
     paths: Vec<PathBuf>,
 }
 
@@ -138,8 +140,8 @@ pub enum OutboxCommand {
     },
     /// Put parked rows back in the queue, due now: one by id, or all.
     Retry {
-        #[arg(long, value_name = "URL", default_value = "sqlite:trackc.db")]
-        db: String,
+        #[command(flatten)]
+        target: crate::group_cli::Target,
         #[arg(value_name = "ID", required_unless_present = "all")]
         id: Option<String>,
         #[arg(long, conflicts_with = "id")]
@@ -155,6 +157,52 @@ pub struct DemoArgs {
     /// Contacts to generate (the first time).
     #[arg(long, default_value_t = 100_000)]
     contacts: u64,
+}
+
+/// Deploys tracks given on this machine (by `local`), writing the deploy
+/// to the audit log when it changed something or was refused, and saying
+/// what changed.
+pub(crate) fn deploy_local(
+    store: &mut dyn Store,
+    tracks: &[LoadedTrack],
+    sources: &bundle::Sources,
+    map: &[String],
+) -> Result<bundle::Deployed, UsageError> {
+    let request = bundle::DeployRequest {
+        sources,
+        map,
+        by: &Actor::local(),
+        rollback_of: None,
+    };
+    let result = bundle::deploy(store, tracks, &request);
+    if result.as_ref().map_or(true, |d| d.number.is_some()) {
+        let files: Vec<&str> = sources.0.iter().map(|f| f.0.as_str()).collect();
+        audit_local(store, AuditAction::Deploy, &files.join(", "), &result);
+    }
+    let deployed = result.map_err(failed)?;
+    if let Some(n) = deployed.number {
+        eprintln!("deploy {n}: changed {}", deployed.changed.join(", "));
+    }
+    Ok(deployed)
+}
+
+/// Writes the audit entry of a command given the database itself (by
+/// `local`), saying how `result` ended.
+pub(crate) fn audit_local<T>(
+    store: &mut dyn Store,
+    action: AuditAction,
+    target: &str,
+    result: &trackc_runtime::Result<T>,
+) {
+    let outcome = trackc_runtime::db::audit::outcome(result);
+    let entry = AuditEntry::new(
+        trackc_runtime::clock::now_micros(),
+        &Actor::local(),
+        action,
+        target,
+        &outcome,
+    );
+    trackc_runtime::db::audit::write(store, &entry);
 }
 
 pub(crate) fn failed(e: trackc_runtime::Error) -> UsageError {
@@ -190,9 +238,27 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
     }
     let (url, mut store) = open(&args.db)?;
     let jit = Jit::new().map_err(|e| usage(e.to_string()))?;
-    let schema = crate::project::schema_for(args.schema.as_deref(), &args.paths).map_err(usage)?;
-    let (files, schema) = bundle::read_paths(&args.paths, schema.as_deref()).map_err(failed)?;
-    let mut tracks = bundle::load(&jit, &files, schema.clone(), url.dialect()).map_err(failed)?;
+    let sources = if args.paths.is_empty() {
+        if !args.map.is_empty() || args.schema.is_some() {
+            return Err(usage(
+                "--map and --schema go with track files: without files, what is deployed runs",
+            ));
+        }
+        let sources = bundle::deployed_sources(store.as_mut()).map_err(failed)?;
+        if sources.0.is_empty() {
+            return Err(usage(format!(
+                "nothing is deployed in {}: give track files (or directories of them)",
+                trackc_runtime::error::redact_url(&args.db)
+            )));
+        }
+        sources
+    } else {
+        let schema =
+            crate::project::schema_for(args.schema.as_deref(), &args.paths).map_err(usage)?;
+        bundle::read_paths(&args.paths, schema.as_deref()).map_err(failed)?
+    };
+    let mut tracks =
+        bundle::load(&jit, &sources.0, sources.1.clone(), url.dialect()).map_err(failed)?;
     for name in &args.no_history_for {
         if !tracks.iter().any(|t| &t.ir.name == name) {
             return Err(usage(format!("--no-history-for {name}: no such track")));
@@ -201,10 +267,8 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
     for t in &mut tracks {
         t.history = !args.no_history && !args.no_history_for.contains(&t.ir.name);
     }
-    let changed =
-        bundle::deploy(store.as_mut(), &tracks, &args.map, schema.as_ref()).map_err(failed)?;
-    if !changed.is_empty() {
-        eprintln!("deployed: {}", changed.join(", "));
+    if !args.paths.is_empty() {
+        deploy_local(store.as_mut(), &tracks, &sources, &args.map)?;
     }
     let deliverer = if args.no_deliver {
         None
@@ -377,11 +441,27 @@ pub fn outbox(command: &OutboxCommand) -> Result<ExitCode, UsageError> {
             println!("{}", delivery_line(&stats));
             Ok(ExitCode::SUCCESS)
         }
-        OutboxCommand::Retry { db, id, all: _ } => {
-            let (_, mut store) = open(db)?;
-            let n = store
-                .retry_parked(id.as_deref(), trackc_runtime::clock::now_micros())
-                .map_err(failed)?;
+        OutboxCommand::Retry { target, id, all: _ } => {
+            let n = match target.place()? {
+                Place::Db(url) => {
+                    let (_, mut store) = open(&url)?;
+                    let result =
+                        store.retry_parked(id.as_deref(), trackc_runtime::clock::now_micros());
+                    let what = match id {
+                        Some(id) => format!("outbox row {id}"),
+                        None => "every parked outbox row".into(),
+                    };
+                    audit_local(store.as_mut(), AuditAction::OutboxRetry, &what, &result);
+                    result.map_err(failed)?
+                }
+                Place::Group(remote) => {
+                    let body = serde_json::json!({ "id": id }).to_string();
+                    match crate::group_cli::call(&remote, "POST", "/outbox/retry", Some(body))? {
+                        Ok(answer) => answer["requeued"].as_u64().unwrap_or(0),
+                        Err(code) => return Ok(code),
+                    }
+                }
+            };
             if n == 0 {
                 return Err(usage(match id {
                     Some(id) => format!("no parked outbox row `{id}`"),
@@ -441,7 +521,7 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, UsageError> {
     ));
     let tracks: Vec<LoadedTrack> =
         bundle::load(&jit, &files, schema.clone(), url.dialect()).map_err(failed)?;
-    bundle::deploy(store.as_mut(), &tracks, &[], schema.as_ref()).map_err(failed)?;
+    deploy_local(store.as_mut(), &tracks, &(files, schema), &[])?;
     let stop = stop_flag()?;
     let bar = ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(100));

@@ -1,6 +1,8 @@
-//! `trackc plan FILES… --db URL`: a dry run of deploying the files now
-//! (runtime/src/plan.rs); nothing is written.
+//! `trackc plan FILES… (--db URL | --to URL)`: a dry run of deploying the
+//! files now (runtime/src/plan.rs, here or on a node of the group);
+//! nothing is written.
 
+use crate::group_cli::{call, deploy_request, Place, Target};
 use crate::operate::{failed, open};
 use crate::{usage, Format, UsageError};
 use std::path::PathBuf;
@@ -12,9 +14,10 @@ use trackc_runtime::plan::Plan;
 
 #[derive(clap::Args)]
 pub struct PlanArgs {
-    /// `sqlite:PATH` or `postgres://USER@HOST/DB`: the database the tracks would be deployed to.
-    #[arg(long, value_name = "URL", default_value = "sqlite:trackc.db")]
-    db: String,
+    /// Where the tracks would be deployed: `--db URL` (one node's database) or `--to URL` (a
+    /// group; the author role).
+    #[command(flatten)]
+    target: Target,
     /// `CREATE TABLE` statements for field types (default: `schema` of the files'
     /// trackc.toml, else schema.sql in a directory given).
     #[arg(long, value_name = "FILE.sql")]
@@ -28,12 +31,28 @@ pub struct PlanArgs {
 }
 
 pub fn plan(args: &PlanArgs) -> Result<ExitCode, UsageError> {
-    let (url, mut store) = open(&args.db)?;
-    let jit = Jit::new().map_err(|e| usage(e.to_string()))?;
     let schema = crate::project::schema_for(args.schema.as_deref(), &args.paths).map_err(usage)?;
-    let tracks =
-        bundle::load_paths(&jit, &args.paths, schema.as_deref(), url.dialect()).map_err(failed)?;
-    let plan = trackc_runtime::plan::plan(store.as_mut(), &tracks, now_micros()).map_err(failed)?;
+    let plan = match args.target.place()? {
+        Place::Db(url) => {
+            let (url, mut store) = open(&url)?;
+            let jit = Jit::new().map_err(|e| usage(e.to_string()))?;
+            let tracks = bundle::load_paths(&jit, &args.paths, schema.as_deref(), url.dialect())
+                .map_err(failed)?;
+            trackc_runtime::plan::plan(store.as_mut(), &tracks, now_micros()).map_err(failed)?
+        }
+        Place::Group(remote) => {
+            let request = deploy_request(&args.paths, schema.as_deref(), &[])?;
+            let body = serde_json::to_string(&request).expect("a plan request encodes");
+            match call(&remote, "POST", "/plan", Some(body))? {
+                Ok(answer) => serde_json::from_value::<Plan>(answer).map_err(|e| {
+                    usage(format!(
+                        "the node answered a plan this trackc cannot read: {e}"
+                    ))
+                })?,
+                Err(code) => return Ok(code),
+            }
+        }
+    };
     match args.format {
         Format::Json => println!(
             "{}",

@@ -1,25 +1,19 @@
-//! `trackc why TRACK KEY --db URL`: a record's path through a track, from
-//! the decision history (docs/runtime.md, "Decision history"): per
-//! decision the step, the rule as the deciding version wrote it (file and
-//! line), the values its conditions read, the effects with their delivery
-//! state, and where the record waits now.
+//! `trackc why TRACK KEY (--db URL | --to URL)`: a record's path through a
+//! track (runtime/src/why.rs builds the report, here or on a node of the
+//! group), printed for people or as JSON.
 
+use crate::group_cli::{call, Place, Target};
 use crate::operate::{failed, open};
-use crate::{Format, UsageError};
-use serde_json::{json, Value as Json};
-use std::collections::HashMap;
+use crate::{usage, Format, UsageError};
+use serde_json::Value as Json;
 use std::process::ExitCode;
-use trackc_compiler::decision::value_json;
-use trackc_compiler::span::{FileId, SourceFile};
-use trackc_compiler::syntax::literals::format_timestamp;
-use trackc_compiler::syntax::parser::parse_file;
-use trackc_runtime::db::RecordHistory;
+use trackc_compiler::jit::Jit;
+use trackc_runtime::node::client::query;
 
 #[derive(clap::Args)]
 pub struct WhyArgs {
-    /// `sqlite:PATH` or `postgres://USER@HOST/DB`: the database of a node.
-    #[arg(long, value_name = "URL", default_value = "sqlite:trackc.db")]
-    db: String,
+    #[command(flatten)]
+    target: Target,
     /// `human` for people, `json` for tools (one object).
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
@@ -27,153 +21,42 @@ pub struct WhyArgs {
     key: String,
 }
 
-/// A rule as its version wrote it: `when …` (or `else`), and where.
-struct RuleSource {
-    text: String,
-    at: String,
-}
-
-/// The rules of `track` in a deployed source, by (step, rule number).
-fn rules_of(file: &str, source: &str, track: &str) -> HashMap<(String, i64), RuleSource> {
-    let (ast, _) = parse_file(FileId(0), source);
-    let text = SourceFile::new(file, source);
-    let mut out = HashMap::new();
-    for (step, rules) in trackc_compiler::rules_as_written(&ast, &text, track) {
-        for (i, rule) in rules.into_iter().enumerate() {
-            let at = format!("{file}:{}", rule.line);
-            out.insert(
-                (step.clone(), i as i64 + 1),
-                RuleSource {
-                    text: rule.condition,
-                    at,
-                },
-            );
-        }
-    }
-    out
-}
-
 pub fn why(args: &WhyArgs) -> Result<ExitCode, UsageError> {
-    let (_, mut store) = open(&args.db)?;
-    let history = store
-        .record_history(&args.track, &args.key)
-        .map_err(failed)?;
-    let known = store.deployed().map_err(failed)?;
-    let Some(deployed) = known.iter().find(|d| d.name == args.track) else {
-        let names: Vec<&str> = known.iter().map(|d| d.name.as_str()).collect();
-        return Err(crate::usage(format!(
-            "no track `{}` is deployed in this database (tracks: {})",
-            args.track,
-            names.join(", ")
-        )));
+    let report = match args.target.place()? {
+        Place::Db(url) => {
+            let (_, mut store) = open(&url)?;
+            let jit = Jit::new().map_err(|e| usage(e.to_string()))?;
+            trackc_runtime::why::report(store.as_mut(), &jit, &args.track, &args.key)
+                .map_err(failed)?
+        }
+        Place::Group(remote) => {
+            let path = format!(
+                "/why?{}",
+                query(&[("track", &args.track), ("key", &args.key)])
+            );
+            match call(&remote, "GET", &path, None)? {
+                Ok(report) => report,
+                Err(code) => return Ok(code),
+            }
+        }
     };
-    let last_run = store.last_run(&args.track).map_err(failed)?;
-    // The rules of every version that decided, by its hash.
-    let mut rules: HashMap<&str, HashMap<(String, i64), RuleSource>> = HashMap::new();
-    for (hash, source) in &history.sources {
-        rules.insert(hash, rules_of(&deployed.file, source, &args.track));
-    }
-    let outbox: HashMap<&str, (&str, Option<&str>)> = history
-        .outbox
-        .iter()
-        .map(|(id, state, error)| (id.as_str(), (state.as_str(), error.as_deref())))
-        .collect();
-    let decisions: Vec<Json> = history
-        .decisions
-        .iter()
-        .map(|d| {
-            let rule = d
-                .rule
-                .and_then(|r| rules.get(d.version.as_str())?.get(&(d.step.clone(), r)));
-            let effects: Vec<Json> = d
-                .effects
-                .iter()
-                .enumerate()
-                .map(|(n, kind)| {
-                    // An effect's row is named by the record's sequence
-                    // number after the decision and the effect's place.
-                    let id = format!("{}/{}/{}/{n}", args.track, args.key, d.seq);
-                    let (id, state, error) = match kind.as_str() {
-                        "sql" => (None, "applied", None),
-                        "emit" => (Some(id), "raised", None),
-                        _ => {
-                            let (state, error) =
-                                outbox.get(id.as_str()).copied().unwrap_or(("pruned", None));
-                            (Some(id), state, error)
-                        }
-                    };
-                    json!({"kind": kind, "id": id, "state": state, "error": error})
-                })
-                .collect();
-            json!({
-                "at": format_timestamp(d.at),
-                "version": d.version,
-                "step": d.step,
-                "rule": d.rule,
-                "condition": rule.map(|r| r.text.as_str()),
-                "source": rule.map(|r| r.at.as_str()),
-                "values": d
-                    .values
-                    .iter()
-                    .map(|(name, v)| (name.clone(), value_json(v)))
-                    .collect::<serde_json::Map<_, _>>(),
-                "next": d.next,
-                "effects": effects,
-                "run": d.run_id,
-                "node": d.node,
-                "epoch": d.epoch,
-            })
-        })
-        .collect();
-    let now = history.state.as_ref().map(|s| {
-        json!({
-            "step": s.step.as_deref().unwrap_or("end"),
-            "since": format_timestamp(s.entered_at),
-            "wake_at": s.wake_at.map(format_timestamp),
-        })
-    });
-    let report = json!({
-        "track": args.track,
-        "key": args.key,
-        "now": now,
-        "decisions": decisions,
-        "never_entered": never_entered(&history, last_run),
-    });
     match args.format {
         Format::Json => println!("{report}"),
-        Format::Human => {
-            // What each decision read, as the track language writes values.
-            let read: Vec<String> = history
-                .decisions
-                .iter()
-                .map(|d| {
-                    let read: Vec<String> =
-                        d.values.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-                    read.join(", ")
-                })
-                .collect();
-            print!("{}", human(&report, &read))
-        }
+        Format::Human => print!("{}", human(&report)),
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// Why a record has no state, if it has none.
-fn never_entered(history: &RecordHistory, last_run: Option<i64>) -> Option<String> {
-    if history.state.is_some() || !history.decisions.is_empty() {
-        return None;
+/// A value as the track language writes it: text in single quotes.
+fn written(value: &Json) -> String {
+    match value {
+        Json::String(s) => format!("'{}'", s.replace('\'', "''")),
+        other => other.to_string(),
     }
-    Some(match last_run {
-        None => "the track has not run yet".to_string(),
-        Some(at) => format!(
-            "the track's source has not selected this key in any run (the last at {})",
-            format_timestamp(at)
-        ),
-    })
 }
 
-/// The report for people; `read` is what each decision read, in order.
-fn human(report: &Json, read: &[String]) -> String {
+/// The report for people.
+fn human(report: &Json) -> String {
     let text = |v: &Json| v.as_str().unwrap_or("").to_string();
     let mut out = format!("{} `{}`", text(&report["track"]), text(&report["key"]));
     if let Some(reason) = report["never_entered"].as_str() {
@@ -204,7 +87,7 @@ fn human(report: &Json, read: &[String]) -> String {
     if decisions.is_empty() {
         out += "no decision recorded (history off, or pruned)\n";
     }
-    for (n, d) in decisions.iter().enumerate() {
+    for d in &decisions {
         let rule = match (d["rule"].as_i64(), d["condition"].as_str()) {
             (Some(n), Some(c)) => format!("rule {n}: {c}  ({})", text(&d["source"])),
             (Some(n), None) => format!("rule {n}"),
@@ -215,8 +98,14 @@ fn human(report: &Json, read: &[String]) -> String {
             text(&d["at"]),
             text(&d["step"])
         );
-        if let Some(read) = read.get(n).filter(|r| !r.is_empty()) {
-            out += &format!("    read:    {read}\n");
+        let read: Vec<String> = d["values"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(name, v)| format!("{name} = {}", written(v)))
+            .collect();
+        if !read.is_empty() {
+            out += &format!("    read:    {}\n", read.join(", "));
         }
         for e in d["effects"].as_array().into_iter().flatten() {
             let id = e["id"]

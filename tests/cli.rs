@@ -434,7 +434,7 @@ fn check_reads_the_project_file() {
     // itself finds no table, but the tracks compile and deploy).
     let db = format!("sqlite:{}", dir.join("state.db").display());
     let o = trackc(&["run", "--db", &db, "--once", path]);
-    assert!(stderr(&o).contains("deployed: t"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("deploy 1: changed t"), "{}", stderr(&o));
     // Without the project file the field types are unknown (E013).
     std::fs::rename(dir.join("trackc.toml"), dir.join("off.toml")).unwrap();
     let o = trackc(&["check", path]);

@@ -1054,9 +1054,10 @@ fn why_tells_a_records_path_from_the_decision_history() {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out));
+        let url = db.url.clone();
         let why = |key: &str, format: &str| {
             let out = trackc()
-                .args(["why", "--db", &db.url, "--format", format, "journey", key])
+                .args(["why", "--db", &url, "--format", format, "journey", key])
                 .output()
                 .unwrap();
             assert!(out.status.success(), "{}", text(&out));
@@ -1113,10 +1114,42 @@ fn why_tells_a_records_path_from_the_decision_history() {
             human.contains("effect:  emit journey/12/3/0 (raised)"),
             "{human}"
         );
+        // 500 is not selected (n < 100): the source, asked again for that
+        // key alone, still does not select it. 7 was added after the run:
+        // the source selects it now, and it enters at the next run.
         let never = why("500", "human");
         assert!(
-            never.contains("never entered: the track's source has not selected this key"),
+            never.contains("never entered: the track's source does not select this key"),
             "{never}"
+        );
+        db.execute("INSERT INTO items (id, n, email) VALUES (7, 7, 'seven@example.com')");
+        let later: serde_json::Value = serde_json::from_str(&why("7", "json")).unwrap();
+        assert!(
+            later["never_entered"]
+                .as_str()
+                .unwrap()
+                .contains("selects this key now"),
+            "{later}"
+        );
+        db.execute("DELETE FROM items WHERE id = 7");
+        // A parked e-mail says so, with its last error.
+        let out = trackc()
+            .args(["outbox", "deliver", "--db", &db.url, "--max-attempts", "1"])
+            .args(["--smtp", "smtp://127.0.0.1:1", "--templates"])
+            .arg(fixture("crash/templates"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let parked: serde_json::Value = serde_json::from_str(&why("1", "json")).unwrap();
+        let effect = &parked["decisions"][2]["effects"][0];
+        assert_eq!(effect["state"], "parked", "{parked}");
+        assert!(
+            !effect["error"].as_str().unwrap_or("").is_empty(),
+            "{parked}"
+        );
+        assert!(
+            why("1", "human").contains("effect:  email journey/1/3/0 (parked: "),
+            "{parked}"
         );
         // One row per block, holding the decisions of its records.
         assert_eq!(db.count("SELECT count(*) FROM trackc_history"), 1);
@@ -1290,6 +1323,198 @@ fn plan_counts_what_a_deploy_would_do_and_writes_nothing() {
             deployments
         );
         assert_eq!(db.count("SELECT count(*) FROM trackc_history"), history);
+    }
+}
+
+/// The deploy history and the audit log on SQLite and PostgreSQL: each
+/// deploy that changes something is kept with its files, map, who and
+/// when; a rollback ships an earlier deploy again with the checks of any
+/// deploy (a step it lacks that holds records needs --map); `trackc run`
+/// without files runs what is deployed; deploys, refusals, rollbacks,
+/// emits and retries are in the audit log.
+#[test]
+fn deploys_are_kept_rolled_back_and_audited() {
+    let dbs: Vec<Db> = [Some(Db::sqlite("versions")), Db::postgres("versions")]
+        .into_iter()
+        .flatten()
+        .collect();
+    let v1 =
+        "track waits {\n    source key id { SELECT id, n, email FROM items }\n    on every 1h\n\
+        step a {\n        when n % 2 = 0 then goto b\n    }\n\
+        step b {\n        wait 1d\n        when n > 0 then end\n    }\n}\n";
+    let v2 =
+        "track waits {\n    source key id { SELECT id, n, email FROM items }\n    on every 1h\n\
+        step a {\n        when n % 2 = 0 then end\n    }\n}\n";
+    for mut db in dbs {
+        let dir = temp_dir(&format!("versions-{}", db.name()));
+        std::fs::copy(fixture("crash/schema.sql"), dir.join("schema.sql")).unwrap();
+        db.execute(&std::fs::read_to_string(fixture("crash/schema.sql")).unwrap());
+        db.execute(
+            "INSERT INTO items (id, n, email) VALUES (1, 1, 'a@example.com'), \
+             (2, 2, 'b@example.com'), (4, 4, 'c@example.com')",
+        );
+        let file = dir.join("waits.dt");
+        let url = db.url.clone();
+        let trackc_on = |args: &[&str]| trackc().args(args).args(["--db", &url]).output().unwrap();
+        let run = |extra: &[&str]| {
+            trackc()
+                .args(["run", "--once", "--no-deliver", "--db", &url])
+                .args(extra)
+                .output()
+                .unwrap()
+        };
+        let dir_arg = dir.to_str().unwrap();
+        std::fs::write(&file, v1).unwrap();
+        let out = run(&[dir_arg]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("deploy 1: changed waits"),
+            "{}",
+            text(&out)
+        );
+        assert_eq!(
+            db.count("SELECT count(*) FROM trackc_state WHERE step = 'b'"),
+            2
+        );
+        // The same files again: nothing changed, nothing kept.
+        let out = run(&[dir_arg]);
+        assert!(out.status.success(), "{}", text(&out));
+        // v2 removes b, which holds two records: refused, then mapped.
+        std::fs::write(&file, v2).unwrap();
+        let out = run(&[dir_arg]);
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("--map waits.b=STEP"), "{}", text(&out));
+        let out = run(&["--map", "waits.b=a", dir_arg]);
+        assert!(out.status.success(), "{}", text(&out));
+        let versions = |db_args: &[&str]| -> serde_json::Value {
+            let mut args = vec!["versions", "--format", "json"];
+            args.extend_from_slice(db_args);
+            let out = trackc_on(&args);
+            assert!(out.status.success(), "{}", text(&out));
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        let list = versions(&[]);
+        let deploys = list["deploys"].as_array().unwrap();
+        assert_eq!(deploys.len(), 2, "{list}");
+        assert_eq!(deploys[0]["number"], 2);
+        assert_eq!(deploys[0]["by"], "local");
+        assert_eq!(deploys[0]["changed"], serde_json::json!(["waits"]));
+        assert_eq!(deploys[0]["map"], serde_json::json!(["waits.b=a"]));
+        assert!(deploys[0]["files"][0]
+            .as_str()
+            .unwrap()
+            .ends_with("waits.dt"));
+        assert_eq!(deploys[1]["number"], 1);
+        assert_ne!(deploys[0]["hash"], deploys[1]["hash"]);
+        let active_source = |db: &mut Db| {
+            db.count(&format!(
+                "SELECT count(*) FROM trackc_deployments WHERE active AND source = '{}'",
+                v1.replace('\'', "''")
+            ))
+        };
+        assert_eq!(active_source(&mut db), 0);
+        // Roll back to deploy 1: its text is deployed again, as deploy 3.
+        let out = trackc_on(&["rollback", "1"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("deploy 3: deploy 1's files again; changed waits"),
+            "{}",
+            text(&out)
+        );
+        assert_eq!(active_source(&mut db), 1);
+        assert_eq!(versions(&[])["deploys"][0]["rollback_of"], 1);
+        let human = String::from_utf8_lossy(&trackc_on(&["versions"]).stdout).into_owned();
+        assert!(human.contains("deploy 3  "), "{human}");
+        assert!(human.contains(", a rollback to deploy 1"), "{human}");
+        // Again: nothing to change.
+        let out = trackc_on(&["rollback", "1"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("nothing changed"), "{}", text(&out));
+        // `trackc run` without files runs what is deployed (v1): a new
+        // record goes to b (2 and 4 ended under v2), and rolling back to
+        // deploy 2 (no b) is refused.
+        db.execute("INSERT INTO items (id, n, email) VALUES (6, 6, 'd@example.com')");
+        let out = run(&[]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(
+            db.count("SELECT count(*) FROM trackc_state WHERE step = 'b'"),
+            1
+        );
+        let out = trackc_on(&["rollback", "2"]);
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("step `b` holds 1 record(s)"),
+            "{}",
+            text(&out)
+        );
+        let out = trackc_on(&["rollback", "2", "--map", "waits.b=a"]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(
+            db.count("SELECT count(*) FROM trackc_state WHERE step = 'b'"),
+            0
+        );
+        let out = trackc_on(&["rollback", "99"]);
+        assert!(!out.status.success(), "{}", text(&out));
+        assert!(
+            text(&out).contains("there is no deploy 99: deploys are numbered 1 to 4"),
+            "{}",
+            text(&out)
+        );
+        // An emit and a retry of the outbox, given the database itself.
+        let out = trackc_on(&["emit", "nudge", "--key", "1"]);
+        assert!(out.status.success(), "{}", text(&out));
+        let out = trackc_on(&["outbox", "retry", "--all"]);
+        assert!(!out.status.success(), "nothing parked: {}", text(&out));
+        let audit = |extra: &[&str]| -> Vec<(String, String, String)> {
+            let mut args = vec!["audit", "--format", "json"];
+            args.extend_from_slice(extra);
+            let out = trackc_on(&args);
+            assert!(out.status.success(), "{}", text(&out));
+            let log: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            log["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    assert_eq!(e["who"], "local", "{e}");
+                    let result = e["result"].as_str().unwrap();
+                    let result = result.split(':').next().unwrap().to_string();
+                    (
+                        e["action"].as_str().unwrap().to_string(),
+                        e["target"].as_str().unwrap().to_string(),
+                        result,
+                    )
+                })
+                .collect()
+        };
+        let entries = audit(&[]);
+        let actions: Vec<(&str, &str)> = entries
+            .iter()
+            .map(|(a, _, r)| (a.as_str(), r.as_str()))
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                ("deploy", "ok"),
+                ("deploy", "refused"),
+                ("deploy", "ok"),
+                ("rollback", "ok"),
+                ("rollback", "ok"),
+                ("rollback", "refused"),
+                ("rollback", "ok"),
+                ("rollback", "refused"),
+                ("emit", "ok"),
+                ("outbox retry", "ok"),
+            ],
+            "{entries:?}"
+        );
+        assert_eq!(entries[3].1, "deploy 1");
+        assert_eq!(entries[8].1, "event nudge (1 raised)");
+        assert_eq!(audit(&["--since", "1h"]).len(), entries.len());
+        assert!(audit(&["--since", "2999-01-01T00:00:00Z"]).is_empty());
+        let out = trackc_on(&["audit", "--since", "yesterday"]);
+        assert!(!out.status.success());
+        assert!(text(&out).contains("write a duration"), "{}", text(&out));
     }
 }
 

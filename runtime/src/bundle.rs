@@ -1,7 +1,7 @@
 //! Tracks as the runtime holds them: checked by the compiler, each step
 //! compiled by the JIT, and the form they are deployed in.
 
-use crate::db::{content_hash, DeployedTrack, Dialect, Store};
+use crate::db::{content_hash, Actor, DeployedTrack, Dialect, NewDeploy, Store};
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -265,20 +265,40 @@ pub fn read_paths(paths: &[PathBuf], schema: Option<&Path>) -> Result<Sources> {
 /// Track files and the schema, each as (name, text).
 pub type Sources = (Vec<(String, String)>, Option<(String, String)>);
 
+/// How a deploy was asked for: the files and schema it ships (kept in
+/// the deploy history), the `--map` of records in removed steps, who asks,
+/// and the deploy it ships again when it is a rollback.
+pub struct DeployRequest<'a> {
+    pub sources: &'a Sources,
+    pub map: &'a [String],
+    pub by: &'a Actor,
+    pub rollback_of: Option<i64>,
+}
+
+/// What a deploy did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Deployed {
+    /// The tracks that changed.
+    pub changed: Vec<String>,
+    /// Its number in the deploy history; `None` when nothing changed (the
+    /// same tracks and schema were deployed already) and nothing was kept.
+    pub number: Option<i64>,
+}
+
 /// Deploys `tracks`: a track whose steps changed keeps every record in a
 /// step that still exists; records in a removed step move per `map`
 /// (`track.step=new_step`), and without a mapping the deploy is refused.
 /// The schema they were checked against, when there is one, is deployed
-/// with them: the nodes of a group compile the tracks against it.
-/// Returns the names of the tracks that changed.
+/// with them: the nodes of a group compile the tracks against it. A deploy
+/// that changes a track or the schema is kept in the deploy history, in
+/// the same transaction.
 pub fn deploy(
     store: &mut dyn Store,
     tracks: &[LoadedTrack],
-    map: &[String],
-    schema: Option<&(String, String)>,
-) -> Result<Vec<String>> {
+    request: &DeployRequest<'_>,
+) -> Result<Deployed> {
     let mut mappings: HashMap<(String, String), String> = HashMap::new();
-    for m in map {
+    for m in request.map {
         let parsed = m.split_once('=').and_then(|(from, to)| {
             let (track, step) = from.split_once('.')?;
             Some(((track.to_string(), step.to_string()), to.to_string()))
@@ -333,11 +353,74 @@ pub fn deploy(
             refusals.join("\n  ")
         )));
     }
-    store.deploy(&changed, &moves)?;
-    if let Some((name, text)) = schema {
-        store.set_schema(name, text)?;
+    let (files, schema) = request.sources;
+    let schema_changed = match schema {
+        Some((_, text)) => store.schema()?.is_none_or(|(_, now)| now != *text),
+        None => false,
+    };
+    let now = crate::clock::now_micros();
+    let record = (!changed.is_empty() || schema_changed).then(|| NewDeploy {
+        request: crate::db::unique_id("deploy", now),
+        files,
+        schema: schema.as_ref(),
+        map: request.map,
+        tracks: tracks.iter().map(|t| t.ir.name.clone()).collect(),
+        changed: changed.iter().map(|t| t.name.clone()).collect(),
+        by: request.by,
+        at: now,
+        rollback_of: request.rollback_of,
+    });
+    let number = store.deploy(&changed, &moves, schema.as_ref(), record.as_ref())?;
+    Ok(Deployed {
+        changed: changed.into_iter().map(|t| t.name).collect(),
+        number,
+    })
+}
+
+/// Ships deploy `number`'s files and schema again (`trackc rollback`),
+/// with the same checks as any deploy: its tracks compile, and records in
+/// steps it does not have move per `map` or the rollback is refused.
+pub fn rollback(
+    store: &mut dyn Store,
+    jit: &Jit,
+    number: i64,
+    map: &[String],
+    by: &Actor,
+) -> Result<(Vec<LoadedTrack>, Deployed)> {
+    let Some(shipped) = store.shipped(number)? else {
+        let newest = store.deploys(1)?;
+        return Err(Error::Deploy(match newest.first() {
+            Some(d) => format!(
+                "there is no deploy {number}: deploys are numbered 1 to {}",
+                d.number
+            ),
+            None => format!("there is no deploy {number}: nothing was deployed here yet"),
+        }));
+    };
+    let sources = (shipped.files, shipped.schema);
+    let tracks = load(jit, &sources.0, sources.1.clone(), store.dialect())
+        .map_err(|e| Error::Deploy(format!("deploy {number} no longer compiles: {e}")))?;
+    let request = DeployRequest {
+        sources: &sources,
+        map,
+        by,
+        rollback_of: Some(number),
+    };
+    let deployed = deploy(store, &tracks, &request)?;
+    Ok((tracks, deployed))
+}
+
+/// The files and schema of what is deployed now, to compile (a group's
+/// node, `trackc run` without files): each deployed track's file once.
+pub fn deployed_sources(store: &mut dyn Store) -> Result<Sources> {
+    let schema = store.schema()?;
+    let mut files: Vec<(String, String)> = Vec::new();
+    for d in store.deployed()? {
+        if !files.iter().any(|(f, _)| *f == d.file) {
+            files.push((d.file, d.source));
+        }
     }
-    Ok(changed.into_iter().map(|t| t.name).collect())
+    Ok((files, schema))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ pub mod node;
 pub mod plan;
 pub mod run;
 pub mod sqltext;
+pub mod why;
 
 pub use error::{Error, Result};
 pub mod demo;

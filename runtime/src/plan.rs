@@ -8,7 +8,7 @@ use crate::bundle::LoadedTrack;
 use crate::db::{RunInfo, Store};
 use crate::error::{Error, Result};
 use crate::run::RunSource;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use trackc_compiler::block::{key_text, BlockBuilder};
 use trackc_compiler::interp::Env;
@@ -18,22 +18,22 @@ use trackc_compiler::syntax::parser::parse_file;
 /// Records per block while the source is read (as a run reads it).
 const PLAN_BLOCK_RECORDS: usize = 1024;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Plan {
     pub tracks: Vec<TrackPlan>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TrackPlan {
     pub name: String,
     /// `new`, `changed` or `unchanged`.
-    pub change: &'static str,
+    pub change: String,
     pub diff: Vec<String>,
     pub steps: Vec<StepPlan>,
     pub stranded: Vec<Stranded>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct StepPlan {
     pub name: String,
     /// Records in the step now (with the deployed version).
@@ -44,14 +44,14 @@ pub struct StepPlan {
     pub rules: Vec<RulePlan>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RulePlan {
     /// From 1.
     pub rule: usize,
     pub fire: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Stranded {
     pub step: String,
     pub records: i64,
@@ -210,7 +210,7 @@ pub fn plan(store: &mut dyn Store, tracks: &[LoadedTrack], now: i64) -> Result<P
         stranded.sort_by(|a, b| a.step.cmp(&b.step));
         out.push(TrackPlan {
             name: ir.name.clone(),
-            change,
+            change: change.to_string(),
             diff,
             steps,
             stranded,

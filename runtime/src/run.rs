@@ -96,29 +96,36 @@ pub struct Runner<'a> {
     pub history_days: i64,
 }
 
-/// Deletes the history older than `days` before `now` (none when `days`
-/// is 0), in batches, at most once per `HISTORY_PRUNE_EVERY` in a process
-/// and for at most `HISTORY_PRUNE_BUDGET`; how many rows.
+/// Deletes the decision history older than `days` before `now` (none
+/// when `days` is 0) and the audit log older than `AUDIT_DAYS`, in
+/// batches, at most once per `HISTORY_PRUNE_EVERY` in a process and for
+/// at most `HISTORY_PRUNE_BUDGET`; how many rows.
 pub fn prune_history(store: &mut dyn Store, now: i64, days: i64) -> Result<u64> {
     static LAST_PRUNE: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
-    if days <= 0 {
-        return Ok(0);
-    }
     let last = LAST_PRUNE.load(Ordering::SeqCst);
     if last != i64::MIN && now.saturating_sub(last) < HISTORY_PRUNE_EVERY {
         return Ok(0);
     }
     LAST_PRUNE.store(now, Ordering::SeqCst);
-    let before = now.saturating_sub(days.saturating_mul(86_400_000_000));
+    const DAY: i64 = 86_400_000_000;
     let started = std::time::Instant::now();
     let mut total = 0;
-    loop {
-        let n = store.prune_history(before, HISTORY_PRUNE_BATCH)?;
-        total += n;
-        if n < HISTORY_PRUNE_BATCH as u64 || started.elapsed() > HISTORY_PRUNE_BUDGET {
-            return Ok(total);
+    let mut in_batches = |prune: &mut dyn FnMut(usize) -> Result<u64>| -> Result<()> {
+        loop {
+            let n = prune(HISTORY_PRUNE_BATCH)?;
+            total += n;
+            if n < HISTORY_PRUNE_BATCH as u64 || started.elapsed() > HISTORY_PRUNE_BUDGET {
+                return Ok(());
+            }
         }
+    };
+    if days > 0 {
+        let before = now.saturating_sub(days.saturating_mul(DAY));
+        in_batches(&mut |limit| store.prune_history(before, limit))?;
     }
+    let before = now.saturating_sub(crate::db::audit::AUDIT_DAYS * DAY);
+    in_batches(&mut |limit| store.prune_audit(before, limit))?;
+    Ok(total)
 }
 
 /// Where a run is: the track, the records decided so far, and how many
@@ -280,6 +287,23 @@ impl RunSource {
             None => Vec::new(),
         };
         RunSource::for_events(track, run, &events, store.dialect())
+    }
+
+    /// The source of `run` narrowed to one key (`trackc why` asks whether
+    /// the source selects a record now); no statement when `key` cannot
+    /// be a value of the key field's type.
+    pub fn for_key(
+        track: &LoadedTrack,
+        run: &RunInfo,
+        key: &str,
+        dialect: Dialect,
+    ) -> Result<RunSource> {
+        let event = PendingEvent {
+            seq: 0,
+            name: String::new(),
+            key: Some(key.to_string()),
+        };
+        RunSource::for_events(track, run, &[event], dialect)
     }
 
     fn for_events(

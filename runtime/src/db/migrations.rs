@@ -158,6 +158,39 @@ CREATE TABLE trackc_history_legends (
 );
 ",
     },
+    Migration {
+        version: 6,
+        name: "deploy history (what each deploy shipped, who, when) and the audit log",
+        sql: "
+CREATE TABLE trackc_deploys (
+    number      {id},
+    request     TEXT NOT NULL UNIQUE,
+    hash        TEXT NOT NULL,
+    names       TEXT NOT NULL,
+    files       TEXT NOT NULL,
+    schema      TEXT,
+    map         TEXT NOT NULL,
+    tracks      TEXT NOT NULL,
+    changed     TEXT NOT NULL,
+    deployed_by TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    deployed_at BIGINT NOT NULL,
+    rollback_of BIGINT
+);
+CREATE TABLE trackc_audit (
+    id      {id},
+    entry   TEXT NOT NULL UNIQUE,
+    at      BIGINT NOT NULL,
+    who     TEXT NOT NULL,
+    role    TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    result  TEXT NOT NULL,
+    address TEXT
+);
+CREATE INDEX trackc_audit_at ON trackc_audit (at);
+",
+    },
 ];
 
 /// The migration's SQL for a dialect. `{without_rowid}` makes a table

@@ -8,6 +8,8 @@
 //! trips. Each store holds two connections: one streams the source query of
 //! a run, the other applies blocks while it does.
 
+pub mod audit;
+pub mod deploys;
 mod history;
 mod migrations;
 mod outbox;
@@ -18,6 +20,8 @@ mod runs;
 mod sqlite;
 mod timefmt;
 
+pub use audit::{AuditAction, AuditEntry};
+pub use deploys::{DeployListing, NewDeploy, ShippedBundle};
 pub use outbox::{Kinds, OutboxItem, OutboxListing, Outcome, Settled};
 pub use retry::{DbOptions, Health, RetryPolicy};
 pub use runs::{typed_key, Listeners, EVENT_BATCH_MAX};
@@ -381,18 +385,36 @@ pub trait Store: Send {
 
     /// The schema deployed with the tracks (file name, text), if any.
     fn schema(&mut self) -> Result<Option<(String, String)>>;
-    fn set_schema(&mut self, file: &str, text: &str) -> Result<()>;
 
     /// The tracks deployed now.
     fn deployed(&mut self) -> Result<Vec<DeployedTrack>>;
 
-    /// Makes `tracks` the deployed versions (others stay), and renames
-    /// steps of records per `moves` (track, from, to), in one transaction.
+    /// Makes `tracks` the deployed versions (others stay), renames steps
+    /// of records per `moves` (track, from, to), makes `schema` the
+    /// deployed schema and writes `record` to the deploy history, in one
+    /// transaction. Returns the deploy's number when one was recorded.
     fn deploy(
         &mut self,
         tracks: &[DeployedTrack],
         moves: &[(String, String, String)],
-    ) -> Result<()>;
+        schema: Option<&(String, String)>,
+        record: Option<&NewDeploy<'_>>,
+    ) -> Result<Option<i64>>;
+
+    /// The newest deploys (at most `limit`), newest first.
+    fn deploys(&mut self, limit: usize) -> Result<Vec<DeployListing>>;
+
+    /// What deploy `number` shipped (`None`: no such deploy).
+    fn shipped(&mut self, number: i64) -> Result<Option<ShippedBundle>>;
+
+    /// Appends an entry to the audit log.
+    fn audit(&mut self, entry: &AuditEntry) -> Result<()>;
+
+    /// The newest entries (at most `limit`) at or after `since`, oldest first.
+    fn audit_log(&mut self, since: i64, limit: usize) -> Result<Vec<AuditEntry>>;
+
+    /// Deletes at most `limit` audit entries older than `before`; how many.
+    fn prune_audit(&mut self, before: i64, limit: usize) -> Result<u64>;
 
     /// Records per step of `track` (`None`: ended).
     fn step_counts(&mut self, track: &str) -> Result<Vec<(Option<String>, i64)>>;
@@ -496,13 +518,13 @@ pub trait Store: Send {
     /// at `now`; returns how many.
     fn retry_parked(&mut self, id: Option<&str>, now: i64) -> Result<u64>;
 
-    /// Runs plain SQL (set-up scripts, tests).
     /// Deletes at most `limit` history rows written before `before`; how many.
     fn prune_history(&mut self, before: i64, limit: usize) -> Result<u64>;
 
     /// Everything `trackc why` shows of record `key` of `track`.
     fn record_history(&mut self, track: &str, key: &str) -> Result<RecordHistory>;
 
+    /// Runs plain SQL (set-up scripts, tests).
     fn execute_batch(&mut self, sql: &str) -> Result<()>;
 
     /// Runs `parts` of plain SQL in one transaction: all of it or nothing,
@@ -529,9 +551,6 @@ pub(crate) fn sqlite_placeholders(sql: &str) -> String {
     sql.replace('$', "?")
 }
 
-/// $1 id, $2 name, $3 key, $4 instant: an event raised from outside. The
-/// id is made once per emit (`emitted_event_id`), so a try after a lost
-/// answer finds the row and adds nothing.
 /// An event to raise from outside (`trackc emit`, the API).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NewEvent {
@@ -545,19 +564,41 @@ pub struct NewEvent {
 /// them is about half a megabyte of JSON.
 pub const EMIT_BATCH_MAX: usize = 10_000;
 
+/// $1 id, $2 name, $3 key, $4 instant: an event raised from outside. The
+/// id is made once per emit (`unique_id`), so a try after a lost answer
+/// finds the row and adds nothing.
 pub(crate) const INSERT_EMITTED_EVENT: &str =
     "INSERT INTO trackc_events (id, name, key, created_at) VALUES ($1, $2, $3, $4)
      ON CONFLICT (id) DO NOTHING";
 
-/// A new id for an event raised from outside: this process, a counter and
-/// random bits, so that emits of any node or process never share one.
-pub(crate) fn emitted_event_id(now: i64) -> String {
+/// A new id for a row written once through retries (an event raised from
+/// outside, a deploy, an audit entry): this process, a counter and random
+/// bits, so that no two nodes or processes ever make the same.
+pub(crate) fn unique_id(kind: &str, now: i64) -> String {
     use std::hash::BuildHasher;
-    static EMITTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = EMITTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // RandomState is seeded from the OS's randomness.
     let salt = std::collections::hash_map::RandomState::new().hash_one(n);
-    format!("emit/{now}/{}/{n}/{salt:016x}", std::process::id())
+    format!("{kind}/{now}/{}/{n}/{salt:016x}", std::process::id())
+}
+
+/// Who does something to the group: a token's user with its role, or
+/// `local` for a command given the database itself (whoever can reach the
+/// database can do anything).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Actor {
+    pub name: String,
+    pub role: String,
+}
+
+impl Actor {
+    pub fn local() -> Actor {
+        Actor {
+            name: "local".into(),
+            role: "local".into(),
+        }
+    }
 }
 
 /// FNV-1a over `text`, as 16 hex digits.

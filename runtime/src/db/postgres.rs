@@ -9,6 +9,7 @@ use super::outbox as ob;
 use super::retry::{once, retrying, Attempts, DbOptions, Reconnect};
 use super::runs;
 use super::*;
+use super::{audit, deploys};
 use crate::error::redact_url;
 use crate::error::Fault;
 use crate::sqltext;
@@ -1238,13 +1239,6 @@ impl Store for PgStore {
         Ok(rows.into_iter().next())
     }
 
-    fn set_schema(&mut self, file: &str, text: &str) -> Result<()> {
-        self.execute(owners::SET_SCHEMA, &[&file, &text], || {
-            "storing the schema".into()
-        })?;
-        Ok(())
-    }
-
     fn deployed(&mut self) -> Result<Vec<DeployedTrack>> {
         self.query(
             "SELECT track, version, hash, file, source, steps FROM trackc_deployments
@@ -1269,8 +1263,11 @@ impl Store for PgStore {
         &mut self,
         tracks: &[DeployedTrack],
         moves: &[(String, String, String)],
-    ) -> Result<()> {
+        schema: Option<&(String, String)>,
+        record: Option<&NewDeploy<'_>>,
+    ) -> Result<Option<i64>> {
         let now = crate::clock::now_micros();
+        let row = record.map(|d| (d, d.row()));
         self.transaction(
             || "deploying".into(),
             async |tx| {
@@ -1301,9 +1298,121 @@ impl Store for PgStore {
                     .await
                     .pg(|| format!("moving records of {track} from {from} to {to}"))?;
                 }
-                Ok(())
+                if let Some((file, text)) = schema {
+                    tx.execute(owners::SET_SCHEMA, &[file, text])
+                        .await
+                        .pg(|| "storing the schema".into())?;
+                }
+                let Some((d, row)) = &row else {
+                    return Ok(None);
+                };
+                let what = || "writing the deploy history".to_string();
+                tx.execute(
+                    deploys::INSERT,
+                    &[
+                        &d.request,
+                        &row.hash,
+                        &row.names,
+                        &row.files,
+                        &row.schema,
+                        &row.map,
+                        &row.tracks,
+                        &row.changed,
+                        &d.by.name,
+                        &d.by.role,
+                        &d.at,
+                        &d.rollback_of,
+                    ],
+                )
+                .await
+                .pg(what)?;
+                let number: i64 = tx
+                    .query_one(deploys::NUMBER, &[&d.request])
+                    .await
+                    .pg(what)?
+                    .get(0);
+                Ok(Some(number))
             },
         )
+    }
+
+    fn deploys(&mut self, limit: usize) -> Result<Vec<DeployListing>> {
+        self.query(
+            deploys::LIST,
+            &[&(limit as i64)],
+            || "reading the deploy history".into(),
+            |r| {
+                (
+                    r.get(0),
+                    r.get(1),
+                    r.get(2),
+                    r.get(3),
+                    r.get(4),
+                    r.get(5),
+                    r.get(6),
+                    r.get(7),
+                    r.get(8),
+                    r.get(9),
+                )
+            },
+        )?
+        .into_iter()
+        .map(deploys::listing)
+        .collect()
+    }
+
+    fn shipped(&mut self, number: i64) -> Result<Option<ShippedBundle>> {
+        self.query(
+            deploys::BUNDLE,
+            &[&number],
+            || "reading a deploy's files".into(),
+            |r| (r.get(0), r.get(1), r.get(2)),
+        )?
+        .pop()
+        .map(|row| deploys::shipped(number, row))
+        .transpose()
+    }
+
+    fn audit(&mut self, entry: &AuditEntry) -> Result<()> {
+        let id = unique_id("audit", entry.at);
+        self.execute(
+            audit::INSERT,
+            &[
+                &id,
+                &entry.at,
+                &entry.who,
+                &entry.role,
+                &entry.action,
+                &entry.target,
+                &entry.result,
+                &entry.address,
+            ],
+            || "writing the audit log".into(),
+        )?;
+        Ok(())
+    }
+
+    fn audit_log(&mut self, since: i64, limit: usize) -> Result<Vec<AuditEntry>> {
+        self.query(
+            audit::LIST,
+            &[&since, &(limit as i64)],
+            || "reading the audit log".into(),
+            |r| AuditEntry {
+                at: r.get(0),
+                who: r.get(1),
+                role: r.get(2),
+                action: r.get(3),
+                target: r.get(4),
+                result: r.get(5),
+                address: r.get(6),
+            },
+        )
+    }
+
+    fn prune_audit(&mut self, before: i64, limit: usize) -> Result<u64> {
+        self.execute(audit::PRUNE, &[&before, &(limit as i64)], || {
+            "pruning the audit log".into()
+        })
     }
 
     fn step_counts(&mut self, track: &str) -> Result<Vec<(Option<String>, i64)>> {
@@ -1583,7 +1692,7 @@ impl Store for PgStore {
     }
 
     fn insert_events(&mut self, events: &[NewEvent], now: i64) -> Result<()> {
-        let ids: Vec<String> = events.iter().map(|_| emitted_event_id(now)).collect();
+        let ids: Vec<String> = events.iter().map(|_| unique_id("emit", now)).collect();
         let names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
         let keys: Vec<Option<&str>> = events.iter().map(|e| e.key.as_deref()).collect();
         let what = || match events {

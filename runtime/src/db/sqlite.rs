@@ -9,6 +9,7 @@ use super::retry::{once, retrying, DbOptions, Reconnect};
 use super::runs;
 use super::timefmt::{format_sqlite_timestamp, parse_sqlite_timestamp};
 use super::*;
+use super::{audit, deploys};
 use crate::error::Fault;
 use crate::sqltext;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
@@ -648,16 +649,6 @@ impl Store for SqliteStore {
         Ok(rows.into_iter().next())
     }
 
-    fn set_schema(&mut self, file: &str, text: &str) -> Result<()> {
-        self.conn()
-            .execute(
-                &sqlite_placeholders(owners::SET_SCHEMA),
-                params![file, text],
-            )
-            .lite(|| "storing the schema".into())?;
-        Ok(())
-    }
-
     fn deployed(&mut self) -> Result<Vec<DeployedTrack>> {
         query_all(
             self.conn(),
@@ -685,7 +676,9 @@ impl Store for SqliteStore {
         &mut self,
         tracks: &[DeployedTrack],
         moves: &[(String, String, String)],
-    ) -> Result<()> {
+        schema: Option<&(String, String)>,
+        record: Option<&NewDeploy<'_>>,
+    ) -> Result<Option<i64>> {
         let tx = self
             .conn()
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -720,7 +713,133 @@ impl Store for SqliteStore {
             )
             .lite(|| format!("moving records of {track} from {from} to {to}"))?;
         }
-        tx.commit().lite(|| "committing the deploy".into())
+        if let Some((file, text)) = schema {
+            tx.execute(
+                &sqlite_placeholders(owners::SET_SCHEMA),
+                params![file, text],
+            )
+            .lite(|| "storing the schema".into())?;
+        }
+        let mut number = None;
+        if let Some(d) = record {
+            let row = d.row();
+            let what = || "writing the deploy history".to_string();
+            tx.execute(
+                &sqlite_placeholders(deploys::INSERT),
+                params![
+                    d.request,
+                    row.hash,
+                    row.names,
+                    row.files,
+                    row.schema,
+                    row.map,
+                    row.tracks,
+                    row.changed,
+                    d.by.name,
+                    d.by.role,
+                    d.at,
+                    d.rollback_of
+                ],
+            )
+            .lite(what)?;
+            number = Some(
+                tx.query_row(&sqlite_placeholders(deploys::NUMBER), [&d.request], |r| {
+                    r.get(0)
+                })
+                .lite(what)?,
+            );
+        }
+        tx.commit().lite(|| "committing the deploy".into())?;
+        Ok(number)
+    }
+
+    fn deploys(&mut self, limit: usize) -> Result<Vec<DeployListing>> {
+        query_all(
+            self.conn(),
+            &sqlite_placeholders(deploys::LIST),
+            [limit as i64],
+            "reading the deploy history",
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                    r.get(8)?,
+                    r.get(9)?,
+                ))
+            },
+        )?
+        .into_iter()
+        .map(deploys::listing)
+        .collect()
+    }
+
+    fn shipped(&mut self, number: i64) -> Result<Option<ShippedBundle>> {
+        query_all(
+            self.conn(),
+            &sqlite_placeholders(deploys::BUNDLE),
+            [number],
+            "reading a deploy's files",
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?
+        .pop()
+        .map(|row| deploys::shipped(number, row))
+        .transpose()
+    }
+
+    fn audit(&mut self, entry: &AuditEntry) -> Result<()> {
+        self.conn()
+            .execute(
+                &sqlite_placeholders(audit::INSERT),
+                params![
+                    unique_id("audit", entry.at),
+                    entry.at,
+                    entry.who,
+                    entry.role,
+                    entry.action,
+                    entry.target,
+                    entry.result,
+                    entry.address
+                ],
+            )
+            .lite(|| "writing the audit log".into())?;
+        Ok(())
+    }
+
+    fn audit_log(&mut self, since: i64, limit: usize) -> Result<Vec<AuditEntry>> {
+        query_all(
+            self.conn(),
+            &sqlite_placeholders(audit::LIST),
+            params![since, limit as i64],
+            "reading the audit log",
+            |r| {
+                Ok(AuditEntry {
+                    at: r.get(0)?,
+                    who: r.get(1)?,
+                    role: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    result: r.get(5)?,
+                    address: r.get(6)?,
+                })
+            },
+        )
+    }
+
+    fn prune_audit(&mut self, before: i64, limit: usize) -> Result<u64> {
+        let n = self
+            .conn()
+            .execute(
+                &sqlite_placeholders(audit::PRUNE),
+                params![before, limit as i64],
+            )
+            .lite(|| "pruning the audit log".into())?;
+        Ok(n as u64)
     }
 
     fn step_counts(&mut self, track: &str) -> Result<Vec<(Option<String>, i64)>> {
@@ -990,7 +1109,7 @@ impl Store for SqliteStore {
     }
 
     fn insert_events(&mut self, events: &[NewEvent], now: i64) -> Result<()> {
-        let ids: Vec<String> = events.iter().map(|_| emitted_event_id(now)).collect();
+        let ids: Vec<String> = events.iter().map(|_| unique_id("emit", now)).collect();
         let what = || format!("raising {} events", events.len());
         self.transaction(what, |conn| {
             let mut insert = conn

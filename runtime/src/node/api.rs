@@ -6,12 +6,20 @@
 //! |---|---|---|
 //! | `GET /status` | viewer | the group as this node sees it |
 //! | `GET /metrics` | viewer | the same counters for Prometheus |
+//! | `GET /why?track=T&key=K` | viewer | a record's path (`trackc why`) |
+//! | `GET /versions` | viewer | the deploy history (`trackc versions`) |
+//! | `GET /audit?since=MICROS` | viewer | the audit log (`trackc audit`) |
+//! | `POST /plan` | author | what deploying a bundle would do (`trackc plan`) |
 //! | `POST /deploy` | author | check, store and load a bundle |
+//! | `POST /rollback/N` | author | deploy N's files again (`trackc rollback`) |
 //! | `POST /drain/ID` | operator | node ID hands over and leaves |
 //! | `POST /emit` | operator | raise an event for a key |
+//! | `POST /outbox/retry` | operator | parked deliveries back in the queue |
 //!
 //! A missing or unknown token is 401, a role that may not is 403; either
-//! changes nothing. Database work goes to the API thread (`serve_jobs`).
+//! changes nothing and is written to the audit log, as is every deploy,
+//! rollback, drain, emit and retry. Database work goes to the API thread
+//! (`serve_jobs`), through a queue of at most `API_JOBS_MAX`.
 
 use super::auth_limit::{AuthLimiter, Failure, AUTH_FAILURES_MAX, AUTH_FAILURE_WINDOW};
 use super::config::{NodeConfig, UserRole};
@@ -19,8 +27,10 @@ use super::tls::ServerTls;
 use super::{Input, Shared};
 use crate::bundle;
 use crate::clock::now_micros;
-use crate::db::{NewEvent, Store, EMIT_BATCH_MAX};
-use crate::error::Error;
+use crate::db::audit::AUDIT_LIST_MAX;
+use crate::db::deploys::DEPLOYS_LIST_MAX;
+use crate::db::{Actor, AuditAction, AuditEntry, NewEvent, Store, EMIT_BATCH_MAX};
+use crate::error::{Error, Result};
 use crate::group::protocol::Command;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -28,7 +38,7 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use trackc_compiler::jit::Jit;
@@ -43,6 +53,10 @@ const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 /// Connections served at once; more wait to be accepted. Operators and CI
 /// open a few; this bounds the threads' memory a crowd of clients costs.
 const CONNECTIONS_MAX: usize = 256;
+/// Requests waiting for the API thread (deploys, plans, reads of the
+/// history, audit entries); more are answered 503. One thread serves them
+/// in turn, and a queue longer than this only makes clients wait longer.
+pub const API_JOBS_MAX: usize = 256;
 
 /// A track file or the schema, as `trackc deploy` sends it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -110,10 +124,54 @@ pub(crate) fn emit_events(body: &[u8]) -> std::result::Result<Vec<NewEvent>, Rep
         .collect())
 }
 
-/// Database work for the API thread, with where to answer.
-pub enum ApiJob {
-    Deploy(DeployRequest, tokio::sync::oneshot::Sender<Reply>),
-    Emit(Vec<NewEvent>, tokio::sync::oneshot::Sender<Reply>),
+/// Database work for the API thread: what, asked by whom from where,
+/// and where to answer (`None`: nothing waits for it, an audit entry).
+pub struct ApiJob {
+    pub work: Work,
+    pub by: Actor,
+    pub address: IpAddr,
+    pub reply: Option<tokio::sync::oneshot::Sender<Reply>>,
+}
+
+/// What the API thread does for a request.
+pub enum Work {
+    Deploy(DeployRequest),
+    Rollback {
+        number: i64,
+        map: Vec<String>,
+    },
+    Emit(Vec<NewEvent>),
+    RetryParked(Option<String>),
+    Plan(DeployRequest),
+    Why {
+        track: String,
+        key: String,
+    },
+    Versions,
+    AuditLog {
+        since: i64,
+    },
+    /// A drain was asked for (the protocol thread does it): audit only.
+    Drained(u64),
+    /// A request refused before any work (401, 403): audit only.
+    Refused {
+        route: String,
+        status: StatusCode,
+        why: String,
+    },
+}
+
+/// `POST /rollback/N`'s body (optional).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    #[serde(default)]
+    pub map: Vec<String>,
+}
+
+/// `POST /outbox/retry`'s body: one row, or every parked row without `id`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RetryRequest {
+    pub id: Option<String>,
 }
 
 /// A status and a JSON body.
@@ -129,8 +187,28 @@ pub struct ApiContext {
     /// Failed authentications per address.
     pub auth: AuthLimiter,
     pub shared: Arc<Shared>,
-    pub jobs: Mutex<Sender<ApiJob>>,
+    pub jobs: SyncSender<ApiJob>,
     pub inputs: Mutex<Sender<Input>>,
+}
+
+impl ApiContext {
+    /// Queues an audit entry; when the queue is full it is dropped and
+    /// said so (the refusals of a flood must not hold up real work).
+    fn audit_only(&self, work: Work, by: Actor, address: IpAddr) {
+        let job = ApiJob {
+            work,
+            by,
+            address,
+            reply: None,
+        };
+        if let Err(TrySendError::Full(_)) = self.jobs.try_send(job) {
+            eprintln!(
+                "node {}: the API queue is full ({API_JOBS_MAX}): an audit entry of a request \
+                 from {address} was not written",
+                self.config.id
+            );
+        }
+    }
 }
 
 /// Accepts connections until the runtime ends; over TLS when `tls` is
@@ -202,9 +280,15 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response<Full<B
 enum Route {
     Status,
     Metrics,
+    Why,
+    Versions,
+    Audit,
+    Plan,
     Deploy,
+    Rollback(String),
     Emit,
     Drain(String),
+    RetryParked,
 }
 
 impl Route {
@@ -212,20 +296,87 @@ impl Route {
         Some(match (method, path) {
             (&Method::GET, "/status") => Route::Status,
             (&Method::GET, "/metrics") => Route::Metrics,
+            (&Method::GET, "/why") => Route::Why,
+            (&Method::GET, "/versions") => Route::Versions,
+            (&Method::GET, "/audit") => Route::Audit,
+            (&Method::POST, "/plan") => Route::Plan,
             (&Method::POST, "/deploy") => Route::Deploy,
             (&Method::POST, "/emit") => Route::Emit,
-            (&Method::POST, p) => Route::Drain(p.strip_prefix("/drain/")?.to_string()),
+            (&Method::POST, "/outbox/retry") => Route::RetryParked,
+            (&Method::POST, p) => match p.strip_prefix("/rollback/") {
+                Some(n) => Route::Rollback(n.to_string()),
+                None => Route::Drain(p.strip_prefix("/drain/")?.to_string()),
+            },
             _ => return None,
         })
     }
 
     fn needs(&self) -> UserRole {
         match self {
-            Route::Status | Route::Metrics => UserRole::Viewer,
-            Route::Deploy => UserRole::Author,
-            Route::Emit | Route::Drain(_) => UserRole::Operator,
+            Route::Status | Route::Metrics | Route::Why | Route::Versions | Route::Audit => {
+                UserRole::Viewer
+            }
+            Route::Plan | Route::Deploy | Route::Rollback(_) => UserRole::Author,
+            Route::Emit | Route::Drain(_) | Route::RetryParked => UserRole::Operator,
         }
     }
+}
+
+/// The value of `name` in a query string (percent-decoded).
+fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// The work of a request whose body has arrived, or the refusal.
+fn work_of(route: Route, query: Option<&str>, body: &[u8]) -> std::result::Result<Work, Reply> {
+    let bad = |what: &str, e: &dyn std::fmt::Display| {
+        failure(StatusCode::BAD_REQUEST, format!("the {what} request: {e}"))
+    };
+    // The optional bodies (rollback, retry) may be empty.
+    let optional: &[u8] = if body.is_empty() { b"{}" } else { body };
+    Ok(match route {
+        Route::Status | Route::Metrics | Route::Drain(_) => {
+            unreachable!("answered without the API thread")
+        }
+        Route::Why => {
+            let (Some(track), Some(key)) = (query_value(query, "track"), query_value(query, "key"))
+            else {
+                return Err(bad("why", &"give ?track=TRACK&key=KEY"));
+            };
+            Work::Why { track, key }
+        }
+        Route::Versions => Work::Versions,
+        Route::Audit => {
+            let since = match query_value(query, "since") {
+                None => 0,
+                Some(s) => s
+                    .parse()
+                    .map_err(|_| bad("audit", &format!("since=`{s}` is not microseconds")))?,
+            };
+            Work::AuditLog { since }
+        }
+        Route::Plan => Work::Plan(serde_json::from_slice(body).map_err(|e| bad("plan", &e))?),
+        Route::Deploy => Work::Deploy(serde_json::from_slice(body).map_err(|e| bad("deploy", &e))?),
+        Route::Rollback(n) => {
+            let number = n
+                .parse()
+                .map_err(|_| bad("rollback", &format!("`{n}` is not a deploy number")))?;
+            let request: RollbackRequest =
+                serde_json::from_slice(optional).map_err(|e| bad("rollback", &e))?;
+            Work::Rollback {
+                number,
+                map: request.map,
+            }
+        }
+        Route::Emit => Work::Emit(emit_events(body)?),
+        Route::RetryParked => {
+            let request: RetryRequest =
+                serde_json::from_slice(optional).map_err(|e| bad("retry", &e))?;
+            Work::RetryParked(request.id)
+        }
+    })
 }
 
 async fn respond(
@@ -252,6 +403,7 @@ async fn respond(
         );
         return r;
     }
+    let asked = format!("{} {}", req.method(), req.uri().path());
     let token = req
         .headers()
         .get("authorization")
@@ -270,18 +422,43 @@ async fn respond(
             ),
             Failure::Counted => {}
         }
+        let why = match token {
+            None => "no bearer token",
+            Some(_) => "a token no user has",
+        };
+        let nobody = Actor {
+            name: "unknown".into(),
+            role: "none".into(),
+        };
+        let work = Work::Refused {
+            route: asked,
+            status: StatusCode::UNAUTHORIZED,
+            why: why.into(),
+        };
+        context.audit_only(work, nobody, ip);
         return error(StatusCode::UNAUTHORIZED, "a valid bearer token is needed");
+    };
+    let by = Actor {
+        name: user.name.clone(),
+        role: user.role.name().into(),
     };
     let needed = route.needs();
     if !user.role.allows(needed) {
-        return error(
-            StatusCode::FORBIDDEN,
-            format!(
-                "user `{}` ({:?}) may not do this: it needs {needed:?}",
-                user.name, user.role
-            ),
+        let why = format!(
+            "user `{}` ({}) may not do this: it needs the {} role",
+            user.name,
+            user.role.name(),
+            needed.name()
         );
+        let work = Work::Refused {
+            route: asked,
+            status: StatusCode::FORBIDDEN,
+            why: format!("needs the {} role", needed.name()),
+        };
+        context.audit_only(work, by, ip);
+        return error(StatusCode::FORBIDDEN, why);
     }
+    let query = req.uri().query().map(str::to_string);
     let body = Limited::new(req.into_body(), BODY_BYTES_MAX).collect();
     let body = match tokio::time::timeout(BODY_READ_TIMEOUT, body).await {
         Ok(Ok(b)) => b.to_bytes(),
@@ -298,23 +475,15 @@ async fn respond(
     };
     let status = || context.shared.status.lock().expect("status").clone();
     match route {
-        Route::Status => json(StatusCode::OK, status()),
+        Route::Status => return json(StatusCode::OK, status()),
         Route::Metrics => {
             let mut r = Response::new(Full::new(Bytes::from(prometheus(&status()))));
             r.headers_mut().insert(
                 "content-type",
                 "text/plain; version=0.0.4".parse().expect("a header"),
             );
-            r
+            return r;
         }
-        Route::Deploy => match serde_json::from_slice(&body) {
-            Ok(request) => ask(context, |tx| ApiJob::Deploy(request, tx)).await,
-            Err(e) => error(StatusCode::BAD_REQUEST, format!("the deploy request: {e}")),
-        },
-        Route::Emit => match emit_events(&body) {
-            Ok(events) => ask(context, |tx| ApiJob::Emit(events, tx)).await,
-            Err((status, body)) => json(status, body),
-        },
         Route::Drain(id) => {
             let Ok(id) = id.parse::<u64>() else {
                 return error(StatusCode::BAD_REQUEST, format!("`{id}` is not a node id"));
@@ -324,18 +493,33 @@ async fn respond(
                 .lock()
                 .expect("inputs")
                 .send(Input::Drain(id));
-            json(StatusCode::ACCEPTED, serde_json::json!({ "draining": id }))
+            context.audit_only(Work::Drained(id), by, ip);
+            return json(StatusCode::ACCEPTED, serde_json::json!({ "draining": id }));
         }
+        _ => {}
     }
-}
-
-async fn ask(
-    context: &ApiContext,
-    job: impl FnOnce(tokio::sync::oneshot::Sender<Reply>) -> ApiJob,
-) -> Response<Full<Bytes>> {
+    let work = match work_of(route, query.as_deref(), &body) {
+        Ok(work) => work,
+        Err((status, body)) => return json(status, body),
+    };
     let (tx, rx) = tokio::sync::oneshot::channel();
-    if context.jobs.lock().expect("jobs").send(job(tx)).is_err() {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping");
+    let job = ApiJob {
+        work,
+        by,
+        address: ip,
+        reply: Some(tx),
+    };
+    match context.jobs.try_send(job) {
+        Ok(()) => {}
+        Err(TrySendError::Full(_)) => {
+            return error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the node is busy: {API_JOBS_MAX} requests wait; try again shortly"),
+            )
+        }
+        Err(TrySendError::Disconnected(_)) => {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "the node is stopping")
+        }
     }
     match rx.await {
         Ok((status, body)) => json(status, body),
@@ -380,69 +564,231 @@ fn prometheus(status: &serde_json::Value) -> String {
     out
 }
 
-/// The API thread: deploys and events, one at a time, on its own
-/// connection.
+/// The API thread: the requests that need the database, one at a time,
+/// on its own connection; each deploy, rollback, drain, emit, retry and
+/// refusal is written to the audit log with how it ended.
 pub fn serve_jobs(mut store: Box<dyn Store>, jobs: Receiver<ApiJob>, owner: Sender<Command>) {
     let jit = Jit::new().ok();
     while let Ok(job) = jobs.recv() {
-        match job {
-            ApiJob::Deploy(request, reply) => {
-                let answer = match &jit {
-                    Some(jit) => deploy(store.as_mut(), jit, request),
-                    None => failure(StatusCode::INTERNAL_SERVER_ERROR, "the JIT could not start"),
-                };
-                if answer.0 == StatusCode::OK {
-                    let _ = owner.send(Command::CheckBundle);
-                }
-                let _ = reply.send(answer);
-            }
-            ApiJob::Emit(events, reply) => {
-                let answer = match store.insert_events(&events, now_micros()) {
-                    Ok(()) => (
-                        StatusCode::OK,
-                        serde_json::json!({ "emitted": events.len() }),
-                    ),
-                    Err(e) => failure(StatusCode::INTERNAL_SERVER_ERROR, e),
-                };
-                let _ = reply.send(answer);
-            }
+        let store = store.as_mut();
+        let (answer, audit) = match &jit {
+            Some(jit) => do_work(store, jit, job.work, &job.by),
+            None => (
+                failure(StatusCode::INTERNAL_SERVER_ERROR, "the JIT could not start"),
+                None,
+            ),
+        };
+        if let Some((action, target)) = audit {
+            let result = outcome(&answer);
+            let mut entry = AuditEntry::new(now_micros(), &job.by, action, &target, &result);
+            entry.address = Some(job.address.to_string());
+            crate::db::audit::write(store, &entry);
+        }
+        let changed = matches!(answer.1.get("deploy"), Some(serde_json::Value::Number(_)));
+        if answer.0 == StatusCode::OK && changed {
+            let _ = owner.send(Command::CheckBundle);
+        }
+        if let Some(reply) = job.reply {
+            let _ = reply.send(answer);
         }
     }
 }
 
-/// Compiles the bundle against its schema, refuses it with the
-/// diagnostics if it has errors, else deploys it (refusing a deploy that
-/// would strand records, as `trackc run` does).
-fn deploy(store: &mut dyn Store, jit: &Jit, request: DeployRequest) -> Reply {
-    deploy_checked(store, jit, request).unwrap_or_else(|refusal| refusal)
+/// How a request ended, for the audit log: `ok`, or `refused (409): why`.
+fn outcome((status, body): &Reply) -> String {
+    let detail = body["error"].as_str().or(body["summary"].as_str());
+    match (status.is_success(), detail) {
+        (true, None) => "ok".into(),
+        (true, Some(d)) => format!("ok: {d}"),
+        (false, d) => {
+            let kind = if status.is_client_error() {
+                "refused"
+            } else {
+                "failed"
+            };
+            format!("{kind} ({}): {}", status.as_u16(), d.unwrap_or("?"))
+        }
+    }
 }
 
-fn deploy_checked(
+/// Does one request's work: its answer, and what to write to the audit
+/// log (action and target) if it is audited.
+fn do_work(
     store: &mut dyn Store,
     jit: &Jit,
-    request: DeployRequest,
-) -> std::result::Result<Reply, Reply> {
+    work: Work,
+    by: &Actor,
+) -> (Reply, Option<(AuditAction, String)>) {
     let internal = |e: Error| failure(StatusCode::INTERNAL_SERVER_ERROR, e);
-    let files: Vec<(String, String)> = request
+    let deploy_refusal = |e: Error| match e {
+        Error::Deploy(_) | Error::Config(_) => failure(StatusCode::CONFLICT, e),
+        e => internal(e),
+    };
+    match work {
+        Work::Deploy(request) => {
+            let target = request
+                .files
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            let answer = deploy(store, jit, request, by).unwrap_or_else(|refusal| refusal);
+            (answer, Some((AuditAction::Deploy, target)))
+        }
+        Work::Rollback { number, map } => {
+            let answer = match bundle::rollback(store, jit, number, &map, by) {
+                Ok((_, deployed)) => deployed_reply(&deployed),
+                Err(e) => deploy_refusal(e),
+            };
+            (
+                answer,
+                Some((AuditAction::Rollback, format!("deploy {number}"))),
+            )
+        }
+        Work::Emit(events) => {
+            let target = emitted(&events);
+            let answer = match store.insert_events(&events, now_micros()) {
+                Ok(()) => (
+                    StatusCode::OK,
+                    serde_json::json!({ "emitted": events.len() }),
+                ),
+                Err(e) => internal(e),
+            };
+            (answer, Some((AuditAction::Emit, target)))
+        }
+        Work::RetryParked(id) => {
+            let target = match &id {
+                Some(id) => format!("outbox row {id}"),
+                None => "every parked outbox row".into(),
+            };
+            let answer = match store.retry_parked(id.as_deref(), now_micros()) {
+                Ok(n) => (
+                    StatusCode::OK,
+                    serde_json::json!({ "requeued": n, "summary": format!("{n} re-queued") }),
+                ),
+                Err(e) => internal(e),
+            };
+            (answer, Some((AuditAction::OutboxRetry, target)))
+        }
+        Work::Plan(request) => {
+            let answer = plan(store, jit, request).unwrap_or_else(|refusal| refusal);
+            (answer, None)
+        }
+        Work::Why { track, key } => {
+            let answer = match crate::why::report(store, jit, &track, &key) {
+                Ok(report) => (StatusCode::OK, report),
+                Err(e @ Error::Config(_)) => failure(StatusCode::NOT_FOUND, e),
+                Err(e) => internal(e),
+            };
+            (answer, None)
+        }
+        Work::Versions => {
+            let answer = match store.deploys(DEPLOYS_LIST_MAX) {
+                Ok(list) => (StatusCode::OK, serde_json::json!({ "deploys": list })),
+                Err(e) => internal(e),
+            };
+            (answer, None)
+        }
+        Work::AuditLog { since } => {
+            let answer = match store.audit_log(since, AUDIT_LIST_MAX) {
+                Ok(entries) => (StatusCode::OK, serde_json::json!({ "entries": entries })),
+                Err(e) => internal(e),
+            };
+            (answer, None)
+        }
+        Work::Drained(id) => (
+            (StatusCode::ACCEPTED, serde_json::json!({})),
+            Some((AuditAction::Drain, format!("node {id}"))),
+        ),
+        Work::Refused { route, status, why } => {
+            (failure(status, why), Some((AuditAction::Refused, route)))
+        }
+    }
+}
+
+/// An emit's target for the audit log: the event and how many keys.
+pub fn emitted(events: &[NewEvent]) -> String {
+    let mut names: Vec<&str> = events.iter().map(|e| e.name.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    format!("event {} ({} raised)", names.join(", "), events.len())
+}
+
+/// The answer to a deploy or rollback that went through.
+fn deployed_reply(deployed: &bundle::Deployed) -> Reply {
+    let summary = match deployed.number {
+        Some(n) => format!("deploy {n}: changed {}", deployed.changed.join(", ")),
+        None => "nothing changed".to_string(),
+    };
+    (
+        StatusCode::OK,
+        serde_json::json!({
+            "changed": deployed.changed,
+            "deploy": deployed.number,
+            "summary": summary,
+        }),
+    )
+}
+
+/// The files and schema of a deploy or plan request, as `(name, text)`;
+/// without a schema, the deployed one.
+fn sources_of(store: &mut dyn Store, request: DeployRequest) -> Result<bundle::Sources> {
+    let files = request
         .files
         .into_iter()
         .map(|f| (f.name, f.text))
         .collect();
     let schema = match request.schema {
         Some(s) => Some((s.name, s.text)),
-        None => store.schema().map_err(internal)?,
+        None => store.schema()?,
     };
-    let tracks = bundle::load(jit, &files, schema.clone(), store.dialect())
+    Ok((files, schema))
+}
+
+/// Compiles the bundle against its schema, refuses it with the
+/// diagnostics if it has errors, else deploys it (refusing a deploy that
+/// would strand records, as `trackc run` does).
+fn deploy(
+    store: &mut dyn Store,
+    jit: &Jit,
+    request: DeployRequest,
+    by: &Actor,
+) -> std::result::Result<Reply, Reply> {
+    let internal = |e: Error| failure(StatusCode::INTERNAL_SERVER_ERROR, e);
+    let map = request.map.clone();
+    let sources = sources_of(store, request).map_err(internal)?;
+    let tracks = bundle::load(jit, &sources.0, sources.1.clone(), store.dialect())
         .map_err(|e| failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    let changed =
-        bundle::deploy(store, &tracks, &request.map, schema.as_ref()).map_err(|e| match e {
-            Error::Deploy(_) | Error::Config(_) => failure(StatusCode::CONFLICT, e),
-            e => internal(e),
-        })?;
+    let request = bundle::DeployRequest {
+        sources: &sources,
+        map: &map,
+        by,
+        rollback_of: None,
+    };
+    let deployed = bundle::deploy(store, &tracks, &request).map_err(|e| match e {
+        Error::Deploy(_) | Error::Config(_) => failure(StatusCode::CONFLICT, e),
+        e => internal(e),
+    })?;
+    let (status, mut body) = deployed_reply(&deployed);
     let names: Vec<String> = tracks.iter().map(|t| t.ir.name.clone()).collect();
+    body["tracks"] = serde_json::json!(names);
+    Ok((status, body))
+}
+
+/// The plan of deploying the bundle now (`trackc plan`); writes nothing.
+fn plan(
+    store: &mut dyn Store,
+    jit: &Jit,
+    request: DeployRequest,
+) -> std::result::Result<Reply, Reply> {
+    let internal = |e: Error| failure(StatusCode::INTERNAL_SERVER_ERROR, e);
+    let sources = sources_of(store, request).map_err(internal)?;
+    let tracks = bundle::load(jit, &sources.0, sources.1, store.dialect())
+        .map_err(|e| failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let plan = crate::plan::plan(store, &tracks, now_micros()).map_err(internal)?;
     Ok((
         StatusCode::OK,
-        serde_json::json!({ "tracks": names, "changed": changed }),
+        serde_json::to_value(&plan).expect("a plan encodes as JSON"),
     ))
 }
 

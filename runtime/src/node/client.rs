@@ -95,6 +95,13 @@ fn client(connection: &Connection) -> Result<reqwest::Client> {
         .map_err(|e| Error::Config(format!("the HTTP client: {e}")))
 }
 
+/// A query string of `pairs`, each percent-encoded (`track=a&key=b%20c`).
+pub fn query(pairs: &[(&str, &str)]) -> String {
+    url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish()
+}
+
 /// Sends one request; the status and the body.
 pub fn request(
     method: &str,

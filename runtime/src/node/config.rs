@@ -24,6 +24,16 @@ pub enum UserRole {
 }
 
 impl UserRole {
+    /// As node.toml writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            UserRole::Viewer => "viewer",
+            UserRole::Operator => "operator",
+            UserRole::Author => "author",
+            UserRole::Admin => "admin",
+        }
+    }
+
     /// Whether this role may do what `needed` may.
     pub fn allows(self, needed: UserRole) -> bool {
         match needed {

@@ -157,7 +157,7 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>, reload: Arc<AtomicBoo
             std::thread::sleep(cycle);
         }
     })?);
-    let (api_tx, api_rx) = channel::<api::ApiJob>();
+    let (api_tx, api_rx) = std::sync::mpsc::sync_channel::<api::ApiJob>(api::API_JOBS_MAX);
     let (store, owner_jobs) = (open()?, owner_tx.clone());
     threads.push(spawn("api", move || {
         api::serve_jobs(store, api_rx, owner_jobs)
@@ -177,7 +177,7 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>, reload: Arc<AtomicBoo
         config: config.clone(),
         auth: Default::default(),
         shared: shared.clone(),
-        jobs: Mutex::new(api_tx),
+        jobs: api_tx,
         inputs: Mutex::new(inputs_tx.clone()),
     });
     let (bound_tx, bound_rx) = channel::<std::io::Result<()>>();

@@ -38,15 +38,11 @@ pub struct Bundle {
 impl Bundle {
     /// Compiles what the database has deployed (no deployment: no tracks).
     pub fn load(store: &mut dyn Store, jit: &Jit) -> Result<Bundle> {
-        let deployed = store.deployed()?;
-        let schema = store.schema()?;
+        let (files, schema) = bundle::deployed_sources(store)?;
         let mut identity = schema.as_ref().map(|s| s.1.clone()).unwrap_or_default();
-        let mut files: Vec<(String, String)> = Vec::new();
-        for d in &deployed {
-            identity.push_str(&d.hash);
-            if !files.iter().any(|(f, _)| *f == d.file) {
-                files.push((d.file.clone(), d.source.clone()));
-            }
+        for (name, text) in &files {
+            identity.push_str(name);
+            identity.push_str(&content_hash(text));
         }
         if files.is_empty() {
             return Ok(Bundle {
