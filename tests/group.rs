@@ -18,8 +18,8 @@ mod relay;
 
 use db::{free_ports, server_of, temp_dir, Db};
 use nodes::{
-    check_alive, signal, start, start_single_node, status, trackc, wait_for, write_configs, Node,
-    Plan, SECRET, TOKENS,
+    check_alive, signal, start, start_single_node, start_single_node_on, status, trackc, wait_for,
+    write_configs, Node, Plan, SECRET, TOKENS,
 };
 use peer_relay::PeerRelay;
 use receivers::HttpReceiver;
@@ -1056,6 +1056,194 @@ fn block_transfers_carry_no_record_value_in_clear() {
         assert_eq!(
             found, !encrypted,
             "{name}: a field value on the wire: {found}"
+        );
+    }
+}
+
+/// Issue 15 over the API, on a node on SQLite and one on PostgreSQL:
+/// `why`, `plan`, `versions` and `rollback` through `--to`, each route
+/// refusing a role that may not (403) and a missing token (401), and every
+/// deploy, rollback, emit, retry, drain and refusal in the audit log with
+/// the token's user, its role and the client's address.
+#[test]
+fn the_api_answers_why_plan_versions_rollback_and_audits_every_action() {
+    let dbs: Vec<Db> = [Some(Db::sqlite("api-insight")), Db::postgres("api_insight")]
+        .into_iter()
+        .flatten()
+        .collect();
+    let schema = "CREATE TABLE items (id BIGINT PRIMARY KEY, n BIGINT NOT NULL);\n";
+    let v1 = "track waits {\n    source key id { SELECT id, n FROM items }\n    on every 1h\n\
+        step a {\n        when n % 2 = 0 then goto b\n    }\n\
+        step b {\n        wait 1d\n        when n > 0 then end\n    }\n}\n";
+    let v2 = "track waits {\n    source key id { SELECT id, n FROM items }\n    on every 1h\n\
+        step a {\n        when n % 2 = 0 then end\n    }\n}\n";
+    for mut db in dbs {
+        db.execute(schema);
+        db.execute("INSERT INTO items (id, n) VALUES (1, 1), (2, 2), (3, 3), (4, 4), (6, 6)");
+        let (node, dir) = start_single_node_on(&format!("api-insight-{}", db.name()), &db.url);
+        let (first, second) = (dir.join("v1"), dir.join("v2"));
+        for (folder, text) in [(&first, v1), (&second, v2)] {
+            std::fs::create_dir_all(folder).unwrap();
+            std::fs::write(folder.join("schema.sql"), schema).unwrap();
+            std::fs::write(folder.join("waits.dt"), text).unwrap();
+        }
+        let as_user = |token: &str, args: &[&str]| {
+            trackc()
+                .args(args)
+                .args(["--to", &node.http, "--token", token])
+                .output()
+                .unwrap()
+        };
+        let json_of = |out: &std::process::Output| -> serde_json::Value {
+            assert!(out.status.success(), "{out:?}");
+            serde_json::from_slice(&out.stdout).unwrap()
+        };
+        let refused = |out: &std::process::Output, status: &str| {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{out:?}");
+            assert!(stderr.contains(&format!("answered {status}")), "{stderr}");
+        };
+        let url = format!("{}/deploy", node.http);
+        let (status, _) = trackc_runtime::node::client::request(
+            "POST",
+            &url,
+            None,
+            Some("{}".into()),
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(status, 401);
+        let v1_dir = first.to_str().unwrap();
+        refused(&as_user("viewer-token", &["deploy", v1_dir]), "403");
+        let out = as_user("author-token", &["deploy", v1_dir]);
+        assert!(out.status.success(), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("deploy 1: changed waits"));
+        wait_for("the first run", Duration::from_secs(60), || {
+            db.count("SELECT count(*) FROM trackc_state WHERE step = 'b'") == 3
+        });
+        // why, as a viewer.
+        let report = json_of(&as_user(
+            "viewer-token",
+            &["why", "waits", "2", "--format", "json"],
+        ));
+        assert_eq!(report["now"]["step"], "b", "{report}");
+        assert!(report["now"]["wake_at"].is_string(), "{report}");
+        assert_eq!(report["decisions"][0]["next"], "b", "{report}");
+        assert_eq!(report["decisions"][0]["values"]["n"], 2, "{report}");
+        let never = json_of(&as_user(
+            "viewer-token",
+            &["why", "waits", "99", "--format", "json"],
+        ));
+        assert!(
+            never["never_entered"]
+                .as_str()
+                .unwrap()
+                .contains("does not select this key"),
+            "{never}"
+        );
+        let out = as_user("viewer-token", &["why", "nosuch", "1"]);
+        refused(&out, "404");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("no track `nosuch`"));
+        // plan: the author role; it sees the records v2 would strand.
+        let v2_dir = second.to_str().unwrap();
+        refused(&as_user("viewer-token", &["plan", v2_dir]), "403");
+        let plan = json_of(&as_user(
+            "author-token",
+            &["plan", "--format", "json", v2_dir],
+        ));
+        assert_eq!(plan["tracks"][0]["change"], "changed", "{plan}");
+        assert_eq!(
+            plan["tracks"][0]["stranded"],
+            serde_json::json!([{"step": "b", "records": 3}])
+        );
+        refused(&as_user("author-token", &["deploy", v2_dir]), "409");
+        let out = as_user("author-token", &["deploy", v2_dir, "--map", "waits.b=a"]);
+        assert!(out.status.success(), "{out:?}");
+        // versions, as a viewer; rollback needs the author role.
+        let versions = json_of(&as_user("viewer-token", &["versions", "--format", "json"]));
+        let deploys = versions["deploys"].as_array().unwrap();
+        assert_eq!(deploys.len(), 2, "{versions}");
+        assert_eq!(deploys[0]["by"], "author");
+        assert_eq!(deploys[0]["role"], "author");
+        assert_eq!(deploys[0]["map"], serde_json::json!(["waits.b=a"]));
+        refused(&as_user("operator-token", &["rollback", "1"]), "403");
+        let out = as_user("author-token", &["rollback", "1"]);
+        assert!(out.status.success(), "{out:?}");
+        let versions = json_of(&as_user("viewer-token", &["versions", "--format", "json"]));
+        assert_eq!(versions["deploys"][0]["rollback_of"], 1, "{versions}");
+        // The node runs the rolled-back version: its source is v1 again.
+        wait_for("the rollback is loaded", Duration::from_secs(30), || {
+            db.count(&format!(
+                "SELECT count(*) FROM trackc_deployments WHERE active AND source = '{}'",
+                v1.replace('\'', "''")
+            )) == 1
+        });
+        let out = as_user("operator-token", &["emit", "nudge", "--key", "1"]);
+        assert!(out.status.success(), "{out:?}");
+        let out = as_user("operator-token", &["outbox", "retry", "--all"]);
+        assert_eq!(out.status.code(), Some(2), "nothing parked: {out:?}");
+        let entries = || -> Vec<String> {
+            let log = json_of(&as_user("viewer-token", &["audit", "--format", "json"]));
+            log["entries"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    assert_eq!(e["address"], "127.0.0.1", "{e}");
+                    format!(
+                        "{} ({}) {}: {} => {}",
+                        e["who"].as_str().unwrap(),
+                        e["role"].as_str().unwrap(),
+                        e["action"].as_str().unwrap(),
+                        e["target"].as_str().unwrap(),
+                        e["result"].as_str().unwrap()
+                    )
+                })
+                .collect()
+        };
+        let log = entries();
+        let v1_file = first.join("waits.dt").display().to_string();
+        let v2_file = second.join("waits.dt").display().to_string();
+        assert_eq!(
+            log,
+            [
+                "unknown (none) refused request: POST /deploy => refused (401): no bearer token"
+                    .to_string(),
+                "viewer (viewer) refused request: POST /deploy => refused (403): needs the \
+                 author role"
+                    .to_string(),
+                format!("author (author) deploy: {v1_file} => ok: deploy 1: changed waits"),
+                "viewer (viewer) refused request: POST /plan => refused (403): needs the author \
+                 role"
+                    .to_string(),
+                format!(
+                    "author (author) deploy: {v2_file} => refused (409): deploy refused, nothing \
+                     changed:\n  track waits: step `b` holds 3 record(s) and the new version \
+                     removes it; keep the step, or move them with --map waits.b=STEP"
+                ),
+                format!("author (author) deploy: {v2_file} => ok: deploy 2: changed waits"),
+                "operator (operator) refused request: POST /rollback/1 => refused (403): needs \
+                 the author role"
+                    .to_string(),
+                "author (author) rollback: deploy 1 => ok: deploy 3: changed waits".to_string(),
+                "operator (operator) emit: event nudge (1 raised) => ok".to_string(),
+                "operator (operator) outbox retry: every parked outbox row => ok: 0 re-queued"
+                    .to_string(),
+            ],
+            "{log:#?}"
+        );
+        // A drain is audited too (the node then leaves: read the table).
+        let out = as_user("operator-token", &["drain", "1"]);
+        assert!(out.status.success(), "{out:?}");
+        wait_for(
+            "the drain is in the audit log",
+            Duration::from_secs(30),
+            || {
+                db.count(
+                "SELECT count(*) FROM trackc_audit WHERE action = 'drain' AND who = 'operator' \
+                 AND target = 'node 1' AND result = 'ok'",
+            ) == 1
+            },
         );
     }
 }

@@ -152,13 +152,20 @@ pub fn signal(node: &Node, sig: &str) {
 /// One node on SQLite without peers, answering; its folder.
 pub fn start_single_node(name: &str) -> (Node, PathBuf) {
     let dir = temp_dir(name);
+    let database = format!("sqlite:{}", dir.join("node.db").display());
+    start_single_node_on(name, &database)
+}
+
+/// One node on `database` without peers, answering; its folder.
+pub fn start_single_node_on(name: &str, database: &str) -> (Node, PathBuf) {
+    let dir = temp_dir(name);
     let ports = free_ports(2);
     let listen = SocketAddr::from(([127, 0, 0, 1], ports[0]));
     let plan = Plan {
         id: 1,
         listen,
         http: ports[1],
-        database: format!("sqlite:{}", dir.join("node.db").display()),
+        database: database.to_string(),
         peers: vec![listen],
         extra: String::new(),
     };
