@@ -1338,8 +1338,10 @@ fn deploys_are_kept_rolled_back_and_audited() {
         .into_iter()
         .flatten()
         .collect();
-    let v1 =
-        "track waits {\n    source key id { SELECT id, n, email FROM items }\n    on every 1h\n\
+    // The source does date arithmetic on a run instant, as LANGUAGE.md's
+    // example does (PostgreSQL must be told the parameter's type).
+    let v1 = "track waits {\n    source key id { SELECT id, n, email FROM items \
+        WHERE :last_run - INTERVAL '1 day' < :now }\n    on every 1h\n\
         step a {\n        when n % 2 = 0 then goto b\n    }\n\
         step b {\n        wait 1d\n        when n > 0 then end\n    }\n}\n";
     let v2 =

@@ -69,12 +69,12 @@ fn ts(dialect: Dialect, micros: i64) -> String {
 
 const DAY: i64 = 86_400_000_000;
 
-/// Creates the example tables and fills them with `contacts` contacts
-/// (and about a third as many subscriptions, invoices and orders), raising
-/// `order_placed` for each order. Does nothing if `contacts` exists.
 /// The size of a part of the demo's filling script (see `populate`).
 const PART_BYTES: usize = 256 << 10;
 
+/// Creates the example tables and fills them with `contacts` contacts
+/// (and about a third as many subscriptions, invoices and orders), raising
+/// `order_placed` for each order. Does nothing if `contacts` exists.
 pub fn populate(store: &mut dyn Store, contacts: u64, now: i64) -> Result<bool> {
     let exists = store.query_i64("SELECT count(*) FROM contacts").is_ok();
     if exists {

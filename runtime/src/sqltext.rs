@@ -29,27 +29,46 @@ fn parse_one(sql: &str) -> Result<Statement> {
     Ok(statements.remove(0))
 }
 
+/// The parameters every SQL block has (LANGUAGE.md): the run's instants.
+const INSTANT_PARAMS: [&str; 2] = ["now", "last_run"];
+
 /// `sql` with `:name` parameters numbered `$1, $2, …` in order of first
-/// use, and the names in that order.
+/// use, and the names in that order (PostgreSQL's placeholders).
+///
+/// `:now` and `:last_run` become `CAST($n AS TIMESTAMPTZ)`: PostgreSQL
+/// infers a parameter's type from where it stands, and in
+/// `:last_run - INTERVAL '30 days'` (LANGUAGE.md's own example) it would
+/// infer `interval`, to which an instant cannot be bound.
 pub fn to_positional(sql: &str) -> Result<(String, Vec<String>)> {
     let mut statement = parse_one(sql)?;
     let mut names: Vec<String> = Vec::new();
     let _ = visit_expressions_mut(&mut statement, |expr| {
-        if let Expr::Value(v) = expr {
-            if let Value::Placeholder(p) = &mut v.value {
-                if let Some(name) = p.strip_prefix(':') {
-                    let n = match names.iter().position(|x| x == name) {
-                        Some(i) => i + 1,
-                        None => {
-                            names.push(name.to_string());
-                            names.len()
-                        }
-                    };
-                    *p = format!("${n}");
-                }
+        let Expr::Value(v) = expr else {
+            return ControlFlow::<()>::Continue(());
+        };
+        let Value::Placeholder(p) = &mut v.value else {
+            return ControlFlow::Continue(());
+        };
+        let Some(name) = p.strip_prefix(':').map(str::to_string) else {
+            return ControlFlow::Continue(());
+        };
+        let n = match names.iter().position(|x| *x == name) {
+            Some(i) => i + 1,
+            None => {
+                names.push(name.clone());
+                names.len()
+            }
+        };
+        *p = format!("${n}");
+        if INSTANT_PARAMS.contains(&name.as_str()) {
+            let cast = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&format!("CAST(${n} AS TIMESTAMPTZ)"))
+                .and_then(|mut p| p.parse_expr());
+            if let Ok(cast) = cast {
+                *expr = cast;
             }
         }
-        ControlFlow::<()>::Continue(())
+        ControlFlow::Continue(())
     });
     Ok((statement.to_string(), names))
 }
@@ -242,6 +261,19 @@ mod tests {
             "UPDATE t SET a = $1, b = $2 WHERE id = $1 AND s = ':z'"
         );
         assert_eq!(names, ["x", "y"]);
+    }
+
+    #[test]
+    fn the_run_instants_are_typed_for_postgres() {
+        let (sql, names) =
+            to_positional("SELECT id FROM c WHERE s > :last_run - INTERVAL '30 days' AND t < :now")
+                .unwrap();
+        assert_eq!(
+            sql,
+            "SELECT id FROM c WHERE s > CAST($1 AS TIMESTAMPTZ) - INTERVAL '30 days' AND t < \
+             CAST($2 AS TIMESTAMPTZ)"
+        );
+        assert_eq!(names, ["last_run", "now"]);
     }
 
     #[test]
