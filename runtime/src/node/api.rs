@@ -338,7 +338,10 @@ fn work_of(route: Route, query: Option<&str>, body: &[u8]) -> std::result::Resul
     let optional: &[u8] = if body.is_empty() { b"{}" } else { body };
     Ok(match route {
         Route::Status | Route::Metrics | Route::Drain(_) => {
-            unreachable!("answered without the API thread")
+            return Err(failure(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal: this route is answered without the API thread",
+            ))
         }
         Route::Why => {
             let (Some(track), Some(key)) = (query_value(query, "track"), query_value(query, "key"))
