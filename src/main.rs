@@ -11,6 +11,7 @@ mod lsp;
 mod operate;
 mod plan_cli;
 mod project;
+mod serve_cli;
 mod test_cli;
 mod versions_cli;
 mod why_cli;
@@ -122,6 +123,8 @@ enum Command {
     /// The outbox of e-mails and webhooks: list it, deliver it, re-queue parked rows.
     #[command(subcommand)]
     Outbox(operate::OutboxCommand),
+    /// The web console and the API of one database, without a group.
+    Serve(serve_cli::ServeArgs),
     /// The zero-set-up tour: synthetic contacts in SQLite, the example tracks run over them.
     Demo(operate::DemoArgs),
     /// One peer of a group, as its node.toml says.
@@ -238,6 +241,7 @@ fn main() -> ExitCode {
         Command::Why(args) => why_cli::why(&args),
         Command::Plan(args) => plan_cli::plan(&args),
         Command::Demo(args) => operate::demo(&args),
+        Command::Serve(args) => serve_cli::serve(&args),
         Command::Outbox(command) => operate::outbox(&command),
         Command::Node(args) => group_cli::node(&args),
         Command::Deploy(args) => group_cli::deploy(&args),

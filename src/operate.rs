@@ -157,6 +157,11 @@ pub struct DemoArgs {
     /// Contacts to generate (the first time).
     #[arg(long, default_value_t = 100_000)]
     contacts: u64,
+    /// Then serve the web console of the demo's database (until Ctrl-C).
+    #[arg(long)]
+    serve: bool,
+    #[command(flatten)]
+    console: crate::serve_cli::ServeOptions,
 }
 
 /// Deploys tracks given on this machine (by `local`), writing the deploy
@@ -598,5 +603,10 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, UsageError> {
         args.db,
         args.db
     );
+    if args.serve {
+        drop(store);
+        println!();
+        return crate::serve_cli::serve_db(&args.db, &args.console);
+    }
     Ok(ExitCode::SUCCESS)
 }

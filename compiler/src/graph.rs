@@ -2,7 +2,8 @@
 //! their `wait`), and each rule that moves a record is an edge labelled by
 //! its number and a short form of its condition: `goto` to the step, `end`
 //! to the track's end. Printed as Graphviz DOT or as a Mermaid flowchart,
-//! both laid out by their own tools.
+//! both laid out by their own tools, or drawn here as SVG (`svg`, laid out
+//! in layers: the web console's picture).
 
 use crate::ir::{Track, Transition};
 use crate::syntax::literals::format_duration;
@@ -44,6 +45,8 @@ struct Edge {
     from: usize,
     /// `None`: the track's end.
     to: Option<usize>,
+    /// The rule's index in its step.
+    rule: usize,
     label: String,
 }
 
@@ -79,6 +82,7 @@ fn edges(graph: &TrackGraph<'_>) -> Vec<Edge> {
             out.push(Edge {
                 from: s,
                 to,
+                rule: r,
                 label: edge_label(r + 1, text),
             });
         }
@@ -225,4 +229,187 @@ mod tests {
         );
         assert!(mermaid.contains("t0s1(\"b<br/>wait 1h30m\")"), "{mermaid}");
     }
+}
+
+/// What the console draws over a track's graph: per step the records in
+/// it, per rule how often it fired (in the last hour and day).
+#[derive(Clone, Debug, Default)]
+pub struct Overlay {
+    /// By step index.
+    pub records: Vec<i64>,
+    /// By step and rule index: (last hour, last day).
+    pub fired: Vec<Vec<(u64, u64)>>,
+}
+
+/// Width and height of a step's box, and the gaps between layers and rows
+/// (SVG user units).
+const BOX_W: usize = 180;
+const BOX_H: usize = 56;
+const LAYER_GAP: usize = 300;
+const ROW_GAP: usize = 50;
+
+/// Each step's layer: its distance in `goto`s from the first step
+/// (breadth first); steps no `goto` reaches go one layer past the rest.
+/// The track's end is the last layer.
+fn layers(graph: &TrackGraph<'_>) -> Vec<usize> {
+    let steps = &graph.track.steps;
+    let mut layer = vec![usize::MAX; steps.len()];
+    let mut queue = std::collections::VecDeque::new();
+    if !steps.is_empty() {
+        layer[0] = 0;
+        queue.push_back(0);
+    }
+    while let Some(s) = queue.pop_front() {
+        for rule in &steps[s].rules {
+            if let Transition::Goto(to) = rule.transition {
+                if layer[to] == usize::MAX {
+                    layer[to] = layer[s] + 1;
+                    queue.push_back(to);
+                }
+            }
+        }
+    }
+    let reached = layer
+        .iter()
+        .filter(|&&l| l != usize::MAX)
+        .max()
+        .map_or(0, |m| m + 1);
+    layer
+        .into_iter()
+        .map(|l| if l == usize::MAX { reached } else { l })
+        .collect()
+}
+
+fn xml(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The track as an SVG picture, laid out in layers from left to right
+/// (`layers`), steps in a layer in their written order: a box per step
+/// with its name, its `wait` and, with an overlay, the records in it; an
+/// arrow per rule that moves a record, labelled by its number, its short
+/// condition and, with an overlay, how often it fired in the last hour
+/// and day. Self-contained (no script, no outside reference).
+pub fn svg(graph: &TrackGraph<'_>, overlay: Option<&Overlay>) -> String {
+    use std::fmt::Write;
+    let track = graph.track;
+    let layer = layers(graph);
+    let end_layer = layer.iter().max().map_or(0, |m| m + 1);
+    let mut rows = vec![0usize; end_layer + 1];
+    let mut at: Vec<(usize, usize)> = Vec::with_capacity(track.steps.len());
+    for &l in &layer {
+        at.push((l, rows[l]));
+        rows[l] += 1;
+    }
+    let tallest = rows.iter().copied().max().unwrap_or(1).max(1);
+    let x = |l: usize| 20 + l * (BOX_W + LAYER_GAP);
+    let y = |r: usize| 40 + r * (BOX_H + ROW_GAP);
+    let width = x(end_layer) + 80;
+    let height = y(tallest) + 20;
+    let end = (x(end_layer) + 30, y(0) + BOX_H / 2);
+    let mut out = String::new();
+    let _ = write!(
+        out,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"track-graph\" viewBox=\"0 0 {width} \
+         {height}\" width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"steps of \
+         track {}\">\n<defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" \
+         markerWidth=\"7\" markerHeight=\"7\" orient=\"auto-start-reverse\"><path d=\"M 0 0 L \
+         10 5 L 0 10 z\"/></marker></defs>\n",
+        xml(&track.name)
+    );
+    // Rules between the same two steps: each its own curve and label.
+    let mut seen: std::collections::HashMap<(usize, Option<usize>), usize> = Default::default();
+    for (e, edge) in edges(graph).iter().enumerate() {
+        let nth = {
+            let n = seen.entry((edge.from, edge.to)).or_insert(0);
+            *n += 1;
+            *n - 1
+        };
+        let bend = nth * 26;
+        let (fl, fr) = at[edge.from];
+        let (sx, sy) = (x(fl) + BOX_W, y(fr) + BOX_H / 2);
+        let (tx, ty) = match edge.to {
+            Some(t) if at[t].0 <= fl => {
+                // Back or same layer: leave and enter from the top.
+                let (tl, tr) = at[t];
+                (x(tl) + BOX_W / 2, y(tr))
+            }
+            Some(t) => (x(at[t].0), y(at[t].1) + BOX_H / 2),
+            None => (end.0 - 14, end.1),
+        };
+        let back = edge.to.is_some_and(|t| at[t].0 <= fl);
+        let path = if back {
+            let lift = y(fr).min(ty).saturating_sub(30 + 8 * (e % 3));
+            format!(
+                "M {} {} C {} {lift}, {tx} {lift}, {tx} {ty}",
+                x(fl) + BOX_W / 2,
+                y(fr),
+                x(fl) + BOX_W / 2
+            )
+        } else {
+            let mid = (sx + tx) / 2;
+            let (c1, c2) = (sy + bend, ty + bend);
+            format!("M {sx} {sy} C {mid} {c1}, {mid} {c2}, {tx} {ty}")
+        };
+        let (step, rule) = (edge.from, edge.rule);
+        let fired = overlay
+            .and_then(|o| o.fired.get(step)?.get(rule).copied())
+            .map(|(hour, day)| format!(" · {hour}/h {day}/d"))
+            .unwrap_or_default();
+        let (lx, ly) = if back {
+            (
+                (x(fl) + BOX_W / 2 + tx) / 2,
+                y(fr).min(ty).saturating_sub(36 + 8 * (e % 3)),
+            )
+        } else {
+            ((sx + tx) / 2, (sy + ty) / 2 + bend * 3 / 4 - 6)
+        };
+        let _ = writeln!(
+            out,
+            "<g class=\"edge\" data-step=\"{}\" data-rule=\"{}\"><path d=\"{path}\" fill=\"none\" \
+             marker-end=\"url(#arrow)\"/><text x=\"{lx}\" y=\"{ly}\" text-anchor=\"middle\">{}{}</text></g>",
+            xml(&track.steps[step].name),
+            rule + 1,
+            xml(&edge.label),
+            xml(&fired)
+        );
+    }
+    for (s, step) in track.steps.iter().enumerate() {
+        let (l, r) = at[s];
+        let (bx, by) = (x(l), y(r));
+        let wait = step
+            .wait
+            .map(|w| format!("wait {}", format_duration(w)))
+            .unwrap_or_default();
+        let records = overlay
+            .and_then(|o| o.records.get(s))
+            .map(|n| format!("<text class=\"records\" x=\"{}\" y=\"{}\" text-anchor=\"end\" data-records=\"{n}\">{n} waiting</text>", bx + BOX_W - 8, by + BOX_H - 10))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "<g class=\"step\" data-step=\"{}\"><rect x=\"{bx}\" y=\"{by}\" width=\"{BOX_W}\" \
+             height=\"{BOX_H}\" rx=\"10\"/><text class=\"name\" x=\"{}\" y=\"{}\">{}</text><text \
+             class=\"wait\" x=\"{}\" y=\"{}\">{}</text>{records}</g>",
+            xml(&step.name),
+            bx + 10,
+            by + 22,
+            xml(&step.name),
+            bx + 10,
+            by + BOX_H - 10,
+            xml(&wait)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<g class=\"end\"><circle cx=\"{}\" cy=\"{}\" r=\"14\"/><text x=\"{}\" y=\"{}\" \
+         text-anchor=\"middle\">end</text></g>\n</svg>",
+        end.0,
+        end.1,
+        end.0,
+        end.1 + 32
+    );
+    out
 }

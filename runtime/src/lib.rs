@@ -3,6 +3,7 @@
 
 pub mod bundle;
 pub mod clock;
+pub mod console;
 pub mod db;
 pub mod deliver;
 pub mod engine;

@@ -52,6 +52,8 @@ pub struct RunStats {
     pub unknown_keys: u64,
     /// Problems with single records or blocks (the rest went on).
     pub errors: Vec<String>,
+    /// Record steps by (step index, rule index; `None`: no rule fired).
+    pub fired: std::collections::BTreeMap<(usize, Option<usize>), u64>,
 }
 
 impl RunStats {
@@ -67,6 +69,9 @@ impl RunStats {
         self.waiting += other.waiting;
         self.unknown_keys += other.unknown_keys;
         self.errors.extend(other.errors);
+        for (k, n) in other.fired {
+            *self.fired.entry(k).or_default() += n;
+        }
     }
 
     fn add_applied(&mut self, a: Applied) {
@@ -559,6 +564,7 @@ fn decide_block(
             })?;
             stats.record_steps += members.len() as u64;
             for (&p, fired) in members.iter().zip(fired) {
+                *stats.fired.entry((step, fired)).or_default() += 1;
                 let record = &rows[pending[p].row];
                 let pe = &mut pending[p];
                 let Some(index) = fired else {

@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod deploys;
 mod history;
+pub mod insight;
 mod migrations;
 mod outbox;
 mod owners;
@@ -523,6 +524,18 @@ pub trait Store: Send {
 
     /// Everything `trackc why` shows of record `key` of `track`.
     fn record_history(&mut self, track: &str, key: &str) -> Result<RecordHistory>;
+
+    /// The newest runs of `track` (at most `limit`), newest first.
+    fn recent_runs(&mut self, track: &str, limit: usize) -> Result<Vec<insight::RunRow>>;
+
+    /// The newest history rows of `track` at or after `since` (at most
+    /// `limit`), newest first.
+    fn history_since(
+        &mut self,
+        track: &str,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<insight::BlockRow>>;
 
     /// Runs plain SQL (set-up scripts, tests).
     fn execute_batch(&mut self, sql: &str) -> Result<()>;

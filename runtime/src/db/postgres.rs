@@ -9,7 +9,7 @@ use super::outbox as ob;
 use super::retry::{once, retrying, Attempts, DbOptions, Reconnect};
 use super::runs;
 use super::*;
-use super::{audit, deploys};
+use super::{audit, deploys, insight};
 use crate::error::redact_url;
 use crate::error::Fault;
 use crate::sqltext;
@@ -1371,6 +1371,41 @@ impl Store for PgStore {
         .pop()
         .map(|row| deploys::shipped(number, row))
         .transpose()
+    }
+
+    fn recent_runs(&mut self, track: &str, limit: usize) -> Result<Vec<insight::RunRow>> {
+        self.query(
+            insight::RUNS,
+            &[&track, &(limit as i64)],
+            || "reading a track's runs".into(),
+            |r| insight::RunRow {
+                id: r.get(0),
+                run_at: r.get(1),
+                started_at: r.get(2),
+                finished_at: r.get(3),
+                records: r.get(4),
+                changes: r.get(5),
+            },
+        )
+    }
+
+    fn history_since(
+        &mut self,
+        track: &str,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<insight::BlockRow>> {
+        self.query(
+            insight::HISTORY_SINCE,
+            &[&track, &since, &(limit as i64)],
+            || "reading a track's history".into(),
+            |r| insight::BlockRow {
+                at: r.get(0),
+                node: r.get(1),
+                run_id: r.get(2),
+                changes: r.get(3),
+            },
+        )
     }
 
     fn audit(&mut self, entry: &AuditEntry) -> Result<()> {

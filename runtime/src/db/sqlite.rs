@@ -9,7 +9,7 @@ use super::retry::{once, retrying, DbOptions, Reconnect};
 use super::runs;
 use super::timefmt::{format_sqlite_timestamp, parse_sqlite_timestamp};
 use super::*;
-use super::{audit, deploys};
+use super::{audit, deploys, insight};
 use crate::error::Fault;
 use crate::sqltext;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
@@ -790,6 +790,47 @@ impl Store for SqliteStore {
         .pop()
         .map(|row| deploys::shipped(number, row))
         .transpose()
+    }
+
+    fn recent_runs(&mut self, track: &str, limit: usize) -> Result<Vec<insight::RunRow>> {
+        query_all(
+            self.conn(),
+            &sqlite_placeholders(insight::RUNS),
+            params![track, limit as i64],
+            "reading a track's runs",
+            |r| {
+                Ok(insight::RunRow {
+                    id: r.get(0)?,
+                    run_at: r.get(1)?,
+                    started_at: r.get(2)?,
+                    finished_at: r.get(3)?,
+                    records: r.get(4)?,
+                    changes: r.get(5)?,
+                })
+            },
+        )
+    }
+
+    fn history_since(
+        &mut self,
+        track: &str,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<insight::BlockRow>> {
+        query_all(
+            self.conn(),
+            &sqlite_placeholders(insight::HISTORY_SINCE),
+            params![track, since, limit as i64],
+            "reading a track's history",
+            |r| {
+                Ok(insight::BlockRow {
+                    at: r.get(0)?,
+                    node: r.get(1)?,
+                    run_id: r.get(2)?,
+                    changes: r.get(3)?,
+                })
+            },
+        )
     }
 
     fn audit(&mut self, entry: &AuditEntry) -> Result<()> {

@@ -23,6 +23,7 @@
 
 use super::auth_limit::{AuthLimiter, Failure, AUTH_FAILURES_MAX, AUTH_FAILURE_WINDOW};
 use super::config::{NodeConfig, UserRole};
+use super::metrics::NodeMetrics;
 use super::tls::ServerTls;
 use super::{Input, Shared};
 use crate::bundle;
@@ -151,6 +152,15 @@ pub enum Work {
     AuditLog {
         since: i64,
     },
+    /// The database's gauges for `/metrics`, answered on their own
+    /// channel (none when the database does not answer).
+    Gauges(tokio::sync::oneshot::Sender<Gauges>),
+    /// A page of the web console, answered on its own channel.
+    Console(
+        crate::console::pages::Page,
+        crate::console::pages::Viewer,
+        tokio::sync::oneshot::Sender<(StatusCode, String)>,
+    ),
     /// A drain was asked for (the protocol thread does it): audit only.
     Drained(u64),
     /// A request refused before any work (401, 403): audit only.
@@ -189,12 +199,33 @@ pub struct ApiContext {
     pub shared: Arc<Shared>,
     pub jobs: SyncSender<ApiJob>,
     pub inputs: Mutex<Sender<Input>>,
+    /// The web console's signed-in sessions.
+    pub sessions: crate::console::session::Sessions,
+    /// `trackc serve`: one database, no group.
+    pub standalone: bool,
 }
 
 impl ApiContext {
+    /// Writes a refused request to the audit log.
+    pub(crate) fn refused(
+        &self,
+        by: Actor,
+        address: IpAddr,
+        route: &str,
+        status: StatusCode,
+        why: &str,
+    ) {
+        let work = Work::Refused {
+            route: route.to_string(),
+            status,
+            why: why.to_string(),
+        };
+        self.audit_only(work, by, address);
+    }
+
     /// Queues an audit entry; when the queue is full it is dropped and
     /// said so (the refusals of a flood must not hold up real work).
-    fn audit_only(&self, work: Work, by: Actor, address: IpAddr) {
+    pub(crate) fn audit_only(&self, work: Work, by: Actor, address: IpAddr) {
         let job = ApiJob {
             work,
             by,
@@ -387,6 +418,9 @@ async fn respond(
     ip: IpAddr,
     context: &ApiContext,
 ) -> Response<Full<Bytes>> {
+    if crate::console::handles(req.method(), req.uri().path()) {
+        return crate::console::respond(req, ip, context).await;
+    }
     let Some(route) = Route::of(req.method(), req.uri().path()) else {
         return error(StatusCode::NOT_FOUND, "no such route");
     };
@@ -480,10 +514,27 @@ async fn respond(
     match route {
         Route::Status => return json(StatusCode::OK, status()),
         Route::Metrics => {
-            let mut r = Response::new(Full::new(Bytes::from(prometheus(&status()))));
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let job = ApiJob {
+                work: Work::Gauges(tx),
+                by,
+                address: ip,
+                reply: None,
+            };
+            let gauges = match context.jobs.try_send(job) {
+                Ok(()) => tokio::time::timeout(GAUGES_WAIT, rx)
+                    .await
+                    .ok()
+                    .and_then(|r| r.ok()),
+                Err(_) => None,
+            };
+            let text = prometheus(&status(), &context.shared.metrics, gauges.as_ref());
+            let mut r = Response::new(Full::new(Bytes::from(text)));
             r.headers_mut().insert(
                 "content-type",
-                "text/plain; version=0.0.4".parse().expect("a header"),
+                "text/plain; version=0.0.4; charset=utf-8"
+                    .parse()
+                    .expect("a header"),
             );
             return r;
         }
@@ -530,42 +581,173 @@ async fn respond(
     }
 }
 
-fn prometheus(status: &serde_json::Value) -> String {
+/// What `/metrics` reads from the database, through the API thread.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    /// (kind, state, rows).
+    pub outbox: Vec<(String, String, i64)>,
+    pub events_pending: i64,
+}
+
+/// How long a scrape waits for the database's gauges; without them it
+/// still answers the node's own counters (and `trackc_db_up`).
+const GAUGES_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The node's metrics in Prometheus' text exposition format (0.0.4); the
+/// names are docs/operations.md's.
+pub fn prometheus(
+    status: &serde_json::Value,
+    metrics: &NodeMetrics,
+    gauges: Option<&Gauges>,
+) -> String {
+    use super::metrics::label;
+    use std::fmt::Write;
     let mut out = String::new();
-    let metrics = &status["metrics"];
-    out += &format!(
-        "trackc_frames_accepted_total {}\n",
-        metrics["frames_accepted"].as_u64().unwrap_or(0)
+    let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    };
+    let number = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let m = &status["metrics"];
+    family(
+        &mut out,
+        "trackc_frames_accepted_total",
+        "counter",
+        "Peer frames accepted.",
     );
-    if let Some(rejected) = metrics["frames_rejected"].as_object() {
-        for (why, n) in rejected {
-            out += &format!("trackc_frames_rejected_total{{reason=\"{why}\"}} {n}\n");
-        }
-    }
-    if let Some(executed) = metrics["blocks_executed"].as_object() {
-        for (outcome, n) in executed {
-            out += &format!("trackc_blocks_executed_total{{outcome=\"{outcome}\"}} {n}\n");
-        }
-    }
-    out += &format!(
-        "trackc_blocks_refused_total {}\n",
-        metrics["blocks_refused"].as_u64().unwrap_or(0)
+    let _ = writeln!(
+        out,
+        "trackc_frames_accepted_total {}",
+        number(&m["frames_accepted"])
     );
-    out += &format!(
-        "trackc_blocks_outstanding {}\n",
-        metrics["blocks_outstanding"].as_u64().unwrap_or(0)
+    family(
+        &mut out,
+        "trackc_frames_rejected_total",
+        "counter",
+        "Peer frames refused, by reason.",
+    );
+    for (why, n) in m["frames_rejected"].as_object().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "trackc_frames_rejected_total{{reason=\"{}\"}} {n}",
+            label(why)
+        );
+    }
+    family(
+        &mut out,
+        "trackc_blocks_total",
+        "counter",
+        "Blocks this node executed, by outcome.",
+    );
+    for (outcome, n) in m["blocks_executed"].as_object().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "trackc_blocks_total{{outcome=\"{}\"}} {n}",
+            label(outcome)
+        );
+    }
+    family(
+        &mut out,
+        "trackc_blocks_refused_total",
+        "counter",
+        "Blocks this node refused (no room).",
+    );
+    let _ = writeln!(
+        out,
+        "trackc_blocks_refused_total {}",
+        number(&m["blocks_refused"])
+    );
+    family(
+        &mut out,
+        "trackc_blocks_outstanding",
+        "gauge",
+        "Blocks this node queued or has in flight as an owner.",
+    );
+    let _ = writeln!(
+        out,
+        "trackc_blocks_outstanding {}",
+        number(&m["blocks_outstanding"])
     );
     let database = &status["database"];
-    out += &format!(
-        "trackc_database_reachable {}\n",
+    family(
+        &mut out,
+        "trackc_db_up",
+        "gauge",
+        "1 when this node reaches the database.",
+    );
+    let _ = writeln!(
+        out,
+        "trackc_db_up {}",
         u8::from(database["reachable"] == true)
     );
-    out += &format!(
-        "trackc_database_retries_total {}\n",
-        database["retries"].as_u64().unwrap_or(0)
+    family(
+        &mut out,
+        "trackc_database_retries_total",
+        "counter",
+        "Database operations tried again after a transient fault.",
     );
+    let _ = writeln!(
+        out,
+        "trackc_database_retries_total {}",
+        number(&database["retries"])
+    );
+    family(
+        &mut out,
+        "trackc_node_up",
+        "gauge",
+        "1 for each node this node sees alive (or draining), 0 for one it declared unavailable.",
+    );
+    for n in status["nodes"].as_array().into_iter().flatten() {
+        let up = u8::from(n["state"] != "unavailable");
+        let _ = writeln!(out, "trackc_node_up{{node=\"{}\"}} {up}", n["id"]);
+    }
+    family(
+        &mut out,
+        "trackc_track_owner",
+        "gauge",
+        "1 for each track and the node that owns it, as this node sees them.",
+    );
+    for t in status["tracks"].as_array().into_iter().flatten() {
+        if let Some(owner) = t["owner"].as_u64() {
+            let track = label(t["name"].as_str().unwrap_or(""));
+            let _ = writeln!(
+                out,
+                "trackc_track_owner{{track=\"{track}\",node=\"{owner}\"}} 1"
+            );
+        }
+    }
+    metrics.render(&mut out);
+    if let Some(g) = gauges {
+        family(&mut out, "trackc_outbox_rows", "gauge", "Outbox rows by kind and state (the group's database: every node reports the same; aggregate with max).");
+        for (kind, state, n) in &g.outbox {
+            let _ = writeln!(
+                out,
+                "trackc_outbox_rows{{kind=\"{}\",state=\"{}\"}} {n}",
+                label(kind),
+                label(state)
+            );
+        }
+        family(
+            &mut out,
+            "trackc_events_pending",
+            "gauge",
+            "Events raised and not yet decided (the group's database; aggregate with max).",
+        );
+        let _ = writeln!(out, "trackc_events_pending {}", g.events_pending);
+    }
     out
 }
+
+/// The database's gauges for `/metrics`.
+pub fn gauges(store: &mut dyn Store) -> Result<Gauges> {
+    Ok(Gauges {
+        outbox: store.outbox_counts()?,
+        events_pending: store.query_i64(EVENTS_PENDING)?,
+    })
+}
+
+/// Events waiting for the tracks that listen for them (the partial index
+/// `trackc_events_waiting` holds exactly these).
+const EVENTS_PENDING: &str = "SELECT count(*) FROM trackc_events WHERE done_at IS NULL";
 
 /// The API thread: the requests that need the database, one at a time,
 /// on its own connection; each deploy, rollback, drain, emit, retry and
@@ -698,6 +880,19 @@ fn do_work(
                 Err(e) => internal(e),
             };
             (answer, None)
+        }
+        Work::Gauges(answer) => {
+            match gauges(store) {
+                Ok(g) => {
+                    let _ = answer.send(g);
+                }
+                Err(e) => eprintln!("/metrics: the database's gauges: {e}"),
+            }
+            ((StatusCode::OK, serde_json::json!({})), None)
+        }
+        Work::Console(page, viewer, answer) => {
+            let _ = answer.send(crate::console::pages::page(store, jit, page, &viewer));
+            ((StatusCode::OK, serde_json::json!({})), None)
         }
         Work::Drained(id) => (
             (StatusCode::ACCEPTED, serde_json::json!({})),

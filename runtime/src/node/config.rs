@@ -184,6 +184,51 @@ impl NodeConfig {
         Ok(config)
     }
 
+    /// The configuration of `trackc serve`: one database, the console and
+    /// the API on `http`, no group (no peers; a secret no one shares).
+    pub fn standalone(database: &str, http: SocketAddr, users: Vec<User>) -> Result<NodeConfig> {
+        let secret = new_token()?;
+        // A JSON string is a TOML basic string (the same escapes).
+        let quoted = serde_json::Value::from(database).to_string();
+        let text = format!(
+            "id = 1\nlisten = \"127.0.0.1:0\"\nhttp = \"{http}\"\ndatabase = {quoted}\nsecret = \"{secret}\"\n"
+        );
+        let mut config = NodeConfig::parse(&text, Path::new(".")).map_err(Error::Config)?;
+        config.users = users;
+        Ok(config)
+    }
+
+    /// The `[[users]]` of a TOML file (a node.toml, or a file of users
+    /// alone), checked as a node checks them.
+    pub fn users_of(path: &Path) -> Result<Vec<User>> {
+        #[derive(Deserialize)]
+        struct UsersOnly {
+            #[serde(default)]
+            users: Vec<User>,
+        }
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        let file: UsersOnly =
+            toml::from_str(&text).map_err(|e| Error::Config(format!("{}: {e}", path.display())))?;
+        for u in &file.users {
+            if u.token_sha256.len() != 64 || !u.token_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(Error::Config(format!(
+                    "{}: user `{}`: `token_sha256` is not 64 hex digits (sha256sum of the token)",
+                    path.display(),
+                    u.name
+                )));
+            }
+        }
+        if file.users.is_empty() {
+            return Err(Error::Config(format!(
+                "{}: no [[users]] in it (trackc token new makes one)",
+                path.display()
+            )));
+        }
+        Ok(file.users)
+    }
+
     /// The keys whose change in `new` takes effect only at the next start
     /// (a reload applies the secrets and the TLS files).
     pub fn needs_restart_for(&self, new: &NodeConfig) -> Vec<&'static str> {

@@ -17,6 +17,8 @@ pub mod api;
 mod auth_limit;
 pub mod client;
 pub mod config;
+pub mod metrics;
+pub mod standalone;
 pub mod tls;
 mod transport;
 pub mod work;
@@ -85,6 +87,8 @@ pub struct Shared {
     pub unknown_keys: AtomicU64,
     /// The status JSON, renewed every cycle.
     pub status: Mutex<serde_json::Value>,
+    /// Record steps and run durations, for `/metrics`.
+    pub metrics: metrics::NodeMetrics,
 }
 
 /// Runs a node until `stop` is set or it has drained. When `reload` is
@@ -179,6 +183,8 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>, reload: Arc<AtomicBoo
         shared: shared.clone(),
         jobs: api_tx,
         inputs: Mutex::new(inputs_tx.clone()),
+        sessions: Default::default(),
+        standalone: false,
     });
     let (bound_tx, bound_rx) = channel::<std::io::Result<()>>();
     let api_tls = tls.clone();

@@ -5,6 +5,7 @@
 //! bundle; they answer the protocol through its input channel.
 
 use super::config::HistorySettings;
+use super::metrics::NodeMetrics;
 use super::{Input, Shared};
 use crate::bundle::{self, LoadedTrack};
 use crate::clock::now_micros;
@@ -74,6 +75,8 @@ pub struct BlockPayload {
 /// A run opened in the database, finished when its blocks are all done.
 struct OpenRun {
     run: RunInfo,
+    /// When this node opened it (or took it over), for its duration.
+    opened: std::time::Instant,
     /// The `on change` result to remember after the run.
     mark: Option<String>,
     records: u64,
@@ -244,7 +247,12 @@ impl OwnerThread {
             self.runs
                 .entry(track.to_string())
                 .or_default()
-                .push(OpenRun { run, mark, records });
+                .push(OpenRun {
+                    run,
+                    opened: std::time::Instant::now(),
+                    mark,
+                    records,
+                });
         }
         Ok(true)
     }
@@ -323,6 +331,8 @@ impl OwnerThread {
     fn finish(&mut self, track: &str, r: OpenRun) -> Result<()> {
         let listeners = listeners(&self.bundle.tracks);
         self.store.finish_run(&r.run, r.records, 0, &listeners)?;
+        let seconds = r.opened.elapsed().as_secs_f64();
+        self.shared.metrics.observe_run(track, seconds);
         crate::run::prune_history(self.store.as_mut(), r.run.now, self.history_days)?;
         if let Some(mark) = &r.mark {
             self.store.set_mark(track, mark)?;
@@ -364,7 +374,7 @@ pub fn work_blocks(
                 t.history = history.enabled && !history.off.contains(&t.ir.name);
             }
         }
-        let outcome = match execute(bundle.as_ref(), store.as_mut(), &block) {
+        let outcome = match execute(bundle.as_ref(), store.as_mut(), &block, &shared.metrics) {
             Ok(()) => Outcome::Done,
             Err(Error::Fenced { .. }) => Outcome::Fenced,
             Err(e) => Outcome::Failed(e.to_string()),
@@ -376,7 +386,12 @@ pub fn work_blocks(
     }
 }
 
-fn execute(bundle: Option<&Bundle>, store: &mut dyn Store, block: &Block) -> Result<()> {
+fn execute(
+    bundle: Option<&Bundle>,
+    store: &mut dyn Store,
+    block: &Block,
+    metrics: &NodeMetrics,
+) -> Result<()> {
     let payload: BlockPayload = postcard::from_bytes(&block.payload)
         .map_err(|e| Error::Data(format!("block {}: cannot be read: {e}", block.id)))?;
     let track = bundle.and_then(|b| b.track(&block.track)).ok_or_else(|| {
@@ -395,6 +410,16 @@ fn execute(bundle: Option<&Bundle>, store: &mut dyn Store, block: &Block) -> Res
     for e in stats.errors.iter().take(3) {
         eprintln!("block {}: {e}", block.id);
     }
+    let ir = &track.ir;
+    let steps: Vec<(String, String, u64)> = stats
+        .fired
+        .iter()
+        .map(|(&(step, rule), &n)| {
+            let rule = rule.map_or_else(|| "none".to_string(), |r| (r + 1).to_string());
+            (ir.steps[step].name.clone(), rule, n)
+        })
+        .collect();
+    metrics.add_record_steps(&ir.name, &steps);
     Ok(())
 }
 
