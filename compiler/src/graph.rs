@@ -308,7 +308,16 @@ pub fn svg(graph: &TrackGraph<'_>, overlay: Option<&Overlay>) -> String {
     let x = |l: usize| 20 + l * (BOX_W + LAYER_GAP);
     let y = |r: usize| 40 + r * (BOX_H + ROW_GAP);
     let width = x(end_layer) + 80;
-    let height = y(tallest) + 20;
+    let all = edges(graph);
+    let target_layer = |e: &Edge| e.to.map_or(end_layer, |t| at[t].0);
+    // An edge that skips a layer runs in a lane of its own below the
+    // boxes, so that it crosses none.
+    let skips = all
+        .iter()
+        .filter(|e| target_layer(e) > at[e.from].0 + 1)
+        .count();
+    let lanes_top = y(tallest);
+    let height = lanes_top + 24 * skips + 20;
     let end = (x(end_layer) + 30, y(0) + BOX_H / 2);
     let mut out = String::new();
     let _ = write!(
@@ -322,7 +331,8 @@ pub fn svg(graph: &TrackGraph<'_>, overlay: Option<&Overlay>) -> String {
     );
     // Rules between the same two steps: each its own curve and label.
     let mut seen: std::collections::HashMap<(usize, Option<usize>), usize> = Default::default();
-    for (e, edge) in edges(graph).iter().enumerate() {
+    let mut lane = 0;
+    for (e, edge) in all.iter().enumerate() {
         let nth = {
             let n = seen.entry((edge.from, edge.to)).or_insert(0);
             *n += 1;
@@ -341,7 +351,20 @@ pub fn svg(graph: &TrackGraph<'_>, overlay: Option<&Overlay>) -> String {
             None => (end.0 - 14, end.1),
         };
         let back = edge.to.is_some_and(|t| at[t].0 <= fl);
-        let path = if back {
+        let skip = !back && target_layer(edge) > fl + 1;
+        let lane_y = lanes_top + 24 * lane;
+        if skip {
+            lane += 1;
+        }
+        let path = if skip {
+            format!(
+                "M {sx} {sy} Q {} {lane_y} {} {lane_y} L {} {lane_y} Q {} {lane_y} {tx} {ty}",
+                sx + 40,
+                sx + 80,
+                tx - 80,
+                tx - 40
+            )
+        } else if back {
             let lift = y(fr).min(ty).saturating_sub(30 + 8 * (e % 3));
             format!(
                 "M {} {} C {} {lift}, {tx} {lift}, {tx} {ty}",
@@ -359,7 +382,9 @@ pub fn svg(graph: &TrackGraph<'_>, overlay: Option<&Overlay>) -> String {
             .and_then(|o| o.fired.get(step)?.get(rule).copied())
             .map(|(hour, day)| format!(" · {hour}/h {day}/d"))
             .unwrap_or_default();
-        let (lx, ly) = if back {
+        let (lx, ly) = if skip {
+            (sx + 80 + LAYER_GAP / 2, lane_y - 4)
+        } else if back {
             (
                 (x(fl) + BOX_W / 2 + tx) / 2,
                 y(fr).min(ty).saturating_sub(36 + 8 * (e % 3)),

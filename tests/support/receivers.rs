@@ -36,7 +36,9 @@ pub struct Hook {
 }
 
 /// Answers by path: `/hook` 200; `/flaky` 500 for the first two requests
-/// of an idempotency key, then 200; `/gone` 404; `/hang` never answers.
+/// of an idempotency key, then 200; `/gone` 404; `/gone-once` 404 for the
+/// first request of an idempotency key (the delivery is parked), then 200;
+/// `/hang` never answers.
 pub struct HttpReceiver {
     pub addr: String,
     hooks: Arc<Mutex<Vec<Hook>>>,
@@ -108,6 +110,7 @@ fn serve_http(stream: TcpStream, seen: &Mutex<Vec<Hook>>) {
                 return;
             }
             "/gone" => "404 Not Found",
+            "/gone-once" if earlier < 1 => "404 Not Found",
             "/flaky" if earlier < 2 => "500 Internal Server Error",
             _ => "200 OK",
         };
