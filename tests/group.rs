@@ -1188,6 +1188,7 @@ fn the_api_answers_why_plan_versions_rollback_and_audits_every_action() {
                 .as_array()
                 .unwrap()
                 .iter()
+                .filter(|e| e["role"] != "node")
                 .map(|e| {
                     assert_eq!(e["address"], "127.0.0.1", "{e}");
                     format!(
@@ -1231,6 +1232,14 @@ fn the_api_answers_why_plan_versions_rollback_and_audits_every_action() {
                     .to_string(),
             ],
             "{log:#?}"
+        );
+        // The node's claim of the track is kept with the people's actions.
+        assert_eq!(
+            db.count(
+                "SELECT count(*) FROM trackc_audit WHERE who = 'node 1' AND action = 'claim' \
+                 AND target = 'track waits' AND result = 'ok: claimed at epoch 1'"
+            ),
+            1
         );
         // A drain is audited too (the node then leaves: read the table).
         let out = as_user("operator-token", &["drain", "1"]);

@@ -145,6 +145,8 @@ def test_the_group_console(browser):
     expect(page.locator("#nodes tr[data-node='1'] .master")).to_have_text("master")
     for n in nodes:
         expect(page.locator(f"#nodes tr[data-node='{n['id']}'] .state")).to_have_text("alive")
+    expect(page.locator("#recent")).to_contain_text("node 1 (node) · claim track journey")
+    expect(page.locator("#recent")).to_contain_text("deploy")
     viewer.shot("group")
     # A node killed now shows as unavailable without a reload.
     os.kill(nodes[2]["pid"], signal.SIGKILL)

@@ -174,7 +174,7 @@ fn group(store: &mut dyn Store, status: Json, standalone: bool, viewer: &Viewer)
         .map_err(failed)?
         .into_iter()
         .rev()
-        .filter(|e| matches!(e.action.as_str(), "deploy" | "rollback" | "drain"))
+        .filter(|e| matches!(e.action.as_str(), "deploy" | "rollback" | "drain" | "claim"))
         .take(10)
         .map(|e| {
             json!({"at": format_timestamp(e.at), "who": e.who, "role": e.role,
@@ -436,7 +436,7 @@ fn track(
                 })
                 .unwrap_or_default();
             json!({"id": r.id, "at": format_timestamp(r.run_at), "duration": duration,
-                   "records": r.records, "changes": r.changes, "blocks": per_node})
+                   "records": r.records, "failed": r.failed_blocks, "blocks": per_node})
         })
         .collect();
     Ok((

@@ -1,6 +1,7 @@
 //! The audit log (`trackc_audit`) as both stores keep it: who did what to
 //! the group, with which role, on what, and how it ended: deploys,
-//! rollbacks, drains, emits, outbox retries and refused requests. `$n`
+//! rollbacks, drains, emits, outbox retries and refused requests, and the
+//! nodes' claims of tracks (who owns what since when). `$n`
 //! placeholders as in PostgreSQL (SQLite's are rewritten).
 
 use serde::{Deserialize, Serialize};
@@ -40,6 +41,8 @@ pub enum AuditAction {
     OutboxRetry,
     /// A request without a valid token, or whose role may not do it.
     Refused,
+    /// A node became a track's owner (first, or taking it over).
+    Claim,
 }
 
 impl AuditAction {
@@ -51,6 +54,7 @@ impl AuditAction {
             AuditAction::Emit => "emit",
             AuditAction::OutboxRetry => "outbox retry",
             AuditAction::Refused => "refused request",
+            AuditAction::Claim => "claim",
         }
     }
 }

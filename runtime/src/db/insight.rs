@@ -14,8 +14,11 @@ pub const RUNS_SHOWN_MAX: usize = 20;
 pub const HISTORY_COUNT_ROWS_MAX: usize = 20_000;
 
 /// $1 track, $2 limit: the newest runs.
-pub const RUNS: &str = "SELECT id, run_at, started_at, finished_at, records, changes
-    FROM trackc_runs WHERE track = $1 ORDER BY id DESC LIMIT $2";
+pub const RUNS: &str = "SELECT id, run_at, started_at, finished_at, records, changes,
+    failed_blocks FROM trackc_runs WHERE track = $1 ORDER BY id DESC LIMIT $2";
+
+/// $1 run, $2 failed blocks.
+pub const SET_FAILED_BLOCKS: &str = "UPDATE trackc_runs SET failed_blocks = $2 WHERE id = $1";
 
 /// $1 track, $2 since, $3 limit: the newest history rows since an instant.
 pub const HISTORY_SINCE: &str = "SELECT at, node, run_id, changes FROM trackc_history
@@ -31,6 +34,9 @@ pub struct RunRow {
     pub finished_at: Option<i64>,
     pub records: i64,
     pub changes: i64,
+    /// Tries of its blocks that failed (a group's runs; a block is tried
+    /// up to four times).
+    pub failed_blocks: i64,
 }
 
 /// One history row (a block) as the console reads it.

@@ -191,6 +191,13 @@ CREATE TABLE trackc_audit (
 CREATE INDEX trackc_audit_at ON trackc_audit (at);
 ",
     },
+    Migration {
+        version: 7,
+        name: "the blocks of a run that failed, for the console's recent runs",
+        sql: "
+ALTER TABLE trackc_runs ADD COLUMN failed_blocks BIGINT NOT NULL DEFAULT 0;
+",
+    },
 ];
 
 /// The migration's SQL for a dialect. `{without_rowid}` makes a table

@@ -525,6 +525,9 @@ pub trait Store: Send {
     /// Everything `trackc why` shows of record `key` of `track`.
     fn record_history(&mut self, track: &str, key: &str) -> Result<RecordHistory>;
 
+    /// Records how many tries of a run's blocks failed.
+    fn set_failed_blocks(&mut self, run: i64, failed: u32) -> Result<()>;
+
     /// The newest runs of `track` (at most `limit`), newest first.
     fn recent_runs(&mut self, track: &str, limit: usize) -> Result<Vec<insight::RunRow>>;
 

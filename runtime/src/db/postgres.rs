@@ -1373,6 +1373,15 @@ impl Store for PgStore {
         .transpose()
     }
 
+    fn set_failed_blocks(&mut self, run: i64, failed: u32) -> Result<()> {
+        self.execute(
+            insight::SET_FAILED_BLOCKS,
+            &[&run, &i64::from(failed)],
+            || "recording a run's failed blocks".into(),
+        )?;
+        Ok(())
+    }
+
     fn recent_runs(&mut self, track: &str, limit: usize) -> Result<Vec<insight::RunRow>> {
         self.query(
             insight::RUNS,
@@ -1385,6 +1394,7 @@ impl Store for PgStore {
                 finished_at: r.get(3),
                 records: r.get(4),
                 changes: r.get(5),
+                failed_blocks: r.get(6),
             },
         )
     }

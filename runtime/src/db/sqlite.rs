@@ -792,6 +792,16 @@ impl Store for SqliteStore {
         .transpose()
     }
 
+    fn set_failed_blocks(&mut self, run: i64, failed: u32) -> Result<()> {
+        self.conn()
+            .execute(
+                &sqlite_placeholders(insight::SET_FAILED_BLOCKS),
+                params![run, i64::from(failed)],
+            )
+            .lite(|| "recording a run's failed blocks".into())?;
+        Ok(())
+    }
+
     fn recent_runs(&mut self, track: &str, limit: usize) -> Result<Vec<insight::RunRow>> {
         query_all(
             self.conn(),
@@ -806,6 +816,7 @@ impl Store for SqliteStore {
                     finished_at: r.get(3)?,
                     records: r.get(4)?,
                     changes: r.get(5)?,
+                    failed_blocks: r.get(6)?,
                 })
             },
         )

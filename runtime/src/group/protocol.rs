@@ -183,7 +183,12 @@ pub enum Command {
     Run { track: String, epoch: u64 },
     /// Every block of the run is acknowledged: close the run. Answer:
     /// `run_finished`.
-    FinishRun { track: String, epoch: u64 },
+    FinishRun {
+        track: String,
+        epoch: u64,
+        /// Tries of its blocks that failed (kept with the run).
+        failed_blocks: u32,
+    },
     /// Ownership of `track` is gone (lost, fenced, handed over): stop
     /// gathering it; its blocks in flight are forgotten.
     Release { track: String },
@@ -242,6 +247,8 @@ enum RunPhase {
 struct Owned {
     epoch: u64,
     phase: RunPhase,
+    /// Blocks of the current run whose execution failed (each try).
+    failed_blocks: u32,
     /// Goes up whenever the current run moves (advertised in `runs`).
     progress: u64,
     /// The cycle of the last progress (or of the run's start).
@@ -357,6 +364,10 @@ pub struct NodeView {
     pub tracks: Vec<String>,
     /// It reaches the database.
     pub database: bool,
+    /// Blocks it can take now (its free capacity, as advertised).
+    pub free: u32,
+    /// Blocks its owned tracks have queued or in flight.
+    pub blocks_in_flight: u32,
 }
 
 /// A track as the status shows it.
@@ -532,6 +543,7 @@ impl Group {
                     Owned {
                         epoch,
                         phase: RunPhase::Idle,
+                        failed_blocks: 0,
                         progress: 0,
                         progress_cycle: self.cycle,
                     },
@@ -652,6 +664,12 @@ impl Group {
             master: master == Some(self.settings.id),
             tracks: self.owned.keys().cloned().collect(),
             database: self.has_database(),
+            free: self.free(),
+            blocks_in_flight: self
+                .owned
+                .keys()
+                .map(|t| self.blocks_in_flight(t) as u32)
+                .sum(),
         }];
         for (&id, p) in &self.peers {
             nodes.push(NodeView {
@@ -661,6 +679,8 @@ impl Group {
                 master: master == Some(id),
                 tracks: p.advert.owned.iter().map(|(t, _)| t.clone()).collect(),
                 database: p.advert.database,
+                free: p.advert.free,
+                blocks_in_flight: p.advert.busy.iter().map(|(_, n)| n).sum(),
             });
         }
         nodes
@@ -956,6 +976,11 @@ impl Group {
             Outcome::Done => {}
             Outcome::Failed(why) => {
                 let owned = self.owns_epoch(&track, flight.block.epoch);
+                if owned {
+                    if let Some(o) = self.owned.get_mut(&track) {
+                        o.failed_blocks += 1;
+                    }
+                }
                 let tries = self.retries.entry(id).or_default();
                 if *tries < BLOCK_RETRIES_MAX && owned {
                     *tries += 1;
@@ -1214,6 +1239,7 @@ impl Group {
             let cycle = self.cycle;
             let o = self.owned.get_mut(&track).expect("listed");
             o.phase = RunPhase::Gathering { all: false };
+            o.failed_blocks = 0;
             o.moved(cycle);
             self.out
                 .push(Output::Command(Command::Run { track, epoch }));
@@ -1257,11 +1283,12 @@ impl Group {
         if owned.phase != (RunPhase::Gathering { all: true }) || self.blocks_in_flight(track) > 0 {
             return;
         }
-        let epoch = owned.epoch;
+        let (epoch, failed_blocks) = (owned.epoch, owned.failed_blocks);
         self.owned.get_mut(track).expect("looked up").phase = RunPhase::Finishing;
         self.out.push(Output::Command(Command::FinishRun {
             track: track.to_string(),
             epoch,
+            failed_blocks,
         }));
     }
 
@@ -1631,10 +1658,16 @@ mod tests {
         // wait for the next run) and the run finishes.
         fail(&mut owner, worker);
         assert_eq!(owner.blocks_in_flight("t"), 0);
-        let finishing = owner
-            .take()
-            .into_iter()
-            .any(|o| matches!(o, Output::Command(Command::FinishRun { .. })));
+        // The run is finished with its four failed tries, for the console.
+        let finishing = owner.take().into_iter().any(|o| {
+            matches!(
+                o,
+                Output::Command(Command::FinishRun {
+                    failed_blocks: 4,
+                    ..
+                })
+            )
+        });
         assert!(finishing);
     }
 }

@@ -702,7 +702,9 @@ impl Sim {
                 group.gathered(&track, epoch, first, false);
                 group.gathered(&track, epoch, second, true);
             }
-            Command::FinishRun { track, epoch } => self.group_mut(i).run_finished(&track, epoch),
+            Command::FinishRun { track, epoch, .. } => {
+                self.group_mut(i).run_finished(&track, epoch)
+            }
             Command::Release { .. } | Command::CheckBundle | Command::Leave => {}
             Command::Execute(block) => {
                 let outcome = self.commit(id, &block)?;

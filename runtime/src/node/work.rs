@@ -143,6 +143,23 @@ impl OwnerThread {
                 let result = self.store.claim_track(&track, self.id, known_epoch);
                 // A failed claim is lost: the database keeps its epoch.
                 let result = result.unwrap_or(Err(known_epoch));
+                if let Ok(epoch) = result {
+                    // Ownership changes are what an operator looks for
+                    // after a failure: kept with the people's actions.
+                    let by = crate::db::Actor {
+                        name: format!("node {}", self.id),
+                        role: "node".into(),
+                    };
+                    let what = if epoch > 1 { "took over" } else { "claimed" };
+                    let entry = crate::db::AuditEntry::new(
+                        now_micros(),
+                        &by,
+                        crate::db::AuditAction::Claim,
+                        &format!("track {track}"),
+                        &format!("ok: {what} at epoch {epoch}"),
+                    );
+                    crate::db::audit::write(self.store.as_mut(), &entry);
+                }
                 self.send(Input::Claim { track, result });
             }
             Command::Run { track, epoch } => {
@@ -162,13 +179,20 @@ impl OwnerThread {
                     }
                 }
             }
-            Command::FinishRun { track, epoch } => {
+            Command::FinishRun {
+                track,
+                epoch,
+                failed_blocks,
+            } => {
                 let runs = self.runs.remove(&track).unwrap_or_default();
                 if self.store.track_epoch(&track)? != epoch {
                     self.send(Input::Lost { track, epoch });
                     return Ok(());
                 }
                 for r in runs {
+                    if failed_blocks > 0 {
+                        self.store.set_failed_blocks(r.run.id, failed_blocks)?;
+                    }
                     self.finish(&track, r)?;
                 }
                 self.send(Input::RunFinished { track, epoch });

@@ -17,6 +17,8 @@ function refreshGroup() {
           row.querySelector(".state").textContent = n.state;
           row.querySelector(".master").textContent = n.master ? "master" : "";
           row.querySelector(".db").textContent = n.database ? "ok" : "unreachable";
+          row.querySelector(".free").textContent = n.free;
+          row.querySelector(".in-flight").textContent = n.blocks_in_flight;
           row.querySelector(".tracks").textContent = (n.tracks || []).join(", ");
         }
         for (const t of status.tracks || []) {
