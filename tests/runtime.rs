@@ -610,6 +610,62 @@ fn demo_runs_twice() {
     }
 }
 
+/// `trackc demo --serve` ends the demo by serving its console: it prints
+/// the address and a fresh admin token, and that token signs in.
+#[test]
+fn the_demo_ends_by_serving_its_console() {
+    use std::io::BufRead;
+    let dir = temp_dir("demo-serve");
+    let url = format!("sqlite:{}", dir.join("demo.db").display());
+    let port = db::free_ports(1)[0];
+    let mut child = trackc()
+        .args([
+            "demo",
+            "--contacts",
+            "300",
+            "--serve",
+            "--db",
+            &url,
+            "--http",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut address, mut token) = (None, None);
+    while let Some(Ok(line)) = lines.next() {
+        if let Some(rest) = line.split("is at ").nth(1) {
+            address = Some(rest.trim().trim_end_matches('/').to_string());
+        }
+        if let Some(t) = line.split("shown this once): ").nth(1) {
+            token = Some(t.trim().to_string());
+            break;
+        }
+    }
+    let (address, token) = (address.expect("the address"), token.expect("the token"));
+    assert_eq!(address, format!("http://127.0.0.1:{port}"));
+    let connection = Default::default();
+    let request = |method, path: &str, token: Option<&str>, body: Option<String>| {
+        trackc_runtime::node::client::request(
+            method,
+            &format!("{address}{path}"),
+            token,
+            body,
+            &connection,
+        )
+        .unwrap()
+    };
+    assert_eq!(request("GET", "/status", Some(&token), None).0, 200);
+    assert_eq!(request("GET", "/status", Some("guess"), None).0, 401);
+    let (status, page) = request("GET", "/signin", None, None);
+    assert_eq!(status, 200);
+    assert!(page.contains("Sign in"), "{page}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// Retries with backoff, parking with the reason, a receiver that hangs
 /// (the others are delivered meanwhile), re-queueing parked rows.
 #[test]

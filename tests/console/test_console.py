@@ -205,4 +205,9 @@ def test_trackc_serve(browser):
     c.page.click("#plan-form button")
     expect(c.page.locator("h2").first).to_contain_text("journey: changed")
     c.shot("plan")
+    # Deploy it from there (an author may).
+    c.page.click("button:has-text('Deploy')")
+    expect(c.page.locator("#message")).to_contain_text("deploy 2: changed journey")
+    c.open("/tracks/journey")
+    expect(c.page.locator("#versions")).to_contain_text("author (author)")
     c.close()
