@@ -88,7 +88,10 @@ fn expected(db: &mut Db, track: &str) -> Value {
         .into_iter()
         .map(|(kind, state, n)| json!({"kind": kind, "state": state, "rows": n}))
         .collect();
-    json!({"steps": steps, "record_steps": fired, "outbox": outbox})
+    let blocks = store
+        .query_i64("SELECT count(*) FROM trackc_history")
+        .unwrap();
+    json!({"steps": steps, "record_steps": fired, "outbox": outbox, "blocks": blocks})
 }
 
 #[test]

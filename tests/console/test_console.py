@@ -143,6 +143,8 @@ def test_the_group_console(browser):
     rows = page.locator("#nodes tbody tr")
     expect(rows).to_have_count(3)
     expect(page.locator("#nodes tr[data-node='1'] .master")).to_have_text("master")
+    decided = sum(int(t) for t in page.locator("#nodes td.executed").all_text_contents())
+    assert decided == group["expected"]["blocks"], decided
     for n in nodes:
         expect(page.locator(f"#nodes tr[data-node='{n['id']}'] .state")).to_have_text("alive")
     expect(page.locator("#recent")).to_contain_text("node 1 (node) · claim track journey")
@@ -210,4 +212,11 @@ def test_trackc_serve(browser):
     expect(c.page.locator("#message")).to_contain_text("deploy 2: changed journey")
     c.open("/tracks/journey")
     expect(c.page.locator("#versions")).to_contain_text("author (author)")
+    # The difference between the two deploys: the webhook rule went.
+    c.page.click("text=diff with 1")
+    expect(c.page.locator("pre.diff .del").first).to_be_visible()
+    expect(c.page.locator("pre.diff")).to_contain_text("- ")
+    deleted = " ".join(c.page.locator("pre.diff .del").all_text_contents())
+    assert "gone-once" in deleted, deleted
+    c.shot("track-diff")
     c.close()

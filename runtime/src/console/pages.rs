@@ -182,6 +182,16 @@ fn group(store: &mut dyn Store, status: Json, standalone: bool, viewer: &Viewer)
         })
         .collect();
     recent.truncate(10);
+    let hour = now_micros() - 3_600_000_000;
+    let per_node: HashMap<Option<i64>, i64> = store
+        .blocks_by_node(hour)
+        .map_err(failed)?
+        .into_iter()
+        .collect();
+    let mut nodes: Vec<Json> = status["nodes"].as_array().cloned().unwrap_or_default();
+    for n in &mut nodes {
+        n["executed_hour"] = json!(per_node.get(&n["id"].as_i64()).copied().unwrap_or(0));
+    }
     let m = &status["metrics"];
     let executed: u64 = m["blocks_executed"]
         .as_object()
@@ -196,7 +206,7 @@ fn group(store: &mut dyn Store, status: Json, standalone: bool, viewer: &Viewer)
                 "standalone": standalone,
                 "node": status["node"],
                 "db_up": status["database"]["reachable"] == true,
-                "nodes": status["nodes"],
+                "nodes": nodes,
                 "tracks": tracks,
                 "recent": recent,
                 "executed": executed,

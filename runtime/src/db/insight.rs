@@ -17,6 +17,11 @@ pub const HISTORY_COUNT_ROWS_MAX: usize = 20_000;
 pub const RUNS: &str = "SELECT id, run_at, started_at, finished_at, records, changes,
     failed_blocks FROM trackc_runs WHERE track = $1 ORDER BY id DESC LIMIT $2";
 
+/// $1 since: blocks decided since an instant, per node (the history's rows;
+/// blocks of tracks without history are not among them).
+pub const BLOCKS_BY_NODE: &str = "SELECT node, count(*) FROM trackc_history WHERE at >= $1
+    GROUP BY node ORDER BY node";
+
 /// $1 run, $2 failed blocks.
 pub const SET_FAILED_BLOCKS: &str = "UPDATE trackc_runs SET failed_blocks = $2 WHERE id = $1";
 

@@ -525,6 +525,10 @@ pub trait Store: Send {
     /// Everything `trackc why` shows of record `key` of `track`.
     fn record_history(&mut self, track: &str, key: &str) -> Result<RecordHistory>;
 
+    /// Blocks decided since `since` per node (`None`: one node without a
+    /// group), from the decision history.
+    fn blocks_by_node(&mut self, since: i64) -> Result<Vec<(Option<i64>, i64)>>;
+
     /// Records how many tries of a run's blocks failed.
     fn set_failed_blocks(&mut self, run: i64, failed: u32) -> Result<()>;
 

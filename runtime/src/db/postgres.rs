@@ -1373,6 +1373,15 @@ impl Store for PgStore {
         .transpose()
     }
 
+    fn blocks_by_node(&mut self, since: i64) -> Result<Vec<(Option<i64>, i64)>> {
+        self.query(
+            insight::BLOCKS_BY_NODE,
+            &[&since],
+            || "counting blocks per node".into(),
+            |r| (r.get(0), r.get(1)),
+        )
+    }
+
     fn set_failed_blocks(&mut self, run: i64, failed: u32) -> Result<()> {
         self.execute(
             insight::SET_FAILED_BLOCKS,

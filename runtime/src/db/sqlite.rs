@@ -792,6 +792,16 @@ impl Store for SqliteStore {
         .transpose()
     }
 
+    fn blocks_by_node(&mut self, since: i64) -> Result<Vec<(Option<i64>, i64)>> {
+        query_all(
+            self.conn(),
+            &sqlite_placeholders(insight::BLOCKS_BY_NODE),
+            [since],
+            "counting blocks per node",
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+    }
+
     fn set_failed_blocks(&mut self, run: i64, failed: u32) -> Result<()> {
         self.conn()
             .execute(
