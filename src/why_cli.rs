@@ -47,14 +47,6 @@ pub fn why(args: &WhyArgs) -> Result<ExitCode, UsageError> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A value as the track language writes it: text in single quotes.
-fn written(value: &Json) -> String {
-    match value {
-        Json::String(s) => format!("'{}'", s.replace('\'', "''")),
-        other => other.to_string(),
-    }
-}
-
 /// The report for people.
 fn human(report: &Json) -> String {
     let text = |v: &Json| v.as_str().unwrap_or("").to_string();
@@ -98,14 +90,9 @@ fn human(report: &Json) -> String {
             text(&d["at"]),
             text(&d["step"])
         );
-        let read: Vec<String> = d["values"]
-            .as_object()
-            .into_iter()
-            .flatten()
-            .map(|(name, v)| format!("{name} = {}", written(v)))
-            .collect();
+        let read = trackc_runtime::why::read_as_written(&d["values"]);
         if !read.is_empty() {
-            out += &format!("    read:    {}\n", read.join(", "));
+            out += &format!("    read:    {read}\n");
         }
         for e in d["effects"].as_array().into_iter().flatten() {
             let id = e["id"]

@@ -20,6 +20,22 @@ use trackc_compiler::span::{FileId, SourceFile};
 use trackc_compiler::syntax::literals::format_timestamp;
 use trackc_compiler::syntax::parser::parse_file;
 
+/// The values a decision read (its `values` object), as the track
+/// language writes them: `n = 3, email = 'a@example.com'`.
+pub fn read_as_written(values: &Json) -> String {
+    let written = |value: &Json| match value {
+        Json::String(s) => format!("'{}'", s.replace('\'', "''")),
+        other => other.to_string(),
+    };
+    let read: Vec<String> = values
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, v)| format!("{name} = {}", written(v)))
+        .collect();
+    read.join(", ")
+}
+
 /// A rule as its version wrote it: `when …` (or `else`), and where.
 struct RuleSource {
     text: String,

@@ -473,14 +473,6 @@ fn track(
     ))
 }
 
-/// A JSON value as the track language writes it (text in single quotes).
-fn written(value: &Json) -> String {
-    match value {
-        Json::String(s) => format!("'{}'", s.replace('\'', "''")),
-        other => other.to_string(),
-    }
-}
-
 fn record(store: &mut dyn Store, jit: &Jit, track: &str, key: &str, viewer: &Viewer) -> PageResult {
     let report = crate::why::report(store, jit, track, key).map_err(failed)?;
     let decisions: Vec<Json> = report["decisions"]
@@ -488,14 +480,8 @@ fn record(store: &mut dyn Store, jit: &Jit, track: &str, key: &str, viewer: &Vie
         .into_iter()
         .flatten()
         .map(|d| {
-            let read: Vec<String> = d["values"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| format!("{k} = {}", written(v)))
-                .collect();
             let mut d = d.clone();
-            d["read"] = json!(read.join(", "));
+            d["read"] = json!(crate::why::read_as_written(&d["values"]));
             d
         })
         .collect();

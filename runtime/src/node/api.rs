@@ -607,6 +607,12 @@ pub fn prometheus(
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
     };
     let number = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    // A sample per member of a JSON object of counts, labelled by its name.
+    let by_label = |out: &mut String, name: &str, key: &str, counts: &serde_json::Value| {
+        for (value, n) in counts.as_object().into_iter().flatten() {
+            let _ = writeln!(out, "{name}{{{key}=\"{}\"}} {n}", label(value));
+        }
+    };
     let m = &status["metrics"];
     family(
         &mut out,
@@ -625,26 +631,24 @@ pub fn prometheus(
         "counter",
         "Peer frames refused, by reason.",
     );
-    for (why, n) in m["frames_rejected"].as_object().into_iter().flatten() {
-        let _ = writeln!(
-            out,
-            "trackc_frames_rejected_total{{reason=\"{}\"}} {n}",
-            label(why)
-        );
-    }
+    by_label(
+        &mut out,
+        "trackc_frames_rejected_total",
+        "reason",
+        &m["frames_rejected"],
+    );
     family(
         &mut out,
         "trackc_blocks_total",
         "counter",
         "Blocks this node executed, by outcome.",
     );
-    for (outcome, n) in m["blocks_executed"].as_object().into_iter().flatten() {
-        let _ = writeln!(
-            out,
-            "trackc_blocks_total{{outcome=\"{}\"}} {n}",
-            label(outcome)
-        );
-    }
+    by_label(
+        &mut out,
+        "trackc_blocks_total",
+        "outcome",
+        &m["blocks_executed"],
+    );
     family(
         &mut out,
         "trackc_blocks_refused_total",
