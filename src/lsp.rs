@@ -211,6 +211,7 @@ impl Document {
             Options {
                 dialect: project.dialect,
                 schema: project.schema,
+                databases: project.databases,
             },
         );
         Document {
@@ -257,6 +258,7 @@ impl Document {
 struct Project {
     schema: Option<Input>,
     dialect: SqlDialect,
+    databases: Vec<trackc_compiler::SourceDatabase>,
 }
 
 impl Project {
@@ -266,6 +268,7 @@ impl Project {
         let none = Project {
             schema: None,
             dialect: SqlDialect::Postgres,
+            databases: Vec::new(),
         };
         let Ok(path) = uri.to_file_path() else {
             return none;
@@ -279,9 +282,12 @@ impl Project {
         // A project file that cannot be read counts as none: the editor
         // still gets the diagnostics of the file itself.
         if let Ok(Some(project)) = crate::project::Project::find(&path) {
+            let dialect = project.dialect.unwrap_or(SqlDialect::Postgres);
             return Project {
-                schema: project.schema.and_then(read),
-                dialect: project.dialect.unwrap_or(SqlDialect::Postgres),
+                databases: crate::project::Project::databases(Some(&project), &[], dialect)
+                    .unwrap_or_default(),
+                schema: project.schema.clone().and_then(read),
+                dialect,
             };
         }
         let beside = path.parent().map(|d| d.join("schema.sql"));
@@ -520,6 +526,7 @@ impl Server {
             Options {
                 dialect: project.dialect,
                 schema: project.schema,
+                databases: project.databases,
             },
         );
         let (_, diagnostics) = check_test_file(&mut compilation, uri.path(), text);

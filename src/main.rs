@@ -40,9 +40,10 @@ struct Cli {
 #[derive(clap::Args)]
 struct CompileArgs {
     /// A file of `CREATE TABLE` statements to check SQL and field types against
-    /// [default: `schema` of the files' trackc.toml].
-    #[arg(long, value_name = "FILE.sql")]
-    schema: Option<PathBuf>,
+    /// [default: `schema` of the files' trackc.toml]; `NAME=FILE.sql` (repeatable) gives a
+    /// source database's (`source from NAME`).
+    #[arg(long, value_name = "[NAME=]FILE.sql")]
+    schema: Vec<String>,
     /// The SQL dialect of embedded SQL blocks and the schema [default: `dialect` of the
     /// files' trackc.toml, else postgres].
     #[arg(long, value_enum)]
@@ -284,19 +285,27 @@ fn compile_files(args: &CompileArgs, files: &[PathBuf]) -> Result<Compilation, U
         Some(f) => project::Project::find(f).map_err(usage)?,
         None => None,
     };
-    let schema_path = args
-        .schema
-        .clone()
-        .or_else(|| project.as_ref().and_then(|p| p.schema.clone()));
+    let (given, named) = project::split_schemas(&args.schema).map_err(usage)?;
+    let schema_path = given.or_else(|| project.as_ref().and_then(|p| p.schema.clone()));
     let schema = schema_path.as_deref().map(read).transpose()?;
     let dialect = match args.dialect {
         Some(Dialect::Postgres) => SqlDialect::Postgres,
         Some(Dialect::Sqlite) => SqlDialect::Sqlite,
         None => project
+            .as_ref()
             .and_then(|p| p.dialect)
             .unwrap_or(SqlDialect::Postgres),
     };
-    Ok(compile(inputs, Options { dialect, schema }))
+    let databases =
+        project::Project::databases(project.as_ref(), &named, dialect).map_err(usage)?;
+    Ok(compile(
+        inputs,
+        Options {
+            dialect,
+            schema,
+            databases,
+        },
+    ))
 }
 
 /// Prints diagnostics for people on stderr (colour only on a terminal), and

@@ -7,6 +7,10 @@
 //! ```toml
 //! schema = "db/schema.sql"   # relative to trackc.toml
 //! dialect = "postgres"       # or "sqlite"
+//!
+//! [databases.crm]            # a source database (`source from crm key …`)
+//! schema = "db/crm.sql"
+//! dialect = "postgres"       # or "sqlite" [default: the project's]
 //! ```
 
 use serde::Deserialize;
@@ -20,6 +24,15 @@ pub const PROJECT_FILE: &str = "trackc.toml";
 struct Raw {
     schema: Option<String>,
     dialect: Option<String>,
+    #[serde(default)]
+    databases: std::collections::BTreeMap<String, RawDatabase>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDatabase {
+    schema: Option<String>,
+    dialect: Option<String>,
 }
 
 /// A checked `trackc.toml`.
@@ -29,6 +42,29 @@ pub struct Project {
     /// The schema's path, resolved against the project file's folder.
     pub schema: Option<PathBuf>,
     pub dialect: Option<SqlDialect>,
+    /// The named source databases, by name.
+    pub databases: Vec<ProjectDatabase>,
+}
+
+/// A source database of `[databases.NAME]`.
+#[derive(Debug, PartialEq)]
+pub struct ProjectDatabase {
+    pub name: String,
+    pub schema: Option<PathBuf>,
+    pub dialect: Option<SqlDialect>,
+}
+
+/// A dialect's name in trackc.toml, or what is wrong with it.
+fn dialect_of(value: Option<&str>, key: &str, file: &Path) -> Result<Option<SqlDialect>, String> {
+    match value {
+        None => Ok(None),
+        Some("postgres") => Ok(Some(SqlDialect::Postgres)),
+        Some("sqlite") => Ok(Some(SqlDialect::Sqlite)),
+        Some(other) => Err(format!(
+            "{}: `{key}` = \"{other}\": write \"postgres\" or \"sqlite\"",
+            file.display()
+        )),
+    }
 }
 
 impl Project {
@@ -53,24 +89,109 @@ impl Project {
 
     fn parse(text: &str, file: PathBuf) -> Result<Project, String> {
         let raw: Raw = toml::from_str(text).map_err(|e| format!("{}: {e}", file.display()))?;
-        let dialect = match raw.dialect.as_deref() {
-            None => None,
-            Some("postgres") => Some(SqlDialect::Postgres),
-            Some("sqlite") => Some(SqlDialect::Sqlite),
-            Some(other) => {
-                return Err(format!(
-                    "{}: `dialect` = \"{other}\": write \"postgres\" or \"sqlite\"",
-                    file.display()
-                ))
-            }
-        };
+        let dialect = dialect_of(raw.dialect.as_deref(), "dialect", &file)?;
         let dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let databases = raw
+            .databases
+            .into_iter()
+            .map(|(name, d)| {
+                let key = format!("databases.{name}.dialect");
+                Ok(ProjectDatabase {
+                    dialect: dialect_of(d.dialect.as_deref(), &key, &file)?,
+                    schema: d.schema.map(|s| dir.join(s)),
+                    name,
+                })
+            })
+            .collect::<Result<_, String>>()?;
         Ok(Project {
             schema: raw.schema.map(|s| dir.join(s)),
             dialect,
+            databases,
             file,
         })
     }
+}
+
+impl Project {
+    /// The named source databases for the compiler: the project's, with
+    /// `given` (`--schema NAME=FILE`) replacing a schema or adding a
+    /// database; each dialect is the database's own, else `dialect`.
+    pub fn databases(
+        project: Option<&Project>,
+        given: &[(String, PathBuf)],
+        dialect: SqlDialect,
+    ) -> Result<Vec<trackc_compiler::SourceDatabase>, String> {
+        let mut out: Vec<(String, Option<PathBuf>, SqlDialect)> = project
+            .map(|p| {
+                p.databases
+                    .iter()
+                    .map(|d| {
+                        (
+                            d.name.clone(),
+                            d.schema.clone(),
+                            d.dialect.unwrap_or(dialect),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        for (name, file) in given {
+            match out.iter_mut().find(|d| d.0 == *name) {
+                Some(d) => d.1 = Some(file.clone()),
+                None => out.push((name.clone(), Some(file.clone()), dialect)),
+            }
+        }
+        out.into_iter()
+            .map(|(name, schema, dialect)| {
+                let schema = schema
+                    .map(|p| {
+                        std::fs::read(&p)
+                            .map(|bytes| trackc_compiler::Input {
+                                name: p.display().to_string(),
+                                bytes,
+                            })
+                            .map_err(|e| {
+                                format!("the schema of database `{name}`, {}: {e}", p.display())
+                            })
+                    })
+                    .transpose()?;
+                Ok(trackc_compiler::SourceDatabase {
+                    name,
+                    dialect,
+                    schema,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The schemas of `--schema`: the state database's, and each named
+/// source database's.
+pub type Schemas = (Option<PathBuf>, Vec<(String, PathBuf)>);
+
+/// `--schema` values: one `FILE.sql` for the state database, and any
+/// number of `NAME=FILE.sql` for named source databases.
+pub fn split_schemas(values: &[String]) -> Result<Schemas, String> {
+    let mut state = None;
+    let mut named = Vec::new();
+    for v in values {
+        let name_file = v.split_once('=').filter(|(name, _)| {
+            !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                && !name.starts_with(|c: char| c.is_ascii_digit())
+        });
+        match name_file {
+            Some((name, file)) => named.push((name.to_string(), PathBuf::from(file))),
+            None if state.is_none() => state = Some(PathBuf::from(v)),
+            None => {
+                return Err(format!(
+                    "--schema {v}: the state database's schema is given twice; a source \
+                     database's is `--schema NAME=FILE.sql`"
+                ))
+            }
+        }
+    }
+    Ok((state, named))
 }
 
 /// The schema of a command over `paths`: the one given on the command
@@ -102,7 +223,29 @@ mod tests {
         assert_eq!(p.dialect, Some(SqlDialect::Sqlite));
         let e = Project::parse("dialect = \"mysql\"", file.clone()).unwrap_err();
         assert!(e.contains("`dialect` = \"mysql\""), "{e}");
-        let e = Project::parse("schemas = \"x\"", file).unwrap_err();
+        let e = Project::parse("schemas = \"x\"", file.clone()).unwrap_err();
         assert!(e.contains("unknown field `schemas`"), "{e}");
+        let p = Project::parse(
+            "[databases.crm]\nschema = \"crm.sql\"\ndialect = \"sqlite\"\n[databases.shop]\n",
+            file.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            p.databases,
+            [
+                ProjectDatabase {
+                    name: "crm".into(),
+                    schema: Some(PathBuf::from("/p/crm.sql")),
+                    dialect: Some(SqlDialect::Sqlite),
+                },
+                ProjectDatabase {
+                    name: "shop".into(),
+                    schema: None,
+                    dialect: None,
+                },
+            ]
+        );
+        let e = Project::parse("[databases.crm]\ndialect = \"oracle\"", file).unwrap_err();
+        assert!(e.contains("`databases.crm.dialect` = \"oracle\""), "{e}");
     }
 }

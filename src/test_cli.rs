@@ -151,13 +151,17 @@ pub fn test(args: &TestArgs) -> Result<ExitCode, UsageError> {
         Some(f) => crate::project::Project::find(f).map_err(usage)?,
         None => None,
     };
+    // The state database's schema: the command line's, else the project
+    // file's, else the one beside the files; named ones pass through.
+    let mut schema = args.compile.schema.clone();
+    let (given, _) = crate::project::split_schemas(&schema).map_err(usage)?;
+    if given.is_none() {
+        if let Some(found) = project.and_then(|p| p.schema).or(schema_beside) {
+            schema.push(found.display().to_string());
+        }
+    }
     let compile_args = CompileArgs {
-        schema: args
-            .compile
-            .schema
-            .clone()
-            .or_else(|| project.and_then(|p| p.schema))
-            .or(schema_beside),
+        schema,
         dialect: args.compile.dialect,
     };
     let mut compilation = compile_files(&compile_args, &tracks)?;

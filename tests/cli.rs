@@ -409,6 +409,58 @@ fn fmt_checks_rewrites_and_leaves_broken_files_alone() {
 /// `trackc check` takes its schema and dialect from the files'
 /// `trackc.toml` (found in a parent folder); `--schema` wins over it, and
 /// a bad project file is a usage error naming it.
+/// `source from crm`: declared by `--schema crm=FILE` or by trackc.toml's
+/// `[databases.crm]`, the source is checked against crm's schema; not
+/// declared, it is E019; and `trackc run` refuses such a bundle (the
+/// runtime reads no named database yet) with nothing deployed.
+#[test]
+fn a_source_database_is_declared_on_the_command_line_or_in_the_project() {
+    let dir = std::env::temp_dir().join(format!("trackc-cli-crm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let crm = dir.join("crm.sql");
+    std::fs::write(
+        &crm,
+        "CREATE TABLE people (id BIGINT PRIMARY KEY, vip BOOLEAN);\n",
+    )
+    .unwrap();
+    let file = dir.join("t.dt");
+    std::fs::write(
+        &file,
+        "track t {\n    source from crm key id { SELECT id, vip FROM people }\n    \
+         step s {\n        when vip then end\n    }\n}\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let o = trackc(&["check", path]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("E019"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no source database is declared"),
+        "{}",
+        stderr(&o)
+    );
+    let named = format!("crm={}", crm.display());
+    let o = trackc(&["check", "--schema", &named, path]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    std::fs::write(
+        dir.join("trackc.toml"),
+        "[databases.crm]\nschema = \"crm.sql\"\n",
+    )
+    .unwrap();
+    let o = trackc(&["check", path]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let db = format!("sqlite:{}", dir.join("state.db").display());
+    let o = trackc(&["run", "--once", "--db", &db, path]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("E019"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("nothing was deployed"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn check_reads_the_project_file() {
     let dir = std::env::temp_dir().join(format!("trackc-cli-project-{}", std::process::id()));

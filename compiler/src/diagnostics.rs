@@ -46,6 +46,8 @@ pub enum Code {
     /// A test's expectations: none, repeated, a rule that does not exist,
     /// a `now` missing where the step reads `now()`.
     E018,
+    /// `source from NAME` names no declared source database.
+    E019,
     /// Unreachable rule.
     W001,
     /// Unreachable step.

@@ -35,8 +35,9 @@ pub const MAX_WIDTH: usize = 100;
 /// `-` is a sign.
 const KEYWORDS: &[&str] = &[
     "and", "or", "not", "in", "between", "is", "null", "like", "true", "false", "when", "then",
-    "else", "to", "track", "version", "source", "key", "fields", "on", "every", "cron", "tz", "at",
-    "event", "change", "step", "wait", "goto", "stay", "end", "sql", "email", "webhook", "emit",
+    "else", "to", "track", "version", "source", "from", "key", "fields", "on", "every", "cron",
+    "tz", "at", "event", "change", "step", "wait", "goto", "stay", "end", "sql", "email",
+    "webhook", "emit",
 ];
 
 /// `text` in the canonical layout, or the syntax errors that stop it from
@@ -627,6 +628,15 @@ mod tests {
         let twice = format_source(&once).unwrap();
         assert_eq!(once, twice, "not idempotent");
         once
+    }
+
+    #[test]
+    fn a_source_in_a_named_database_keeps_its_from() {
+        assert_eq!(
+            fmt("track t{source   from  crm key id{SELECT id FROM people} step s{else end}}"),
+            "track t {\n    source from crm key id { SELECT id FROM people }\n    step s {\n        \
+             else end\n    }\n}\n"
+        );
     }
 
     #[test]

@@ -39,6 +39,25 @@ pub struct Options {
     pub dialect: SqlDialect,
     /// A file of `CREATE TABLE` statements to check the SQL against.
     pub schema: Option<Input>,
+    /// The named source databases a track may read (`source from NAME`),
+    /// each with its dialect and schema.
+    pub databases: Vec<SourceDatabase>,
+}
+
+/// A named source database as the compiler checks against it.
+pub struct SourceDatabase {
+    pub name: String,
+    pub dialect: SqlDialect,
+    /// Its `CREATE TABLE` statements (none: its columns are unknown and the
+    /// tracks that read it declare `fields`).
+    pub schema: Option<Input>,
+}
+
+/// A named source database's parsed schema and dialect.
+pub struct NamedSchema {
+    pub name: String,
+    pub dialect: SqlDialect,
+    pub schema: Schema,
 }
 
 /// Everything one compilation produced. Diagnostics are sorted by file and
@@ -132,7 +151,7 @@ pub fn compile(inputs: Vec<Input>, options: Options) -> Compilation {
         asts.push(ast);
         diagnostics.append(&mut errors);
     }
-    let schema = match options.schema {
+    let mut parse_schema = |input: Option<Input>, dialect: SqlDialect| match input {
         Some(input) => {
             let id = FileId(files.len() as u32);
             let (file, invalid) = decode(id, input);
@@ -142,7 +161,7 @@ pub fn compile(inputs: Vec<Input>, options: Options) -> Compilation {
                     Schema::default()
                 }
                 None => {
-                    let (schema, mut errors) = Schema::parse(id, &file.text, options.dialect);
+                    let (schema, mut errors) = Schema::parse(id, &file.text, dialect);
                     diagnostics.append(&mut errors);
                     schema
                 }
@@ -152,7 +171,17 @@ pub fn compile(inputs: Vec<Input>, options: Options) -> Compilation {
         }
         None => Schema::default(),
     };
-    let (program, mut errors) = check::check_files(&asts, &schema, options.dialect);
+    let schema = parse_schema(options.schema, options.dialect);
+    let named: Vec<NamedSchema> = options
+        .databases
+        .into_iter()
+        .map(|d| NamedSchema {
+            schema: parse_schema(d.schema, d.dialect),
+            name: d.name,
+            dialect: d.dialect,
+        })
+        .collect();
+    let (program, mut errors) = check::check_files(&asts, &schema, options.dialect, &named);
     diagnostics.append(&mut errors);
     diagnostics.sort_by_key(|d| (d.file, d.span.start, d.span.end));
     Compilation {
@@ -239,6 +268,7 @@ pub fn compile_str(name: &str, text: &str, schema: Option<&str>) -> Compilation 
                 name: "schema.sql".to_string(),
                 bytes: s.as_bytes().to_vec(),
             }),
+            databases: Vec::new(),
         },
     )
 }

@@ -8,7 +8,11 @@ use trackc_compiler::{compile, Compilation, Input, Options};
 
 const SCHEMA: &str = include_str!("../../tracks/schema.sql");
 
-/// Compiles one fixture against the example schema.
+/// A source database of the fixtures (`source from crm`), PostgreSQL.
+const CRM_SCHEMA: &str = "CREATE TABLE people (id BIGINT PRIMARY KEY, email TEXT, vip BOOLEAN);\n";
+
+/// Compiles one fixture against the example schema, with one source
+/// database, `crm`.
 fn check_diagnostics(name: &str, text: &str) -> Compilation {
     compile(
         vec![Input {
@@ -20,9 +24,53 @@ fn check_diagnostics(name: &str, text: &str) -> Compilation {
                 name: "schema.sql".to_string(),
                 bytes: SCHEMA.as_bytes().to_vec(),
             }),
+            databases: vec![trackc_compiler::SourceDatabase {
+                name: "crm".into(),
+                dialect: trackc_compiler::SqlDialect::Postgres,
+                schema: Some(Input {
+                    name: "crm.sql".into(),
+                    bytes: CRM_SCHEMA.as_bytes().to_vec(),
+                }),
+            }],
             ..Options::default()
         },
     )
+}
+
+/// A source in a named database is checked against that database's
+/// schema, not the state database's: its columns type the fields, and an
+/// unknown table is reported at its span.
+#[test]
+fn a_source_database_is_checked_against_its_own_schema() {
+    let ok = check_diagnostics(
+        "crm.dt",
+        "track t {\n    source from crm key id { SELECT id, email, vip FROM people }\n    \
+         step s {\n        when vip then end\n    }\n}\n",
+    );
+    assert_eq!(ok.error_count(), 0, "{:?}", ok.diagnostics);
+    let track = &ok.program.tracks[0];
+    assert_eq!(track.source_database.as_deref(), Some("crm"));
+    let names: Vec<&str> = track.fields.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["id", "email", "vip"]);
+    // `contacts` is a table of the state database, not of crm.
+    let text = "track t {\n    source from crm key id { SELECT id FROM contacts }\n    \
+                step s {\n        else end\n    }\n}\n";
+    let wrong = check_diagnostics("crm.dt", text);
+    let d = wrong
+        .diagnostics
+        .iter()
+        .find(|d| d.code.to_string() == "E015")
+        .expect("E015");
+    assert_eq!(&text[d.span.start..d.span.end], "contacts");
+    // Without `from`, the state database's schema as before.
+    let state = check_diagnostics(
+        "state.dt",
+        "track t {\n    source key id { SELECT id FROM people }\n    step s {\n        else end\n    }\n}\n",
+    );
+    assert!(state
+        .diagnostics
+        .iter()
+        .any(|d| d.code.to_string() == "E015"));
 }
 
 #[test]
@@ -36,8 +84,8 @@ fn every_code_has_a_fixture_in_both_formats() {
     paths.sort();
     assert_eq!(
         paths.len(),
-        20,
-        "one fixture per code: E001–E015, W001–W005"
+        21,
+        "one fixture per code: E001–E015, E019, W001–W005"
     );
     for path in paths {
         let name = path.file_name().unwrap().to_str().unwrap().to_string();

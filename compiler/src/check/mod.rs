@@ -28,6 +28,7 @@ pub fn check_files(
     files: &[ast::File],
     schema: &Schema,
     dialect: SqlDialect,
+    named: &[crate::NamedSchema],
 ) -> (ir::Program, Vec<Diagnostic>) {
     let mut diagnostics = Vec::new();
     let mut seen: HashMap<&str, (FileId, Span)> = HashMap::new();
@@ -61,6 +62,7 @@ pub fn check_files(
             file,
             schema,
             dialect,
+            named,
             diagnostics: Vec::new(),
         };
         let ir = checker.track(track);
@@ -79,8 +81,13 @@ pub fn check_files(
 
 struct TrackChecker<'a> {
     file: FileId,
+    /// The schema and dialect SQL is checked against now: the state
+    /// database's, or while a track's source and `change` queries are
+    /// checked, its source database's.
     schema: &'a Schema,
     dialect: SqlDialect,
+    /// The named source databases.
+    named: &'a [crate::NamedSchema],
     diagnostics: Vec<Diagnostic>,
 }
 
@@ -90,7 +97,7 @@ struct ParsedSql {
     sql: ir::Sql,
 }
 
-impl TrackChecker<'_> {
+impl<'a> TrackChecker<'a> {
     fn error(&mut self, code: Code, span: Span, message: impl Into<String>) -> &mut Diagnostic {
         self.diagnostics
             .push(Diagnostic::new(code, self.file, span, message));
@@ -153,7 +160,23 @@ impl TrackChecker<'_> {
         self.duplicates(steps.iter().map(|s| &s.name), "step");
 
         let source = sources.first();
-        let (columns, source_sql) = match source.and_then(|s| self.source(s)) {
+        // A source in a named database is checked against its schema and
+        // dialect, and so are the track's `change` queries (they read it).
+        let source_db = match source.and_then(|s| s.database.as_ref()) {
+            None => Some((self.schema, self.dialect)),
+            Some(name) => self.database(name),
+        };
+        let state_db = (self.schema, self.dialect);
+        let checked = match source_db {
+            Some((schema, dialect)) => {
+                (self.schema, self.dialect) = (schema, dialect);
+                let checked = source.and_then(|s| self.source(s));
+                (self.schema, self.dialect) = state_db;
+                checked
+            }
+            None => None,
+        };
+        let (columns, source_sql) = match checked {
             Some((columns, sql)) => (Some(columns), Some(sql)),
             None => (None, None),
         };
@@ -189,7 +212,16 @@ impl TrackChecker<'_> {
             _ => None,
         };
 
-        let triggers: Vec<Option<ir::Trigger>> = triggers.iter().map(|t| self.trigger(t)).collect();
+        let triggers: Vec<Option<ir::Trigger>> = triggers
+            .iter()
+            .map(|t| {
+                let (schema, dialect) = source_db.unwrap_or(state_db);
+                (self.schema, self.dialect) = (schema, dialect);
+                let trigger = self.trigger(t);
+                (self.schema, self.dialect) = state_db;
+                trigger
+            })
+            .collect();
 
         let step_index: HashMap<&str, usize> = steps
             .iter()
@@ -321,6 +353,9 @@ impl TrackChecker<'_> {
             key: key?,
             fields: fields.filter(|set| set.poisoned.is_empty())?.fields,
             source: source_sql?,
+            source_database: source
+                .and_then(|s| s.database.as_ref())
+                .map(|d| d.name.clone()),
             triggers: triggers.into_iter().collect::<Option<_>>()?,
             steps,
         })
@@ -425,6 +460,36 @@ impl TrackChecker<'_> {
                 None
             }
         }
+    }
+
+    /// The schema and dialect of named source database `name`; E019 when
+    /// no database has that name.
+    fn database(&mut self, name: &ast::Ident) -> Option<(&'a Schema, SqlDialect)> {
+        let named = self.named;
+        if let Some(db) = named.iter().find(|d| d.name == name.name) {
+            return Some((&db.schema, db.dialect));
+        }
+        let help = did_you_mean(&name.name, named.iter().map(|d| d.name.as_str()))
+            .unwrap_or_else(|| {
+                format!(
+                    "declare it: `[databases.{0}]` in trackc.toml, or `--schema {0}=FILE.sql`;                      a node needs `{0} = \"URL\"` under `[databases]` in node.toml",
+                    name.name
+                )
+            });
+        let known = if named.is_empty() {
+            "no source database is declared".to_string()
+        } else {
+            let names: Vec<&str> = named.iter().map(|d| d.name.as_str()).collect();
+            format!("the databases are {}", names.join(", "))
+        };
+        self.error(
+            Code::E019,
+            name.span,
+            format!("unknown database `{}`: {known}", name.name),
+        )
+        .set_span_label("no database by this name")
+        .set_help(help);
+        None
     }
 
     /// Checks the source query; returns its columns as far as known.

@@ -27,6 +27,9 @@ pub struct Track {
     pub key: usize,
     pub fields: Vec<Field>,
     pub source: Sql,
+    /// The named database the source reads (`source from NAME`); `None`:
+    /// the state database.
+    pub source_database: Option<String>,
     pub triggers: Vec<Trigger>,
     /// The first step is where records without state enter.
     pub steps: Vec<Step>,

@@ -56,6 +56,9 @@ pub struct SqlBlock {
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Source {
+    /// `source from NAME`: a named source database (none: the state
+    /// database).
+    pub database: Option<Ident>,
     pub key: Ident,
     pub sql: SqlBlock,
     pub span: Span,

@@ -14,6 +14,7 @@ fn describe(r: Rule) -> (&'static str, bool) {
         kw_version => ("`version`", false),
         kw_source => ("`source`", false),
         kw_key => ("`key`", false),
+        kw_from => ("`from`", false),
         kw_fields => ("`fields`", false),
         kw_on => ("`on`", false),
         kw_every => ("`every`", false),

@@ -371,6 +371,7 @@ fn is_token(r: Rule) -> bool {
             | Rule::kw_version
             | Rule::kw_source
             | Rule::kw_key
+            | Rule::kw_from
             | Rule::kw_fields
             | Rule::kw_on
             | Rule::kw_every
@@ -466,10 +467,19 @@ impl<'p, 't> Builder<'p, 't> {
         let span = self.span(&item);
         Some(match item.as_rule() {
             Rule::source => {
-                let mut parts = Self::children(item);
-                let key = self.ident(parts.next()?);
-                let sql = self.sql_block(parts.next()?);
-                TrackItem::Source(Source { key, sql, span })
+                let parts: Vec<_> = Self::children(item).collect();
+                let (database, rest) = match parts.len() {
+                    3 => (Some(self.ident(parts[0].clone())), &parts[1..]),
+                    _ => (None, &parts[..]),
+                };
+                let key = self.ident(rest.first()?.clone());
+                let sql = self.sql_block(rest.get(1)?.clone());
+                TrackItem::Source(Source {
+                    database,
+                    key,
+                    sql,
+                    span,
+                })
             }
             Rule::fields => {
                 let fields = Self::children(item).map(|f| self.field(f)).collect();
