@@ -25,9 +25,14 @@ pub struct RunArgs {
     #[arg(long)]
     once: bool,
     /// `CREATE TABLE` statements for field types (default: `schema` of the files'
-    /// trackc.toml, else schema.sql in a directory given).
-    #[arg(long, value_name = "FILE.sql")]
-    schema: Option<PathBuf>,
+    /// trackc.toml, else schema.sql in a directory given); `NAME=FILE.sql` gives a source
+    /// database's (default: its `schema` in trackc.toml).
+    #[arg(long, value_name = "[NAME=]FILE.sql")]
+    schema: Vec<String>,
+    /// A source database tracks read with `source from NAME`: NAME=URL (repeatable;
+    /// sqlite:PATH or postgres://…; opened read-only, never written).
+    #[arg(long = "source-db", value_name = "NAME=URL")]
+    source_db: Vec<String>,
     /// Move records out of a step the new version removes: TRACK.OLD_STEP=NEW_STEP.
     #[arg(long = "map", value_name = "T.OLD=NEW")]
     map: Vec<String>,
@@ -164,6 +169,61 @@ pub struct DemoArgs {
     console: crate::serve_cli::ServeOptions,
 }
 
+/// The source databases of `--source-db NAME=URL`, opened read-only, and
+/// the schema each is checked against: `--schema NAME=FILE`, else the
+/// `schema` of `[databases.NAME]` in the files' trackc.toml; the dialect is
+/// the URL's.
+fn source_databases(
+    given: &[String],
+    schemas: &[(String, PathBuf)],
+    paths: &[PathBuf],
+) -> Result<(Vec<bundle::SourceSchema>, db::SourceDbs), UsageError> {
+    let project = match paths.first() {
+        Some(p) => crate::project::Project::find(p).map_err(usage)?,
+        None => None,
+    };
+    let mut databases = Vec::new();
+    let mut open = db::SourceDbs::new();
+    for value in given {
+        let Some((name, url)) = value.split_once('=') else {
+            return Err(usage(format!("--source-db {value}: write NAME=URL")));
+        };
+        if open.contains_key(name) {
+            return Err(usage(format!("--source-db {name}: given twice")));
+        }
+        let parsed = DbUrl::parse(url).map_err(|e| usage(format!("--source-db {name}: {e}")))?;
+        let schema_path = schemas
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, p)| p.clone())
+            .or_else(|| {
+                project
+                    .as_ref()?
+                    .databases
+                    .iter()
+                    .find(|d| d.name == name)?
+                    .schema
+                    .clone()
+            });
+        let schema = schema_path
+            .map(|p| {
+                std::fs::read_to_string(&p)
+                    .map(|text| (p.display().to_string(), text))
+                    .map_err(|e| usage(format!("the schema of `{name}`, {}: {e}", p.display())))
+            })
+            .transpose()?;
+        let store =
+            db::open_source(&parsed).map_err(|e| usage(format!("--source-db {name}: {e}")))?;
+        databases.push(bundle::SourceSchema {
+            name: name.to_string(),
+            dialect: parsed.dialect(),
+            schema,
+        });
+        open.insert(name.to_string(), store);
+    }
+    Ok((databases, open))
+}
+
 /// Deploys tracks given on this machine (by `local`), writing the deploy
 /// to the audit log when it changed something or was refused, and saying
 /// what changed.
@@ -243,8 +303,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
     }
     let (url, mut store) = open(&args.db)?;
     let jit = Jit::new().map_err(|e| usage(e.to_string()))?;
+    let (state_schema, named_schemas) =
+        crate::project::split_schemas(&args.schema).map_err(usage)?;
     let sources = if args.paths.is_empty() {
-        if !args.map.is_empty() || args.schema.is_some() {
+        if !args.map.is_empty() || state_schema.is_some() {
             return Err(usage(
                 "--map and --schema go with track files: without files, what is deployed runs",
             ));
@@ -259,11 +321,19 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         sources
     } else {
         let schema =
-            crate::project::schema_for(args.schema.as_deref(), &args.paths).map_err(usage)?;
+            crate::project::schema_for(state_schema.as_deref(), &args.paths).map_err(usage)?;
         bundle::read_paths(&args.paths, schema.as_deref()).map_err(failed)?
     };
-    let mut tracks =
-        bundle::load(&jit, &sources.0, sources.1.clone(), url.dialect()).map_err(failed)?;
+    let (databases, mut source_dbs) =
+        source_databases(&args.source_db, &named_schemas, &args.paths)?;
+    let mut tracks = bundle::load_with(
+        &jit,
+        &sources.0,
+        sources.1.clone(),
+        url.dialect(),
+        databases,
+    )
+    .map_err(failed)?;
     for name in &args.no_history_for {
         if !tracks.iter().any(|t| &t.ir.name == name) {
             return Err(usage(format!("--no-history-for {name}: no such track")));
@@ -289,6 +359,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         progress: &|_| {},
         count_first: false,
         history_days: args.history_days,
+        sources: &mut source_dbs,
     };
     let started = Instant::now();
     if args.once {
@@ -562,6 +633,7 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, UsageError> {
         progress: &progress,
         count_first: true,
         history_days: trackc_runtime::db::HISTORY_DAYS_DEFAULT,
+        sources: &mut Default::default(),
     };
     let stats = engine::run_once(&mut runner).map_err(failed)?;
     let elapsed = started.elapsed();

@@ -1576,6 +1576,123 @@ fn deploys_are_kept_rolled_back_and_audited() {
     }
 }
 
+/// Sources in other databases (issue 20, PostgreSQL and SQLite): state in
+/// SQLite reading a source in PostgreSQL, and state in PostgreSQL reading a
+/// source in SQLite. Each record is decided once with its effects in the
+/// state database, the source database gets no table of trackc's (the
+/// SQLite file is not even written), and a missing source is a clear error.
+#[test]
+fn a_track_reads_its_source_from_another_database() {
+    let Some(mut pg) = Db::postgres("crm_source") else {
+        return;
+    };
+    let people = "CREATE TABLE people (id BIGINT PRIMARY KEY, email TEXT, vip BOOLEAN);\n";
+    let rows = "INSERT INTO people (id, email, vip) VALUES (1, 'a@example.com', TRUE), \
+                (2, 'b@example.com', FALSE), (3, 'c@example.com', TRUE);";
+    let dir = temp_dir("crm-source");
+    std::fs::write(dir.join("crm.sql"), people).unwrap();
+    std::fs::write(
+        dir.join("trackc.toml"),
+        "[databases.crm]\nschema = \"crm.sql\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("vip.dt"),
+        "track vip {\n    source from crm key id { SELECT id, email, vip FROM people }\n    \
+         on every 1h\n    step s {\n        when vip then email 'hello', end\n        else end\n    }\n}\n",
+    )
+    .unwrap();
+    let run = |state: &str, source: &str| {
+        trackc()
+            .args(["run", "--once", "--no-deliver", "--db", state])
+            .args(["--source-db", &format!("crm={source}")])
+            .arg(&dir)
+            .output()
+            .unwrap()
+    };
+    // State in SQLite, source in PostgreSQL.
+    pg.execute(people);
+    pg.execute(rows);
+    let mut lite = Db::sqlite("crm-state");
+    let out = run(&lite.url, &pg.url);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        lite.count("SELECT count(*) FROM trackc_state WHERE track = 'vip'"),
+        3
+    );
+    assert_eq!(
+        lite.count("SELECT count(*) FROM trackc_outbox WHERE kind = 'email'"),
+        2
+    );
+    // Again: every record has its state, nothing is decided twice.
+    let out = run(&lite.url, &pg.url);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        lite.count("SELECT count(*) FROM trackc_outbox WHERE kind = 'email'"),
+        2
+    );
+    // State in PostgreSQL, source in SQLite, opened read-only: the file
+    // is the same bytes after the run.
+    let mut file = Db::sqlite("crm-source-file");
+    file.execute(&format!("{people}{rows}"));
+    let source_url = file.url.clone();
+    drop(file);
+    let source = std::path::PathBuf::from(source_url.trim_start_matches("sqlite:"));
+    let before = std::fs::read(&source).unwrap();
+    let Some(mut state) = Db::postgres("crm_state") else {
+        return;
+    };
+    let out = run(&state.url, &source_url);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        state.count("SELECT count(*) FROM trackc_state WHERE track = 'vip'"),
+        3
+    );
+    assert_eq!(
+        state.count("SELECT count(*) FROM trackc_outbox WHERE kind = 'email'"),
+        2
+    );
+    assert_eq!(
+        std::fs::read(&source).unwrap(),
+        before,
+        "the SQLite source was written"
+    );
+    // Nothing was written to PostgreSQL as a source (the test's helper
+    // made trackc's tables there; the runs left them empty).
+    for table in [
+        "trackc_state",
+        "trackc_runs",
+        "trackc_outbox",
+        "trackc_deployments",
+    ] {
+        assert_eq!(
+            pg.count(&format!("SELECT count(*) FROM {table}")),
+            0,
+            "trackc wrote to its source: {table}"
+        );
+    }
+    // A source that is not there, and one that is not given.
+    let out = run(
+        &lite.url,
+        &format!("sqlite:{}", dir.join("missing.db").display()),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--source-db crm: the source database sqlite:"),
+        "{}",
+        text(&out)
+    );
+    assert!(text(&out).contains("does not exist"), "{}", text(&out));
+    let out = trackc()
+        .args(["run", "--once", "--no-deliver", "--db", &lite.url])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("E019"), "{}", text(&out));
+    assert!(text(&out).contains("--source-db crm=URL"), "{}", text(&out));
+}
+
 /// `text` with each RFC 3339 instant (`2026-12-03T05:01:46.911437Z`) as
 /// `<time>`, for snapshots of output that says when.
 fn redact_times(text: &str) -> String {

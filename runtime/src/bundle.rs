@@ -141,12 +141,38 @@ pub(crate) fn check_limits(
     Ok(())
 }
 
+/// A named source database as a load compiles against it: its dialect
+/// (from its URL) and its schema (name, text), if given.
+pub struct SourceSchema {
+    pub name: String,
+    pub dialect: Dialect,
+    pub schema: Option<(String, String)>,
+}
+
+fn sql_dialect(dialect: Dialect) -> SqlDialect {
+    match dialect {
+        Dialect::Sqlite => SqlDialect::Sqlite,
+        Dialect::Postgres => SqlDialect::Postgres,
+    }
+}
+
 /// Compiles track files; any error stops the load with the diagnostics.
 pub fn load(
     jit: &Jit,
     files: &[(String, String)],
     schema: Option<(String, String)>,
     dialect: Dialect,
+) -> Result<Vec<LoadedTrack>> {
+    load_with(jit, files, schema, dialect, Vec::new())
+}
+
+/// `load`, with named source databases (`source from NAME`).
+pub fn load_with(
+    jit: &Jit,
+    files: &[(String, String)],
+    schema: Option<(String, String)>,
+    dialect: Dialect,
+    databases: Vec<SourceSchema>,
 ) -> Result<Vec<LoadedTrack>> {
     check_limits(files, schema.as_ref())?;
     let inputs = files
@@ -157,17 +183,22 @@ pub fn load(
         })
         .collect();
     let options = Options {
-        dialect: match dialect {
-            Dialect::Sqlite => SqlDialect::Sqlite,
-            Dialect::Postgres => SqlDialect::Postgres,
-        },
+        dialect: sql_dialect(dialect),
         schema: schema.map(|(name, text)| Input {
             name,
             bytes: text.into_bytes(),
         }),
-        // FIXME(issue 20): the runtime reads no named source database yet;
-        // a track with `source from NAME` is refused at load with E019.
-        databases: Vec::new(),
+        databases: databases
+            .into_iter()
+            .map(|d| trackc_compiler::SourceDatabase {
+                name: d.name,
+                dialect: sql_dialect(d.dialect),
+                schema: d.schema.map(|(name, text)| Input {
+                    name,
+                    bytes: text.into_bytes(),
+                }),
+            })
+            .collect(),
     };
     let compilation = compile(inputs, options);
     if compilation.error_count() > 0 {

@@ -133,7 +133,7 @@ fn serve_round(
     let now = now_micros();
     let mut stats = RunStats::default();
     for t in 0..runner.tracks.len() {
-        match due(runner.store, runner.tracks, t, now, started) {
+        match due(runner.store, runner.sources, runner.tracks, t, now, started) {
             Ok(Due::No) => {}
             Ok(Due::Yes { mark }) => {
                 let before = stats.errors.len();
@@ -163,6 +163,7 @@ pub(crate) enum Due {
 /// missed while nothing ran is due once: the next tick after the last run.
 pub(crate) fn due(
     store: &mut dyn Store,
+    sources: &mut crate::db::SourceDbs,
     tracks: &[LoadedTrack],
     t: usize,
     now: i64,
@@ -187,7 +188,11 @@ pub(crate) fn due(
                         ("last_run".into(), Value::Timestamp(last.unwrap_or(0))),
                     ],
                 };
-                let mark = store.query_fingerprint(&statement)?;
+                // A `change` query reads the track's source database.
+                let mark = match crate::db::source_of(sources, &tracks[t])? {
+                    Some(db) => db.query_fingerprint(&statement)?,
+                    None => store.query_fingerprint(&statement)?,
+                };
                 if store.get_mark(&ir.name)?.as_deref() != Some(mark.as_str()) {
                     return Ok(Due::Yes { mark: Some(mark) });
                 }

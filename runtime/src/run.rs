@@ -99,6 +99,8 @@ pub struct Runner<'a> {
     /// Decisions older than this many days are pruned after runs
     /// (`prune_history`; 0: kept forever).
     pub history_days: i64,
+    /// The named databases tracks' sources read (`source from NAME`).
+    pub sources: &'a mut crate::db::SourceDbs,
 }
 
 /// Deletes the decision history older than `days` before `now` (none
@@ -201,7 +203,14 @@ impl Runner<'_> {
     fn execute(&mut self, t: usize, run: &RunInfo) -> Result<RunStats> {
         let track = &self.tracks[t];
         let ir = &track.ir;
-        let source = RunSource::of(track, run, self.store)?;
+        let state = &mut *self.store;
+        // A source in a named database is read there, in its dialect;
+        // states, outbox and events stay in the state database.
+        let mut source_db = crate::db::source_of(self.sources, track)?;
+        let dialect = source_db
+            .as_ref()
+            .map_or_else(|| state.dialect(), |s| s.dialect());
+        let source = RunSource::of_in(track, run, state, dialect)?;
         let mut stats = RunStats::default();
         let stop = self.stop;
         let progress = self.progress;
@@ -209,7 +218,10 @@ impl Runner<'_> {
         let mut found = 0u64;
         let total = match (&source.keys, &source.statement) {
             (Some(keys), _) => Some(keys.len() as u64),
-            (None, Some(query)) if self.count_first => Some(self.store.count_rows(query)?),
+            (None, Some(query)) if self.count_first => Some(match source_db.as_mut() {
+                Some(db) => db.count_rows(query)?,
+                None => state.count_rows(query)?,
+            }),
             (None, _) => None,
         };
         progress(Progress {
@@ -217,24 +229,27 @@ impl Runner<'_> {
             records: 0,
             total,
         });
-        let result = match &source.statement {
-            None => Ok(()),
-            Some(query) => {
-                self.store
-                    .gather(query, &track.types, block_records, &mut |writer, rows| {
-                        if stop.load(Ordering::SeqCst) {
-                            return Err(Error::Stopped);
-                        }
-                        found += source.found(&rows, ir.key);
-                        let block = decide_block(track, run, rows, writer, &mut stats)?;
-                        apply(writer, &ir.name, &block, None, &mut stats)?;
-                        progress(Progress {
-                            track: &ir.name,
-                            records: stats.records,
-                            total,
-                        });
-                        Ok(())
-                    })
+        let mut block = |writer: &mut dyn BlockWriter, rows: Rows| -> Result<()> {
+            if stop.load(Ordering::SeqCst) {
+                return Err(Error::Stopped);
+            }
+            found += source.found(&rows, ir.key);
+            let block = decide_block(track, run, rows, writer, &mut stats)?;
+            apply(writer, &ir.name, &block, None, &mut stats)?;
+            progress(Progress {
+                track: &ir.name,
+                records: stats.records,
+                total,
+            });
+            Ok(())
+        };
+        let result = match (&source.statement, source_db) {
+            (None, _) => Ok(()),
+            (Some(query), None) => state.gather(query, &track.types, block_records, &mut block),
+            (Some(query), Some(db)) => {
+                db.gather(query, &track.types, block_records, &mut |_, rows| {
+                    block(state.writer(), rows)
+                })
             }
         };
         match result {
@@ -287,11 +302,23 @@ pub struct RunSource {
 impl RunSource {
     /// The source of `run`: all records, or those of its events.
     pub fn of(track: &LoadedTrack, run: &RunInfo, store: &mut dyn Store) -> Result<RunSource> {
+        let dialect = store.dialect();
+        RunSource::of_in(track, run, store, dialect)
+    }
+
+    /// The source of `run` for a source database of `dialect` (the run's
+    /// events are in the state database `store`).
+    pub fn of_in(
+        track: &LoadedTrack,
+        run: &RunInfo,
+        store: &mut dyn Store,
+        dialect: Dialect,
+    ) -> Result<RunSource> {
         let events = match &run.event {
             Some(_) => store.run_events(run.id)?,
             None => Vec::new(),
         };
-        RunSource::for_events(track, run, &events, store.dialect())
+        RunSource::for_events(track, run, &events, dialect)
     }
 
     /// The source of `run` narrowed to one key (`trackc why` asks whether

@@ -469,10 +469,11 @@ impl<'a> TrackChecker<'a> {
         if let Some(db) = named.iter().find(|d| d.name == name.name) {
             return Some((&db.schema, db.dialect));
         }
-        let help = did_you_mean(&name.name, named.iter().map(|d| d.name.as_str()))
-            .unwrap_or_else(|| {
+        let help =
+            did_you_mean(&name.name, named.iter().map(|d| d.name.as_str())).unwrap_or_else(|| {
                 format!(
-                    "declare it: `[databases.{0}]` in trackc.toml, or `--schema {0}=FILE.sql`;                      a node needs `{0} = \"URL\"` under `[databases]` in node.toml",
+                    "declare it: `[databases.{0}]` in trackc.toml, or `--schema {0}=FILE.sql`; \
+                     `trackc run` reads it with `--source-db {0}=URL`",
                     name.name
                 )
             });

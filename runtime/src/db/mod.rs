@@ -93,6 +93,46 @@ pub fn open_with(url: &DbUrl, options: &DbOptions) -> Result<Box<dyn Store>> {
     Ok(store)
 }
 
+/// The named source databases a process reads (`source from NAME`), open,
+/// by name.
+pub type SourceDbs = std::collections::BTreeMap<String, Box<dyn Store>>;
+
+/// Opens a source database: never migrated and never written (trackc's
+/// tables stay in the state database); SQLite read-only.
+pub fn open_source(url: &DbUrl) -> Result<Box<dyn Store>> {
+    let options = DbOptions::default();
+    Ok(match url {
+        DbUrl::Sqlite(path) => {
+            if !std::path::Path::new(path).is_file() {
+                return Err(Error::Config(format!(
+                    "the source database sqlite:{path} does not exist"
+                )));
+            }
+            Box::new(sqlite::SqliteStore::open_read_only(path, &options)?)
+        }
+        DbUrl::Postgres(url) => Box::new(postgres::PgStore::open(url, &options)?),
+    })
+}
+
+/// The store a track's source reads: its named database, or the state
+/// database (`None`).
+pub fn source_of<'s>(
+    sources: &'s mut SourceDbs,
+    track: &crate::bundle::LoadedTrack,
+) -> Result<Option<&'s mut Box<dyn Store>>> {
+    let Some(name) = &track.ir.source_database else {
+        return Ok(None);
+    };
+    match sources.get_mut(name) {
+        Some(s) => Ok(Some(s)),
+        None => Err(Error::Config(format!(
+            "track {} reads database `{name}`, which this process was not given: \
+             --source-db {name}=URL",
+            track.ir.name
+        ))),
+    }
+}
+
 /// A statement with its `:name` parameters and their values.
 #[derive(Clone, Debug)]
 pub struct Statement {

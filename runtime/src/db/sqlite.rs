@@ -76,7 +76,32 @@ fn connect(path: &str) -> Result<Connection> {
     Ok(conn)
 }
 
+/// A connection that cannot write: a source database is only read, and
+/// opening it changes nothing in the file (no WAL switch).
+fn connect_read_only(path: &str) -> Result<Connection> {
+    use rusqlite::OpenFlags;
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)
+        .lite(|| format!("cannot open the SQLite source `{path}` to read"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .lite(|| format!("{path}: busy timeout"))?;
+    Ok(conn)
+}
+
 impl SqliteStore {
+    /// A source database: both connections read-only.
+    pub fn open_read_only(path: &str, options: &DbOptions) -> Result<SqliteStore> {
+        Ok(SqliteStore {
+            path: path.to_string(),
+            reader: connect_read_only(path)?,
+            writer: SqliteWriter {
+                conn: connect_read_only(path)?,
+                options: options.clone(),
+                rewritten: HashMap::new(),
+            },
+        })
+    }
+
     pub fn open(path: &str, options: &DbOptions) -> Result<SqliteStore> {
         Ok(SqliteStore {
             path: path.to_string(),
