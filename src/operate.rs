@@ -245,8 +245,8 @@ pub(crate) fn deploy_local(
         audit_local(store, AuditAction::Deploy, &files.join(", "), &result);
     }
     let deployed = result.map_err(failed)?;
-    if let Some(n) = deployed.number {
-        eprintln!("deploy {n}: changed {}", deployed.changed.join(", "));
+    if deployed.number.is_some() {
+        eprintln!("{}", deployed.summary());
     }
     Ok(deployed)
 }

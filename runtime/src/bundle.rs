@@ -319,6 +319,18 @@ pub struct Deployed {
     pub number: Option<i64>,
 }
 
+impl Deployed {
+    /// `deploy 3: changed a, b` (or `the schema` when no track changed),
+    /// or `nothing changed`.
+    pub fn summary(&self) -> String {
+        match self.number {
+            Some(n) if self.changed.is_empty() => format!("deploy {n}: changed the schema"),
+            Some(n) => format!("deploy {n}: changed {}", self.changed.join(", ")),
+            None => "nothing changed".to_string(),
+        }
+    }
+}
+
 /// Deploys `tracks`: a track whose steps changed keeps every record in a
 /// step that still exists; records in a removed step move per `map`
 /// (`track.step=new_step`), and without a mapping the deploy is refused.

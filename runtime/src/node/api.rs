@@ -918,10 +918,7 @@ pub fn emitted(events: &[NewEvent]) -> String {
 
 /// The answer to a deploy or rollback that went through.
 fn deployed_reply(deployed: &bundle::Deployed) -> Reply {
-    let summary = match deployed.number {
-        Some(n) => format!("deploy {n}: changed {}", deployed.changed.join(", ")),
-        None => "nothing changed".to_string(),
-    };
+    let summary = deployed.summary();
     (
         StatusCode::OK,
         serde_json::json!({
