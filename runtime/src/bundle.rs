@@ -456,6 +456,21 @@ pub fn rollback(
     Ok((tracks, deployed))
 }
 
+/// Compiles deployed track `d` alone (its file, against the deployed
+/// schema), for what reads one track: `why`, the console's track page.
+pub fn load_deployed(store: &mut dyn Store, jit: &Jit, d: &DeployedTrack) -> Result<LoadedTrack> {
+    let files = [(d.file.clone(), d.source.clone())];
+    load(jit, &files, store.schema()?, store.dialect())?
+        .into_iter()
+        .find(|t| t.ir.name == d.name)
+        .ok_or_else(|| {
+            Error::Data(format!(
+                "the deployed file {} no longer holds track {}",
+                d.file, d.name
+            ))
+        })
+}
+
 /// The files and schema of what is deployed now, to compile (a group's
 /// node, `trackc run` without files): each deployed track's file once.
 pub fn deployed_sources(store: &mut dyn Store) -> Result<Sources> {

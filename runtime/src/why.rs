@@ -170,14 +170,7 @@ fn why_never_entered(
         return Ok("the track has not run yet".to_string());
     };
     let last = format_timestamp(last_run);
-    let files = [(deployed.file.clone(), deployed.source.clone())];
-    let tracks = bundle::load(jit, &files, store.schema()?, store.dialect())?;
-    let Some(track) = tracks.iter().find(|t| t.ir.name == deployed.name) else {
-        return Err(Error::Data(format!(
-            "the deployed file {} no longer holds track {}",
-            deployed.file, deployed.name
-        )));
-    };
+    let track = &bundle::load_deployed(store, jit, deployed)?;
     let run = RunInfo {
         id: 0,
         track: deployed.name.clone(),

@@ -169,7 +169,7 @@ fn group(store: &mut dyn Store, status: Json, standalone: bool, viewer: &Viewer)
         t["last_run"] = json!(last.map(format_timestamp).unwrap_or_else(|| "never".into()));
     }
     let week = now_micros() - 7 * 86_400_000_000;
-    let mut recent: Vec<Json> = store
+    let recent: Vec<Json> = store
         .audit_log(week, 200)
         .map_err(failed)?
         .into_iter()
@@ -181,7 +181,6 @@ fn group(store: &mut dyn Store, status: Json, standalone: bool, viewer: &Viewer)
                    "action": e.action, "target": e.target, "result": e.result})
         })
         .collect();
-    recent.truncate(10);
     let hour = now_micros() - 3_600_000_000;
     let per_node: HashMap<Option<i64>, i64> = store
         .blocks_by_node(hour)
@@ -304,20 +303,7 @@ fn track(
             format!("no track `{name}` is deployed"),
         ));
     };
-    let files = [(d.file.clone(), d.source.clone())];
-    let loaded = bundle::load(
-        jit,
-        &files,
-        store.schema().map_err(failed)?,
-        store.dialect(),
-    )
-    .map_err(failed)?;
-    let Some(t) = loaded.iter().find(|t| t.ir.name == name) else {
-        return Err((
-            StatusCode::NOT_FOUND,
-            format!("{} no longer holds track `{name}`", d.file),
-        ));
-    };
+    let t = bundle::load_deployed(store, jit, d).map_err(failed)?;
     let ir = &t.ir;
     let (ast, _) = parse_file(FileId(0), &d.source);
     let text = SourceFile::new(&d.file, &d.source);

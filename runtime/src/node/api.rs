@@ -809,10 +809,6 @@ fn do_work(
     by: &Actor,
 ) -> (Reply, Option<(AuditAction, String)>) {
     let internal = |e: Error| failure(StatusCode::INTERNAL_SERVER_ERROR, e);
-    let deploy_refusal = |e: Error| match e {
-        Error::Deploy(_) | Error::Config(_) => failure(StatusCode::CONFLICT, e),
-        e => internal(e),
-    };
     match work {
         Work::Deploy(request) => {
             let target = request
@@ -827,7 +823,7 @@ fn do_work(
         Work::Rollback { number, map } => {
             let answer = match bundle::rollback(store, jit, number, &map, by) {
                 Ok((_, deployed)) => deployed_reply(&deployed),
-                Err(e) => deploy_refusal(e),
+                Err(e) => deploy_refused(e),
             };
             (
                 answer,
@@ -944,6 +940,29 @@ fn sources_of(store: &mut dyn Store, request: DeployRequest) -> Result<bundle::S
     Ok((files, schema))
 }
 
+/// A deploy or plan request's sources, compiled: 422 with the diagnostics
+/// when the tracks have errors.
+fn load_request(
+    store: &mut dyn Store,
+    jit: &Jit,
+    request: DeployRequest,
+) -> std::result::Result<(bundle::Sources, Vec<bundle::LoadedTrack>), Reply> {
+    let sources =
+        sources_of(store, request).map_err(|e| failure(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let tracks = bundle::load(jit, &sources.0, sources.1.clone(), store.dialect())
+        .map_err(|e| failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    Ok((sources, tracks))
+}
+
+/// A deploy or rollback that failed: 409 when it was refused (stranded
+/// records, a bad `--map`, an unknown deploy), else 500.
+fn deploy_refused(e: Error) -> Reply {
+    match e {
+        Error::Deploy(_) | Error::Config(_) => failure(StatusCode::CONFLICT, e),
+        e => failure(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
 /// Compiles the bundle against its schema, refuses it with the
 /// diagnostics if it has errors, else deploys it (refusing a deploy that
 /// would strand records, as `trackc run` does).
@@ -953,21 +972,15 @@ fn deploy(
     request: DeployRequest,
     by: &Actor,
 ) -> std::result::Result<Reply, Reply> {
-    let internal = |e: Error| failure(StatusCode::INTERNAL_SERVER_ERROR, e);
     let map = request.map.clone();
-    let sources = sources_of(store, request).map_err(internal)?;
-    let tracks = bundle::load(jit, &sources.0, sources.1.clone(), store.dialect())
-        .map_err(|e| failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    let (sources, tracks) = load_request(store, jit, request)?;
     let request = bundle::DeployRequest {
         sources: &sources,
         map: &map,
         by,
         rollback_of: None,
     };
-    let deployed = bundle::deploy(store, &tracks, &request).map_err(|e| match e {
-        Error::Deploy(_) | Error::Config(_) => failure(StatusCode::CONFLICT, e),
-        e => internal(e),
-    })?;
+    let deployed = bundle::deploy(store, &tracks, &request).map_err(deploy_refused)?;
     let (status, mut body) = deployed_reply(&deployed);
     let names: Vec<String> = tracks.iter().map(|t| t.ir.name.clone()).collect();
     body["tracks"] = serde_json::json!(names);
@@ -980,11 +993,9 @@ fn plan(
     jit: &Jit,
     request: DeployRequest,
 ) -> std::result::Result<Reply, Reply> {
-    let internal = |e: Error| failure(StatusCode::INTERNAL_SERVER_ERROR, e);
-    let sources = sources_of(store, request).map_err(internal)?;
-    let tracks = bundle::load(jit, &sources.0, sources.1, store.dialect())
-        .map_err(|e| failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    let plan = crate::plan::plan(store, &tracks, now_micros()).map_err(internal)?;
+    let (_, tracks) = load_request(store, jit, request)?;
+    let plan = crate::plan::plan(store, &tracks, now_micros())
+        .map_err(|e| failure(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     Ok((
         StatusCode::OK,
         serde_json::to_value(&plan).expect("a plan encodes as JSON"),
