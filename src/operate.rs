@@ -173,7 +173,7 @@ pub struct DemoArgs {
 /// the schema each is checked against: `--schema NAME=FILE`, else the
 /// `schema` of `[databases.NAME]` in the files' trackc.toml; the dialect is
 /// the URL's.
-fn source_databases(
+pub(crate) fn source_databases(
     given: &[String],
     schemas: &[(String, PathBuf)],
     paths: &[PathBuf],
@@ -286,7 +286,7 @@ pub(crate) fn stop_flag() -> Result<Arc<AtomicBool>, UsageError> {
 }
 
 pub(crate) fn open(url: &str) -> Result<(DbUrl, Box<dyn Store>), UsageError> {
-    let url = DbUrl::parse(url).map_err(failed)?;
+    let url = DbUrl::parse_state(url).map_err(failed)?;
     let store = db::open(&url).map_err(failed)?;
     Ok((url, store))
 }

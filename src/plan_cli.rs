@@ -3,7 +3,7 @@
 //! nothing is written.
 
 use crate::group_cli::{call, deploy_request, Place, Target};
-use crate::operate::{failed, open};
+use crate::operate::{failed, open, source_databases};
 use crate::{usage, Format, UsageError};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,9 +19,14 @@ pub struct PlanArgs {
     #[command(flatten)]
     target: Target,
     /// `CREATE TABLE` statements for field types (default: `schema` of the files'
-    /// trackc.toml, else schema.sql in a directory given).
-    #[arg(long, value_name = "FILE.sql")]
-    schema: Option<PathBuf>,
+    /// trackc.toml, else schema.sql in a directory given); `NAME=FILE.sql` gives a source
+    /// database's (default: its `schema` in trackc.toml).
+    #[arg(long, value_name = "[NAME=]FILE.sql")]
+    schema: Vec<String>,
+    /// A source database tracks read with `source from NAME`: NAME=URL (repeatable;
+    /// sqlite:PATH, postgres://… or mysql://…; only read). With `--db` only.
+    #[arg(long = "source-db", value_name = "NAME=URL")]
+    source_db: Vec<String>,
     /// `human` for people (a table per track), `json` for tools (one object).
     #[arg(long, value_enum, default_value_t = Format::Human)]
     format: Format,
@@ -31,14 +36,27 @@ pub struct PlanArgs {
 }
 
 pub fn plan(args: &PlanArgs) -> Result<ExitCode, UsageError> {
-    let schema = crate::project::schema_for(args.schema.as_deref(), &args.paths).map_err(usage)?;
+    let (state_schema, named_schemas) =
+        crate::project::split_schemas(&args.schema).map_err(usage)?;
+    let schema = crate::project::schema_for(state_schema.as_deref(), &args.paths).map_err(usage)?;
     let plan = match args.target.place()? {
         Place::Db(url) => {
             let (url, mut store) = open(&url)?;
             let jit = Jit::new().map_err(|e| usage(e.to_string()))?;
-            let tracks = bundle::load_paths(&jit, &args.paths, schema.as_deref(), url.dialect())
+            let (files, schema) =
+                bundle::read_paths(&args.paths, schema.as_deref()).map_err(failed)?;
+            let (databases, mut source_dbs) =
+                source_databases(&args.source_db, &named_schemas, &args.paths)?;
+            let tracks = bundle::load_with(&jit, &files, schema, url.dialect(), databases)
                 .map_err(failed)?;
-            trackc_runtime::plan::plan(store.as_mut(), &tracks, now_micros()).map_err(failed)?
+            trackc_runtime::plan::plan(store.as_mut(), &mut source_dbs, &tracks, now_micros())
+                .map_err(failed)?
+        }
+        Place::Group(_) if !args.source_db.is_empty() || !named_schemas.is_empty() => {
+            return Err(usage(
+                "--source-db and --schema NAME=FILE go with --db: a group's nodes read the \
+                 source databases of their node.toml",
+            ))
         }
         Place::Group(remote) => {
             let request = deploy_request(&args.paths, schema.as_deref(), &[])?;

@@ -10,7 +10,8 @@
 //!
 //! [databases.crm]            # a source database (`source from crm key …`)
 //! schema = "db/crm.sql"
-//! dialect = "postgres"       # or "sqlite" [default: the project's]
+//! dialect = "mysql"          # "postgres", "sqlite" or "mysql" (MariaDB too)
+//!                            # [default: the project's]
 //! ```
 
 use serde::Deserialize;
@@ -55,13 +56,30 @@ pub struct ProjectDatabase {
 }
 
 /// A dialect's name in trackc.toml, or what is wrong with it.
-fn dialect_of(value: Option<&str>, key: &str, file: &Path) -> Result<Option<SqlDialect>, String> {
-    match value {
-        None => Ok(None),
-        Some("postgres") => Ok(Some(SqlDialect::Postgres)),
-        Some("sqlite") => Ok(Some(SqlDialect::Sqlite)),
-        Some(other) => Err(format!(
-            "{}: `{key}` = \"{other}\": write \"postgres\" or \"sqlite\"",
+/// `source`: a source database's, which may also be MariaDB/MySQL.
+fn dialect_of(
+    value: Option<&str>,
+    key: &str,
+    file: &Path,
+    source: bool,
+) -> Result<Option<SqlDialect>, String> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    match SqlDialect::from_name(value) {
+        Some(SqlDialect::MySql) if !source => Err(format!(
+            "{}: `{key}` = \"{value}\": trackc keeps its own tables in PostgreSQL or \
+             SQLite; a MariaDB/MySQL database can be a source database \
+             ([databases.NAME] dialect = \"mysql\")",
+            file.display()
+        )),
+        Some(d) => Ok(Some(d)),
+        None if source => Err(format!(
+            "{}: `{key}` = \"{value}\": write \"postgres\", \"sqlite\" or \"mysql\"",
+            file.display()
+        )),
+        None => Err(format!(
+            "{}: `{key}` = \"{value}\": write \"postgres\" or \"sqlite\"",
             file.display()
         )),
     }
@@ -89,7 +107,7 @@ impl Project {
 
     fn parse(text: &str, file: PathBuf) -> Result<Project, String> {
         let raw: Raw = toml::from_str(text).map_err(|e| format!("{}: {e}", file.display()))?;
-        let dialect = dialect_of(raw.dialect.as_deref(), "dialect", &file)?;
+        let dialect = dialect_of(raw.dialect.as_deref(), "dialect", &file, false)?;
         let dir = file.parent().unwrap_or(Path::new(".")).to_path_buf();
         let databases = raw
             .databases
@@ -97,7 +115,7 @@ impl Project {
             .map(|(name, d)| {
                 let key = format!("databases.{name}.dialect");
                 Ok(ProjectDatabase {
-                    dialect: dialect_of(d.dialect.as_deref(), &key, &file)?,
+                    dialect: dialect_of(d.dialect.as_deref(), &key, &file, true)?,
                     schema: d.schema.map(|s| dir.join(s)),
                     name,
                 })
@@ -222,7 +240,13 @@ mod tests {
         assert_eq!(p.schema, Some(PathBuf::from("/p/db/s.sql")));
         assert_eq!(p.dialect, Some(SqlDialect::Sqlite));
         let e = Project::parse("dialect = \"mysql\"", file.clone()).unwrap_err();
-        assert!(e.contains("`dialect` = \"mysql\""), "{e}");
+        assert!(e.contains("can be a source database"), "{e}");
+        let e = Project::parse("dialect = \"oracle\"", file.clone()).unwrap_err();
+        assert!(e.contains("write \"postgres\" or \"sqlite\""), "{e}");
+        let p = Project::parse("[databases.crm]\ndialect = \"mariadb\"\n", file.clone()).unwrap();
+        assert_eq!(p.databases[0].dialect, Some(SqlDialect::MySql));
+        let e = Project::parse("[databases.crm]\ndialect = \"db2\"\n", file.clone()).unwrap_err();
+        assert!(e.contains("\"postgres\", \"sqlite\" or \"mysql\""), "{e}");
         let e = Project::parse("schemas = \"x\"", file.clone()).unwrap_err();
         assert!(e.contains("unknown field `schemas`"), "{e}");
         let p = Project::parse(

@@ -48,6 +48,8 @@ pub enum Code {
     E018,
     /// `source from NAME` names no declared source database.
     E019,
+    /// `sql on NAME`: action SQL cannot write to a source database.
+    E020,
     /// Unreachable rule.
     W001,
     /// Unreachable step.

@@ -63,9 +63,17 @@ impl Schema {
                         )
                     }) || primary_key.contains(&c.name.value.to_lowercase());
                     let sql_type = c.data_type.to_string();
+                    // MySQL spells a boolean column TINYINT(1) (BOOLEAN is
+                    // an alias of it there).
+                    let mysql_bool =
+                        dialect == SqlDialect::MySql && sql_type.eq_ignore_ascii_case("tinyint(1)");
                     Column {
                         name: c.name.value.clone(),
-                        ty: from_sql_type(&sql_type),
+                        ty: if mysql_bool {
+                            Some(Type::Bool)
+                        } else {
+                            from_sql_type(&sql_type)
+                        },
                         sql_type,
                         nullable: !not_null,
                     }
@@ -78,7 +86,7 @@ impl Schema {
                 .map(|p| p.to_string())
                 .unwrap_or_default();
             schema.tables.push(Table {
-                name: name.trim_matches('"').to_string(),
+                name: name.trim_matches(['"', '`']).to_string(),
                 columns,
             });
         }
@@ -125,5 +133,36 @@ mod tests {
         assert!(contacts.column("score").unwrap().nullable);
         assert_eq!(contacts.column("tags").unwrap().ty, None);
         assert!(!schema.table("t").unwrap().column("b").unwrap().nullable);
+    }
+
+    #[test]
+    fn reads_mysql_types() {
+        let (schema, errors) = Schema::parse(
+            FileId(0),
+            "CREATE TABLE `people` (
+               `id` BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+               active TINYINT(1) NOT NULL DEFAULT 1,
+               level TINYINT,
+               balance DECIMAL(12,2),
+               seen DATETIME(6),
+               stamped TIMESTAMP NULL,
+               kind ENUM('a', 'b'),
+               notes LONGTEXT,
+               PRIMARY KEY (`id`)
+             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;",
+            SqlDialect::MySql,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let people = schema.table("people").unwrap();
+        let ty = |name: &str| people.column(name).unwrap().ty;
+        assert_eq!(ty("id"), Some(Type::Int));
+        assert!(!people.column("id").unwrap().nullable);
+        assert_eq!(ty("active"), Some(Type::Bool));
+        assert_eq!(ty("level"), Some(Type::Int));
+        assert_eq!(ty("balance"), Some(Type::Float));
+        assert_eq!(ty("seen"), Some(Type::Timestamp));
+        assert_eq!(ty("stamped"), Some(Type::Timestamp));
+        assert_eq!(ty("kind"), Some(Type::Text));
+        assert_eq!(ty("notes"), Some(Type::Text));
     }
 }

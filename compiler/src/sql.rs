@@ -10,7 +10,7 @@ use sqlparser::ast::{
     Expr, FromTable, JoinOperator, ObjectName, Query, Select, SelectItem, SetExpr, Spanned,
     Statement, TableFactor, TableObject, TableWithJoins, Value,
 };
-use sqlparser::dialect::{Dialect, PostgreSqlDialect, SQLiteDialect};
+use sqlparser::dialect::{Dialect, MySqlDialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
 use sqlparser::tokenizer::{Location, Token, Tokenizer};
 
@@ -20,6 +20,9 @@ pub enum SqlDialect {
     #[default]
     Postgres,
     Sqlite,
+    /// MariaDB and MySQL (a source database only: trackc keeps its own
+    /// tables in PostgreSQL or SQLite).
+    MySql,
 }
 
 impl SqlDialect {
@@ -27,6 +30,26 @@ impl SqlDialect {
         match self {
             SqlDialect::Postgres => Box::new(PostgreSqlDialect {}),
             SqlDialect::Sqlite => Box::new(SQLiteDialect {}),
+            SqlDialect::MySql => Box::new(MySqlDialect {}),
+        }
+    }
+
+    /// The name trackc.toml and `--dialect` use.
+    pub fn name(self) -> &'static str {
+        match self {
+            SqlDialect::Postgres => "postgres",
+            SqlDialect::Sqlite => "sqlite",
+            SqlDialect::MySql => "mysql",
+        }
+    }
+
+    /// The dialect named `name` (`mariadb` is `mysql`).
+    pub fn from_name(name: &str) -> Option<SqlDialect> {
+        match name {
+            "postgres" | "postgresql" => Some(SqlDialect::Postgres),
+            "sqlite" => Some(SqlDialect::Sqlite),
+            "mysql" | "mariadb" => Some(SqlDialect::MySql),
+            _ => None,
         }
     }
 }

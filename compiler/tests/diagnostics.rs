@@ -84,8 +84,8 @@ fn every_code_has_a_fixture_in_both_formats() {
     paths.sort();
     assert_eq!(
         paths.len(),
-        21,
-        "one fixture per code: E001–E015, E019, W001–W005"
+        22,
+        "one fixture per code: E001–E015, E019, E020, W001–W005"
     );
     for path in paths {
         let name = path.file_name().unwrap().to_str().unwrap().to_string();

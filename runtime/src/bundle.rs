@@ -153,6 +153,7 @@ fn sql_dialect(dialect: Dialect) -> SqlDialect {
     match dialect {
         Dialect::Sqlite => SqlDialect::Sqlite,
         Dialect::Postgres => SqlDialect::Postgres,
+        Dialect::MySql => SqlDialect::MySql,
     }
 }
 

@@ -40,6 +40,9 @@ pub fn schema_for(dialect: Dialect) -> String {
     match dialect {
         Dialect::Postgres => SCHEMA.to_string(),
         Dialect::Sqlite => SCHEMA.replace("BIGSERIAL PRIMARY KEY", "INTEGER PRIMARY KEY"),
+        Dialect::MySql => SCHEMA
+            .replace("BIGSERIAL PRIMARY KEY", "BIGINT AUTO_INCREMENT PRIMARY KEY")
+            .replace("TIMESTAMPTZ", "DATETIME(6)"),
     }
 }
 
@@ -64,6 +67,8 @@ fn ts(dialect: Dialect, micros: i64) -> String {
     match dialect {
         Dialect::Sqlite => format!("'{}'", format_sqlite_timestamp(micros)),
         Dialect::Postgres => format!("to_timestamp({})", micros as f64 / 1e6),
+        // The session's time zone is UTC (db::mysql).
+        Dialect::MySql => format!("'{}'", format_sqlite_timestamp(micros)),
     }
 }
 

@@ -101,7 +101,12 @@ fn diff(old: &[(String, Vec<String>)], new: &[(String, Vec<String>)]) -> Vec<Str
 
 /// The plan of deploying `tracks` at `now`. Reads only: the source in a
 /// read-only snapshot (`gather`), the states, the deployed versions.
-pub fn plan(store: &mut dyn Store, tracks: &[LoadedTrack], now: i64) -> Result<Plan> {
+pub fn plan(
+    store: &mut dyn Store,
+    sources: &mut crate::db::SourceDbs,
+    tracks: &[LoadedTrack],
+    now: i64,
+) -> Result<Plan> {
     let deployed: HashMap<String, crate::db::DeployedTrack> = store
         .deployed()?
         .into_iter()
@@ -134,10 +139,16 @@ pub fn plan(store: &mut dyn Store, tracks: &[LoadedTrack], now: i64) -> Result<P
             resumed: false,
             event: None,
         };
-        let source = RunSource::of(track, &run, store)?;
+        let mut source_db = crate::db::source_of(sources, track)?;
+        let dialect = source_db
+            .as_ref()
+            .map_or_else(|| store.dialect(), |s| s.dialect());
+        let source = RunSource::of_in(track, &run, store, dialect)?;
         if let Some(query) = &source.statement {
             let env = Env { now };
-            store.gather(
+            crate::db::source::gather_from(
+                store,
+                source_db.take(),
                 query,
                 &track.types,
                 PLAN_BLOCK_RECORDS,

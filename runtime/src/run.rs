@@ -243,14 +243,16 @@ impl Runner<'_> {
             });
             Ok(())
         };
-        let result = match (&source.statement, source_db) {
-            (None, _) => Ok(()),
-            (Some(query), None) => state.gather(query, &track.types, block_records, &mut block),
-            (Some(query), Some(db)) => {
-                db.gather(query, &track.types, block_records, &mut |_, rows| {
-                    block(state.writer(), rows)
-                })
-            }
+        let result = match &source.statement {
+            None => Ok(()),
+            Some(query) => crate::db::source::gather_from(
+                state,
+                source_db,
+                query,
+                &track.types,
+                block_records,
+                &mut block,
+            ),
         };
         match result {
             Ok(()) => {

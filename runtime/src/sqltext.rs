@@ -11,14 +11,25 @@ use sqlparser::ast::{
     visit_expressions_mut, BinaryOperator, DateTimeField, Expr, Interval, Query, SetExpr,
     Statement, TableFactor, Value,
 };
-use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::dialect::{MySqlDialect, PostgreSqlDialect};
 use sqlparser::parser::Parser;
 use std::ops::ControlFlow;
 use trackc_compiler::types::Type;
 
 fn parse_one(sql: &str) -> Result<Statement> {
-    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-        .map_err(|e| Error::Data(format!("cannot parse the SQL `{}`: {e}", sql.trim())))?;
+    parse_in(sql, Dialect::Postgres)
+}
+
+/// One statement, parsed as `dialect` writes it. Track SQL for PostgreSQL
+/// and SQLite is parsed as PostgreSQL's (tracks are written in it by
+/// default; SQLite's differences are rewritten, see `for_sqlite`).
+fn parse_in(sql: &str, dialect: Dialect) -> Result<Statement> {
+    let parsed = match dialect {
+        Dialect::MySql => Parser::parse_sql(&MySqlDialect {}, sql),
+        Dialect::Postgres | Dialect::Sqlite => Parser::parse_sql(&PostgreSqlDialect {}, sql),
+    };
+    let mut statements =
+        parsed.map_err(|e| Error::Data(format!("cannot parse the SQL `{}`: {e}", sql.trim())))?;
     if statements.len() != 1 {
         return Err(Error::Data(format!(
             "expected one SQL statement, found {}: `{}`",
@@ -69,6 +80,26 @@ pub fn to_positional(sql: &str) -> Result<(String, Vec<String>)> {
             }
         }
         ControlFlow::Continue(())
+    });
+    Ok((statement.to_string(), names))
+}
+
+/// `sql` with each `:name` parameter made MySQL's `?`, and the names in
+/// order of occurrence (a name used twice is bound twice: MySQL's
+/// placeholders are positional only).
+pub fn to_mysql(sql: &str) -> Result<(String, Vec<String>)> {
+    let mut statement = parse_in(sql, Dialect::MySql)?;
+    let mut names: Vec<String> = Vec::new();
+    let _ = visit_expressions_mut(&mut statement, |expr| {
+        if let Expr::Value(v) = expr {
+            if let Value::Placeholder(p) = &mut v.value {
+                if let Some(name) = p.strip_prefix(':') {
+                    names.push(name.to_string());
+                    *p = "?".into();
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
     });
     Ok((statement.to_string(), names))
 }
@@ -174,12 +205,13 @@ pub const EVENT_KEYS_PARAM: &str = "trackc_event_keys";
 /// is the same whatever their number, and a run binds ten thousand keys
 /// as easily as one.
 pub fn filter_by_keys(source: &str, key: &str, ty: Type, dialect: Dialect) -> Result<String> {
-    let Statement::Query(inner) = parse_one(source)? else {
+    let Statement::Query(inner) = parse_in(source, dialect)? else {
         return Err(Error::Data("the source is not a query".into()));
     };
+    let quote = if dialect == Dialect::MySql { '`' } else { '"' };
     let column = format!(
         "trackc_source.{}",
-        sqlparser::ast::Ident::with_quote('"', key)
+        sqlparser::ast::Ident::with_quote(quote, key)
     );
     let keys = format!(":{EVENT_KEYS_PARAM}");
     let condition = match (dialect, ty) {
@@ -196,6 +228,20 @@ pub fn filter_by_keys(source: &str, key: &str, ty: Type, dialect: Dialect) -> Re
         // 30,000 keys.
         (Dialect::Postgres, Type::Int) => format!("{column} = ANY(CAST({keys} AS BIGINT[]))"),
         (Dialect::Postgres, _) => format!("CAST({column} AS TEXT) = ANY(CAST({keys} AS TEXT[]))"),
+        // MariaDB 10.6+ and MySQL 8 read a JSON array as a table.
+        (Dialect::MySql, Type::Int) => format!(
+            "{column} IN (SELECT trackc_key FROM JSON_TABLE({keys}, '$[*]' \
+             COLUMNS (trackc_key BIGINT PATH '$')) AS trackc_keys)"
+        ),
+        (Dialect::MySql, _) => format!(
+            "CAST({column} AS CHAR) IN (SELECT trackc_key FROM JSON_TABLE({keys}, '$[*]' \
+             COLUMNS (trackc_key VARCHAR({MYSQL_TEXT_KEY_MAX}) PATH '$')) AS trackc_keys)"
+        ),
+    };
+    let as_text = if dialect == Dialect::MySql {
+        "CHAR"
+    } else {
+        "TEXT"
     };
     // In the order of the records' keys as text, the order of the state
     // table's primary key: a block's state reads and writes then fall on
@@ -203,14 +249,20 @@ pub fn filter_by_keys(source: &str, key: &str, ty: Type, dialect: Dialect) -> Re
     // name keys from anywhere in the source). A sort of at most a batch.
     let template = format!(
         "SELECT * FROM (SELECT 1) AS trackc_source WHERE {condition} \
-         ORDER BY CAST({column} AS TEXT)"
+         ORDER BY CAST({column} AS {as_text})"
     );
-    let Statement::Query(mut outer) = parse_one(&template)? else {
+    let Statement::Query(mut outer) = parse_in(&template, dialect)? else {
         unreachable!("the template is a query")
     };
     replace_derived(&mut outer, inner)?;
     Ok(outer.to_string())
 }
+
+/// The longest text key an event run finds in a MariaDB/MySQL source (the
+/// column of the key table the keys are read into; a longer key is cut
+/// there and finds no record). Keys are identifiers: 768 characters is
+/// InnoDB's longest indexable prefix of a utf8mb4 column.
+pub const MYSQL_TEXT_KEY_MAX: usize = 768;
 
 /// The value of `:trackc_event_keys` for `keys` (each the key field's
 /// type, `runs::typed_key`): a JSON array, read by SQLite's `json_each`
@@ -318,6 +370,40 @@ mod tests {
             ),
             "{sql}"
         );
+    }
+
+    #[test]
+    fn mysql_parameters_are_positional_per_occurrence() {
+        let (sql, names) = to_mysql(
+            "SELECT `id`, name FROM people WHERE seen > :last_run AND seen <= :now \
+             AND touched > :last_run AND note <> ':x'",
+        )
+        .unwrap();
+        assert_eq!(
+            sql,
+            "SELECT `id`, name FROM people WHERE seen > ? AND seen <= ? AND touched > ? \
+             AND note <> ':x'"
+        );
+        assert_eq!(names, ["last_run", "now", "last_run"]);
+    }
+
+    #[test]
+    fn mysql_key_filter_reads_the_keys_as_a_json_table() {
+        let source = "SELECT p.`id` AS person FROM people p";
+        let sql = filter_by_keys(source, "person", Type::Int, Dialect::MySql).unwrap();
+        assert_eq!(
+            sql,
+            "SELECT * FROM (SELECT p.`id` AS person FROM people p) AS trackc_source \
+             WHERE trackc_source.`person` IN (SELECT trackc_key FROM \
+             JSON_TABLE(:trackc_event_keys, '$[*]' COLUMNS(trackc_key BIGINT PATH '$')) \
+             AS trackc_keys) ORDER BY CAST(trackc_source.`person` AS CHAR)"
+        );
+        let sql = filter_by_keys(source, "person", Type::Text, Dialect::MySql).unwrap();
+        assert!(
+            sql.contains("CAST(trackc_source.`person` AS CHAR) IN"),
+            "{sql}"
+        );
+        assert!(sql.contains("VARCHAR(768)"), "{sql}");
     }
 
     #[test]

@@ -641,7 +641,31 @@ impl<'p, 't> Builder<'p, 't> {
             Rule::goto => ActionKind::Goto(self.ident(parts.next().expect("step name"))),
             Rule::stay => ActionKind::Stay,
             Rule::end => ActionKind::End,
-            Rule::sql_action => ActionKind::Sql(self.sql_block(parts.next().expect("SQL block"))),
+            Rule::sql_action => {
+                let mut part = parts.next().expect("SQL block");
+                if part.as_rule() == Rule::ident {
+                    let name = self.ident(part);
+                    let diagnostic = self.error(
+                        Code::E020,
+                        Span::new(span.start, name.span.end),
+                        format!(
+                            "`sql on {}`: action SQL cannot write to a source database",
+                            name.name
+                        ),
+                    );
+                    diagnostic.span_label = Some("a source database is only read".into());
+                    diagnostic.help = Some(
+                        "trackc only reads source databases: action SQL runs in the state \
+                         database, in the transaction that records the decision, and a write \
+                         elsewhere could not be made exactly once with it. Keep the table in \
+                         the state database, or have a `webhook` (delivered once per \
+                         idempotency key) ask your service to write it"
+                            .into(),
+                    );
+                    part = parts.next().expect("SQL block");
+                }
+                ActionKind::Sql(self.sql_block(part))
+            }
             Rule::email => {
                 let template = self.string(parts.next().expect("template"));
                 let to = parts.next().map(|p| self.expr(p).0);

@@ -538,7 +538,8 @@ fn plan(
             store.dialect(),
         )
         .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-        let plan = crate::plan::plan(store, &tracks, now_micros()).map_err(failed)?;
+        let plan = crate::plan::plan(store, &mut Default::default(), &tracks, now_micros())
+            .map_err(failed)?;
         values["plan"] = serde_json::to_value(&plan).unwrap_or(Json::Null);
     }
     Ok((StatusCode::OK, render("plan.html", Some(viewer), values)))

@@ -13,11 +13,13 @@ pub mod deploys;
 mod history;
 pub mod insight;
 mod migrations;
+mod mysql;
 mod outbox;
 mod owners;
 mod postgres;
 pub mod retry;
 mod runs;
+pub mod source;
 mod sqlite;
 mod timefmt;
 
@@ -26,6 +28,7 @@ pub use deploys::{DeployListing, NewDeploy, ShippedBundle};
 pub use outbox::{Kinds, OutboxItem, OutboxListing, Outcome, Settled};
 pub use retry::{DbOptions, Health, RetryPolicy};
 pub use runs::{typed_key, Listeners, EVENT_BATCH_MAX};
+pub use source::SourceDb;
 pub use timefmt::{format_sqlite_timestamp, parse_sqlite_timestamp};
 
 use crate::error::{Error, Result};
@@ -39,6 +42,9 @@ pub enum DbUrl {
     Sqlite(String),
     /// `postgres://…` or `postgresql://…`, as libpq writes it.
     Postgres(String),
+    /// `mysql://…` or `mariadb://…` (kept as `mysql://…`): a source
+    /// database only.
+    MySql(String),
 }
 
 impl DbUrl {
@@ -57,15 +63,55 @@ impl DbUrl {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(DbUrl::Postgres(url.to_string()));
         }
+        if url.starts_with("mysql://") {
+            return Ok(DbUrl::MySql(url.to_string()));
+        }
+        if let Some(rest) = url.strip_prefix("mariadb://") {
+            return Ok(DbUrl::MySql(format!("mysql://{rest}")));
+        }
         Err(Error::Config(format!(
-            "`{url}` is not a database URL: write sqlite:PATH or postgres://USER@HOST/DB"
+            "`{url}` is not a database URL: write sqlite:PATH, postgres://USER@HOST/DB \
+             or (a source database) mysql://USER@HOST/DB"
         )))
+    }
+
+    /// The URL of a state database: SQLite or PostgreSQL (a MariaDB/MySQL
+    /// database can only be a source).
+    pub fn parse_state(url: &str) -> Result<DbUrl> {
+        let parsed = DbUrl::parse(url)?;
+        if let DbUrl::MySql(_) = parsed {
+            return Err(parsed.not_a_state_database());
+        }
+        Ok(parsed)
+    }
+
+    fn not_a_state_database(&self) -> Error {
+        Error::Config(format!(
+            "{}: trackc keeps its own tables in PostgreSQL or SQLite; a MariaDB/MySQL \
+             database can be a track's source (`source from NAME`, --source-db NAME=mysql://…)",
+            self.redacted()
+        ))
     }
 
     pub fn dialect(&self) -> Dialect {
         match self {
             DbUrl::Sqlite(_) => Dialect::Sqlite,
             DbUrl::Postgres(_) => Dialect::Postgres,
+            DbUrl::MySql(_) => Dialect::MySql,
+        }
+    }
+
+    /// The URL without its password, to name it in messages and pages.
+    pub fn redacted(&self) -> String {
+        match self {
+            DbUrl::Sqlite(path) => format!("sqlite:{path}"),
+            DbUrl::Postgres(url) | DbUrl::MySql(url) => match url::Url::parse(url) {
+                Ok(mut parsed) if parsed.password().is_some() => {
+                    let _ = parsed.set_password(Some("***"));
+                    parsed.to_string()
+                }
+                _ => url.clone(),
+            },
         }
     }
 }
@@ -74,6 +120,8 @@ impl DbUrl {
 pub enum Dialect {
     Sqlite,
     Postgres,
+    /// MariaDB and MySQL: source databases only.
+    MySql,
 }
 
 /// Opens the database and brings the runtime's tables to the current
@@ -88,6 +136,7 @@ pub fn open_with(url: &DbUrl, options: &DbOptions) -> Result<Box<dyn Store>> {
     let mut store: Box<dyn Store> = match url {
         DbUrl::Sqlite(path) => Box::new(sqlite::SqliteStore::open(path, options)?),
         DbUrl::Postgres(url) => Box::new(postgres::PgStore::open(url, options)?),
+        DbUrl::MySql(_) => return Err(url.not_a_state_database()),
     };
     store.migrate()?;
     Ok(store)
@@ -95,11 +144,12 @@ pub fn open_with(url: &DbUrl, options: &DbOptions) -> Result<Box<dyn Store>> {
 
 /// The named source databases a process reads (`source from NAME`), open,
 /// by name.
-pub type SourceDbs = std::collections::BTreeMap<String, Box<dyn Store>>;
+pub type SourceDbs = std::collections::BTreeMap<String, Box<dyn SourceDb>>;
 
 /// Opens a source database: never migrated and never written (trackc's
-/// tables stay in the state database); SQLite read-only.
-pub fn open_source(url: &DbUrl) -> Result<Box<dyn Store>> {
+/// tables stay in the state database); SQLite read-only, PostgreSQL and
+/// MariaDB/MySQL read in read-only transactions.
+pub fn open_source(url: &DbUrl) -> Result<Box<dyn SourceDb>> {
     let options = DbOptions::default();
     Ok(match url {
         DbUrl::Sqlite(path) => {
@@ -108,18 +158,23 @@ pub fn open_source(url: &DbUrl) -> Result<Box<dyn Store>> {
                     "the source database sqlite:{path} does not exist"
                 )));
             }
-            Box::new(sqlite::SqliteStore::open_read_only(path, &options)?)
+            Box::new(source::StoreSource(Box::new(
+                sqlite::SqliteStore::open_read_only(path, &options)?,
+            )))
         }
-        DbUrl::Postgres(url) => Box::new(postgres::PgStore::open(url, &options)?),
+        DbUrl::Postgres(url) => Box::new(source::StoreSource(Box::new(postgres::PgStore::open(
+            url, &options,
+        )?))),
+        DbUrl::MySql(url) => Box::new(mysql::MySqlSource::open(url)?),
     })
 }
 
-/// The store a track's source reads: its named database, or the state
+/// The database a track's source reads: its named database, or the state
 /// database (`None`).
 pub fn source_of<'s>(
     sources: &'s mut SourceDbs,
     track: &crate::bundle::LoadedTrack,
-) -> Result<Option<&'s mut Box<dyn Store>>> {
+) -> Result<Option<&'s mut Box<dyn SourceDb>>> {
     let Some(name) = &track.ir.source_database else {
         return Ok(None);
     };
@@ -689,8 +744,21 @@ mod tests {
             DbUrl::parse("postgres://postgres@127.0.0.1/x").unwrap(),
             DbUrl::Postgres(_)
         ));
-        let e = DbUrl::parse("mysql://x").unwrap_err().to_string();
+        let e = DbUrl::parse("oracle://x").unwrap_err().to_string();
         assert!(e.contains("not a database URL"), "{e}");
+        assert_eq!(
+            DbUrl::parse("mariadb://root@127.0.0.1/crm").unwrap(),
+            DbUrl::MySql("mysql://root@127.0.0.1/crm".into())
+        );
+        assert_eq!(
+            DbUrl::parse("mysql://u:secret@h/db").unwrap().redacted(),
+            "mysql://u:***@h/db"
+        );
+        let e = open(&DbUrl::parse("mysql://root@127.0.0.1/x").unwrap())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("can be a track's source"), "{e}");
         assert!(DbUrl::parse("sqlite:").is_err());
     }
 }

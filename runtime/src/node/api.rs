@@ -994,7 +994,7 @@ fn plan(
     request: DeployRequest,
 ) -> std::result::Result<Reply, Reply> {
     let (_, tracks) = load_request(store, jit, request)?;
-    let plan = crate::plan::plan(store, &tracks, now_micros())
+    let plan = crate::plan::plan(store, &mut Default::default(), &tracks, now_micros())
         .map_err(|e| failure(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     Ok((
         StatusCode::OK,

@@ -285,7 +285,7 @@ impl NodeConfig {
             .map(|p| addr(p, "peers"))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let database = required(raw.database, "database")?;
-        crate::db::DbUrl::parse(&database).map_err(|e| format!("`database`: {e}"))?;
+        crate::db::DbUrl::parse_state(&database).map_err(|e| format!("`database`: {e}"))?;
         let secret = read_secret(raw.secret, raw.secret_file, "secret", dir)?
             .ok_or("`secret` or `secret_file` is missing")?;
         let secret_previous = read_secret(
@@ -670,7 +670,11 @@ token_sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
             ),
             (
                 GOOD.replace("postgres://postgres@127.0.0.1/trackc", "mysql://x"),
-                "`database`",
+                "`database`: mysql://x: trackc keeps its own tables in PostgreSQL or SQLite",
+            ),
+            (
+                GOOD.replace("postgres://postgres@127.0.0.1/trackc", "oracle://x"),
+                "`database`: `oracle://x` is not a database URL",
             ),
             (
                 GOOD.replace(

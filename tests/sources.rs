@@ -1,0 +1,489 @@
+//! Tracks whose source is in a MariaDB database while trackc keeps its
+//! state in SQLite or PostgreSQL (`source from crm`, `--source-db
+//! crm=mysql://…`): every column type mapped, runs and event runs decided
+//! exactly once, a run killed with SIGKILL again and again, and the
+//! mistakes a user makes (a wrong password, a missing database, an
+//! unsigned value too large, an unknown table, `sql on crm`) told plainly.
+//!
+//! MariaDB: `TRACKC_TEST_MARIADB` (default `mysql://root@127.0.0.1:3306`,
+//! the MariaDB of this machine); each test creates and drops its own
+//! database. Without a server these tests say so loudly and skip, unless
+//! `TRACKC_REQUIRE_MARIADB=1` (as `.ci/run` sets), where they fail.
+
+#[path = "support/db.rs"]
+mod db;
+#[path = "support/mariadb.rs"]
+mod mariadb;
+#[path = "support/receivers.rs"]
+mod receivers;
+
+use db::{temp_dir, Db};
+use mariadb::MariaDb;
+use receivers::HttpReceiver;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn trackc() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_trackc"))
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The CRM's table as MariaDB's own `mysqldump --no-data` writes it: every
+/// type the issue names (unsigned, TINYINT(1), DECIMAL, DATETIME,
+/// TIMESTAMP, DATE, ENUM, text).
+const PEOPLE: &str = "CREATE TABLE `people` (
+  `id` bigint(20) unsigned NOT NULL,
+  `email` varchar(200) DEFAULT NULL,
+  `active` tinyint(1) NOT NULL,
+  `level` tinyint(4) DEFAULT NULL,
+  `visits` int(10) unsigned DEFAULT NULL,
+  `balance` decimal(12,2) DEFAULT NULL,
+  `ratio` double DEFAULT NULL,
+  `share` float DEFAULT NULL,
+  `seen` datetime(6) DEFAULT NULL,
+  `stamped` timestamp(6) NULL DEFAULT NULL,
+  `born` date DEFAULT NULL,
+  `kind` enum('lead','customer') DEFAULT NULL,
+  `notes` text DEFAULT NULL,
+  PRIMARY KEY (`id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_general_ci;
+";
+
+/// A project folder: the CRM's schema declared as a MariaDB database, the
+/// state database's schema, and `track` in `t.dt`.
+fn project(name: &str, state_schema: &str, track: &str) -> PathBuf {
+    let dir = temp_dir(name);
+    std::fs::write(dir.join("crm.sql"), PEOPLE).unwrap();
+    std::fs::write(dir.join("state.sql"), state_schema).unwrap();
+    std::fs::write(
+        dir.join("trackc.toml"),
+        "schema = \"state.sql\"\n\n[databases.crm]\nschema = \"crm.sql\"\ndialect = \"mysql\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("t.dt"), track).unwrap();
+    dir
+}
+
+fn run(state: &str, crm: &str, dir: &Path, extra: &[&str]) -> Output {
+    trackc()
+        .args(["run", "--once", "--db", state])
+        .args(["--source-db", &format!("crm={crm}")])
+        .args(extra)
+        .arg(dir.join("t.dt"))
+        .output()
+        .unwrap()
+}
+
+/// The states in which these tests keep trackc's tables: SQLite, and the
+/// PostgreSQL of this machine when there is one.
+fn states(name: &str) -> Vec<Db> {
+    let mut all = vec![Db::sqlite(&format!("{name}-state"))];
+    all.extend(Db::postgres(&format!("{name}_state")));
+    all
+}
+
+/// Each column type arrives as the track's field type with its exact
+/// value: the record a webhook carries is the oracle. A TIMESTAMP written
+/// in another session time zone is the same instant; a DATETIME is taken
+/// as UTC; DECIMAL is the nearest float; an unsigned value too large for
+/// an int is an error that names the column and the value.
+#[test]
+fn every_mariadb_column_type_maps_to_its_field_type() {
+    let Some(mut crm) = MariaDb::new("types") else {
+        return;
+    };
+    crm.execute(PEOPLE);
+    crm.execute(
+        "SET time_zone = '+02:00';
+         INSERT INTO people VALUES
+         (1, 'a@example.com', 1, 5, 4294967295, 1234.56, 0.25, 0.5,
+          '2026-01-02 03:04:05.123456', '2026-01-02 03:04:05.5', '2026-01-02', 'lead', 'héllo'),
+         (2, NULL, 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+         (3, 'c@example.com', 0, -128, 0, -0.01, 1e300, 0, '1970-01-01 00:00:00',
+          '1970-01-02 00:00:00', '1000-01-01', 'customer', ''),
+         (9223372036854775807, 'max@example.com', 7, 127, 1, 9999999999.99, -2.5, 1,
+          '9999-12-31 23:59:59.999999', '2038-01-19 05:14:07', '9999-12-31', 'customer', 'x');\n",
+    );
+    for mut state in states("types") {
+        let receiver = HttpReceiver::start();
+        let track = format!(
+            "track types {{\n    source from crm key id {{\n        SELECT id, email, active, level, \
+             visits, balance, ratio, share, seen, stamped, born, kind, notes FROM people\n    }}\n    \
+             on every 1h\n    step s {{\n        when active then webhook 'http://{}/hook', end\n        \
+             else end\n    }}\n}}\n",
+            receiver.addr
+        );
+        let dir = project("types", "", &track);
+        let out = run(&state.url, &crm.url, &dir, &[]);
+        assert!(out.status.success(), "{}", text(&out));
+        assert_eq!(
+            state.count("SELECT count(*) FROM trackc_state WHERE track = 'types'"),
+            4
+        );
+        let mut records: Vec<serde_json::Value> = receiver
+            .hooks()
+            .iter()
+            .map(|h| serde_json::from_str::<serde_json::Value>(&h.body).unwrap()["record"].clone())
+            .collect();
+        records.sort_by_key(|r| r["id"].as_i64());
+        let expected = serde_json::json!([
+            {
+                "id": 1, "email": "a@example.com", "active": true, "level": 5,
+                "visits": 4294967295u64, "balance": 1234.56, "ratio": 0.25, "share": 0.5,
+                "seen": "2026-01-02T03:04:05.123456Z",
+                // Written at 03:04:05.5 in UTC+2.
+                "stamped": "2026-01-02T01:04:05.500Z",
+                "born": "2026-01-02T00:00:00Z", "kind": "lead", "notes": "héllo"
+            },
+            {
+                "id": 2, "email": null, "active": true, "level": null, "visits": null,
+                "balance": null, "ratio": null, "share": null, "seen": null, "stamped": null,
+                "born": null, "kind": null, "notes": null
+            },
+            {
+                // TINYINT(1) 7 is true, as MySQL reads it.
+                "id": 9223372036854775807i64, "email": "max@example.com", "active": true,
+                "level": 127, "visits": 1, "balance": 9999999999.99, "ratio": -2.5,
+                "share": 1.0, "seen": "9999-12-31T23:59:59.999999Z",
+                "stamped": "2038-01-19T03:14:07Z", "born": "9999-12-31T00:00:00Z",
+                "kind": "customer", "notes": "x"
+            }
+        ]);
+        assert_eq!(serde_json::Value::Array(records), expected);
+    }
+    // One unsigned value past i64::MAX: the run fails saying which column
+    // and value, and how to read it instead.
+    crm.execute(
+        "INSERT INTO people (id, email, active) VALUES (18446744073709551615, 'big', 1);\n",
+    );
+    let state = Db::sqlite("types-overflow");
+    let dir = project(
+        "types-overflow",
+        "",
+        "track types {\n    source from crm key id { SELECT id, active FROM people }\n    \
+         on every 1h\n    step s {\n        else end\n    }\n}\n",
+    );
+    let out = run(&state.url, &crm.url, &dir, &["--no-deliver"]);
+    let said = text(&out);
+    assert!(
+        said.contains(
+            "column `id`: the unsigned value 18446744073709551615 does not fit a track's int"
+        ),
+        "{said}"
+    );
+}
+
+/// Runs over a MariaDB source with state in SQLite and in PostgreSQL: each
+/// record decided once over two runs; an event with a key reads just that
+/// record (the keys go to MariaDB as one JSON array); a key that is no
+/// record is counted; `:now` is bound as a DATETIME in UTC.
+#[test]
+fn a_mariadb_source_is_decided_once_and_events_find_their_record() {
+    let Some(mut crm) = MariaDb::new("once") else {
+        return;
+    };
+    crm.execute(PEOPLE);
+    let mut rows = String::from("INSERT INTO people (id, email, active, seen) VALUES ");
+    let values: Vec<String> = (1..=500)
+        .map(|i| {
+            format!(
+                "({i}, 'p{i}@example.com', {}, '2026-01-01 00:00:00')",
+                i % 2
+            )
+        })
+        .collect();
+    rows.push_str(&values.join(", "));
+    rows.push_str(";\n");
+    crm.execute(&rows);
+    // Seen in the future: not selected yet by `seen <= :now`.
+    crm.execute(
+        "INSERT INTO people (id, email, active, seen) VALUES (900, 'later@example.com', 1, '2999-01-01 00:00:00');\n",
+    );
+    let track = "track welcome {\n    source from crm key id {\n        SELECT `id`, email, active \
+                 FROM people WHERE seen <= :now\n    }\n    on every 1h\n    on event touched\n    \
+                 step s {\n        when active then sql { INSERT INTO effects (person, what) VALUES \
+                 (:id, 'welcomed') }, end\n        else end\n    }\n}\n";
+    let state_schema = "CREATE TABLE effects (person BIGINT NOT NULL, what TEXT NOT NULL);\n";
+    for mut state in states("once") {
+        state.execute(state_schema);
+        let dir = project("once", state_schema, track);
+        for _ in 0..2 {
+            let out = run(
+                &state.url,
+                &crm.url,
+                &dir,
+                &["--no-deliver", "--block", "64"],
+            );
+            assert!(out.status.success(), "{}", text(&out));
+        }
+        assert_eq!(state.count("SELECT count(*) FROM effects"), 250);
+        assert_eq!(
+            state.count(
+                "SELECT count(*) FROM (SELECT person FROM effects GROUP BY person \
+                 HAVING count(*) > 1) AS twice"
+            ),
+            0
+        );
+        assert_eq!(
+            state.count("SELECT count(*) FROM trackc_state WHERE track = 'welcome'"),
+            500
+        );
+        // Person 900 comes into view; an event names it, one names no
+        // record, one cannot be an id at all.
+        crm.execute("UPDATE people SET seen = '2026-06-01 00:00:00' WHERE id = 900;\n");
+        for key in ["900", "12345", "abc"] {
+            let out = trackc()
+                .args(["emit", "touched", "--key", key, "--db", &state.url])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", text(&out));
+        }
+        let out = trackc()
+            .args(["run", "--once", "--no-deliver", "--db", &state.url])
+            .args(["--source-db", &format!("crm={}", crm.url)])
+            .arg(dir.join("t.dt"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(text(&out).contains("unknown_keys=2"), "{}", text(&out));
+        assert_eq!(
+            state.count("SELECT count(*) FROM effects WHERE person = 900"),
+            1
+        );
+        assert_eq!(state.count("SELECT count(*) FROM effects"), 251);
+        crm.execute("UPDATE people SET seen = '2999-01-01 00:00:00' WHERE id = 900;\n");
+    }
+    // The keys of an event run find their records by the primary key,
+    // not by a scan of the table.
+    let keyed = trackc_runtime::sqltext::filter_by_keys(
+        "SELECT `id`, email, active FROM people WHERE seen <= :now",
+        "id",
+        trackc_compiler::types::Type::Int,
+        trackc_runtime::db::Dialect::MySql,
+    )
+    .unwrap();
+    let mut source =
+        trackc_runtime::db::open_source(&trackc_runtime::db::DbUrl::parse(&crm.url).unwrap())
+            .unwrap();
+    let plan = source
+        .explain(&trackc_runtime::db::Statement {
+            sql: keyed,
+            params: vec![
+                ("now".into(), trackc_compiler::value::Value::Timestamp(0)),
+                (
+                    trackc_runtime::sqltext::EVENT_KEYS_PARAM.into(),
+                    trackc_compiler::value::Value::Text("[1, 2, 3]".into()),
+                ),
+            ],
+        })
+        .unwrap();
+    assert!(
+        plan.contains("table=people type=eq_ref") && plan.contains("key=PRIMARY"),
+        "{plan}"
+    );
+    // trackc wrote nothing to its source: the database has the one table.
+    assert_eq!(
+        crm.count(&format!(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = '{}'",
+            crm.name
+        )),
+        1
+    );
+}
+
+/// `trackc run --once` over 20,000 MariaDB records killed with SIGKILL at
+/// random moments, then run to the end: every record's action SQL and
+/// webhook row exactly once in the state database.
+#[test]
+fn a_run_over_a_mariadb_source_survives_kill_9() {
+    let Some(mut crm) = MariaDb::new("kill") else {
+        return;
+    };
+    crm.execute(PEOPLE);
+    let n = 20_000;
+    for chunk in (1..=n).collect::<Vec<i64>>().chunks(2_000) {
+        let values: Vec<String> = chunk
+            .iter()
+            .map(|i| format!("({i}, 'p{i}@example.com', 1, {})", i % 3))
+            .collect();
+        crm.execute(&format!(
+            "INSERT INTO people (id, email, active, level) VALUES {};\n",
+            values.join(", ")
+        ));
+    }
+    let track = "track kill {\n    source from crm key id { SELECT id, level FROM people }\n    \
+                 on every 1h\n    step first {\n        when level = 0 then webhook \
+                 'http://127.0.0.1:9/hook', goto second\n        else sql { INSERT INTO effects \
+                 (person, what) VALUES (:id, 'first') }, goto second\n    }\n    step second {\n        \
+                 else sql { INSERT INTO effects (person, what) VALUES (:id, 'second') }, end\n    }\n}\n";
+    let state_schema = "CREATE TABLE effects (person BIGINT NOT NULL, what TEXT NOT NULL);\n";
+    let mut seed: u64 = 20;
+    for mut state in states("kill") {
+        state.execute(state_schema);
+        let dir = project("kill", state_schema, track);
+        let mut kills = 0;
+        let mut finished = false;
+        for _ in 0..8 {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let delay = 50 + (seed >> 33) % 400;
+            let mut child = trackc()
+                .args([
+                    "run",
+                    "--once",
+                    "--no-deliver",
+                    "--block",
+                    "64",
+                    "--db",
+                    &state.url,
+                ])
+                .args(["--source-db", &format!("crm={}", crm.url)])
+                .arg(dir.join("t.dt"))
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(delay));
+            if child.try_wait().unwrap().is_some() {
+                finished = true;
+                break;
+            }
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            kills += 1;
+            if state.count("SELECT count(*) FROM trackc_passes WHERE finished_at IS NOT NULL") > 0 {
+                finished = true;
+                break;
+            }
+        }
+        if !finished {
+            let out = run(
+                &state.url,
+                &crm.url,
+                &dir,
+                &["--no-deliver", "--block", "64"],
+            );
+            assert!(out.status.success(), "{}", text(&out));
+        }
+        assert!(kills > 0, "no attempt was killed: make the work longer");
+        let thirds = (1..=n).filter(|i| i % 3 == 0).count() as i64;
+        assert_eq!(
+            state.count("SELECT count(*) FROM effects WHERE what = 'first'"),
+            n - thirds
+        );
+        assert_eq!(
+            state.count("SELECT count(*) FROM effects WHERE what = 'second'"),
+            n
+        );
+        assert_eq!(
+            state.count(
+                "SELECT count(*) FROM (SELECT person, what FROM effects GROUP BY person, what \
+                 HAVING count(*) > 1) AS twice"
+            ),
+            0
+        );
+        assert_eq!(
+            state.count("SELECT count(*) FROM trackc_outbox WHERE kind = 'webhook'"),
+            thirds
+        );
+        assert_eq!(
+            state.count("SELECT count(*) FROM trackc_state WHERE track = 'kill' AND step IS NULL"),
+            n
+        );
+        eprintln!("{}: killed {kills} times", state.url);
+    }
+}
+
+/// What a user gets wrong, told plainly: a wrong password, a database that
+/// does not exist, a server that is not there; an unknown table of the
+/// CRM's schema at its span (MySQL's backquotes parsed); `sql on crm`.
+#[test]
+fn mariadb_source_mistakes_are_clear() {
+    let Some(mut crm) = MariaDb::new("mistakes") else {
+        return;
+    };
+    crm.execute(PEOPLE);
+    let state = Db::sqlite("mistakes-state");
+    let dir = project(
+        "mistakes",
+        "",
+        "track t {\n    source from crm key id { SELECT `id`, email FROM people }\n    \
+         on every 1h\n    step s {\n        else end\n    }\n}\n",
+    );
+    let server = mariadb::admin_url();
+    let (scheme, rest) = server.split_once("://").unwrap();
+    let user = rest.split('@').next().unwrap().split(':').next().unwrap();
+    let host = rest.rsplit('@').next().unwrap();
+    let cases = [
+        (
+            format!("{scheme}://{user}:wrong-password@{host}/{}", crm.name),
+            "access denied",
+        ),
+        (
+            format!("{}/trackc_no_such_database", server.trim_end_matches('/')),
+            "no such database",
+        ),
+        (
+            format!("mysql://{user}@127.0.0.1:{}/x", db::free_port()),
+            "Could not connect",
+        ),
+    ];
+    for (url, said) in cases {
+        let out = run(&state.url, &url, &dir, &["--no-deliver"]);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("--source-db crm: connecting to the source database"),
+            "{stderr}"
+        );
+        assert!(stderr.contains(said), "{said}: {stderr}");
+        assert!(
+            !stderr.contains("wrong-password"),
+            "the password was shown: {stderr}"
+        );
+    }
+    // `check` against the CRM's schema, in MySQL's dialect.
+    let track = "track t {\n    source from crm key id { SELECT `id`, email FROM peeple }\n    \
+                 step s {\n        when email is not null then sql on crm { DELETE FROM people }, end\n        \
+                 else end\n    }\n}\n";
+    std::fs::write(dir.join("t.dt"), track).unwrap();
+    let out = trackc()
+        .args(["check", "--format", "json"])
+        .arg(dir.join("t.dt"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let diagnostics: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let unknown = diagnostics
+        .iter()
+        .find(|d| d["code"] == "E015")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let start = unknown["span"]["start"]["offset"].as_u64().unwrap() as usize;
+    let end = unknown["span"]["end"]["offset"].as_u64().unwrap() as usize;
+    assert_eq!(&track[start..end], "peeple");
+    assert!(
+        unknown["help"].as_str().unwrap_or("").contains("people"),
+        "{unknown}"
+    );
+    let refused = diagnostics
+        .iter()
+        .find(|d| d["code"] == "E020")
+        .unwrap_or_else(|| panic!("{stdout}"));
+    let start = refused["span"]["start"]["offset"].as_u64().unwrap() as usize;
+    let end = refused["span"]["end"]["offset"].as_u64().unwrap() as usize;
+    assert_eq!(&track[start..end], "sql on crm");
+}

@@ -1,0 +1,79 @@
+//! A fresh MariaDB/MySQL database per test, on the server of
+//! `TRACKC_TEST_MARIADB` (default `mysql://root@127.0.0.1:3306`, the
+//! MariaDB of this machine), dropped at the end. Without a server the
+//! tests say so loudly and skip, except under `TRACKC_REQUIRE_MARIADB=1`
+//! (as `.ci/run` sets), where they fail.
+
+#![allow(dead_code)]
+
+use mysql::prelude::Queryable;
+
+pub fn admin_url() -> String {
+    std::env::var("TRACKC_TEST_MARIADB").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+pub struct MariaDb {
+    /// The database's URL (`mysql://…/NAME`).
+    pub url: String,
+    pub name: String,
+    conn: mysql::Conn,
+}
+
+impl MariaDb {
+    /// `None` (after a loud message) when no server is reachable and it is
+    /// not required.
+    pub fn new(name: &str) -> Option<MariaDb> {
+        let admin = admin_url();
+        let db = format!("trackc_test_{name}_{}", std::process::id());
+        let made = mysql::Conn::new(mysql::Opts::from_url(&admin).expect("TRACKC_TEST_MARIADB"))
+            .and_then(|mut c| {
+                c.query_drop(format!("DROP DATABASE IF EXISTS {db}"))?;
+                c.query_drop(format!("CREATE DATABASE {db} CHARACTER SET utf8mb4"))?;
+                c.query_drop(format!("USE {db}"))?;
+                Ok(c)
+            });
+        let conn = match made {
+            Ok(c) => c,
+            Err(e) => {
+                if std::env::var("TRACKC_REQUIRE_MARIADB").as_deref() == Ok("1") {
+                    panic!(
+                        "MariaDB is required (TRACKC_REQUIRE_MARIADB=1) but {admin} failed: {e}"
+                    );
+                }
+                eprintln!(
+                    "\n!!! SKIPPED: no MariaDB at {admin} ({e}); set TRACKC_TEST_MARIADB !!!\n"
+                );
+                return None;
+            }
+        };
+        Some(MariaDb {
+            url: format!("{}/{db}", admin.trim_end_matches('/')),
+            name: db,
+            conn,
+        })
+    }
+
+    /// Runs statements separated by `;` at line ends.
+    pub fn execute(&mut self, sql: &str) {
+        for statement in sql.split(";\n").map(str::trim).filter(|s| !s.is_empty()) {
+            self.conn
+                .query_drop(statement)
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+    }
+
+    pub fn count(&mut self, sql: &str) -> i64 {
+        self.conn
+            .query_first::<i64, _>(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let _ = self
+            .conn
+            .query_drop(format!("DROP DATABASE IF EXISTS {}", self.name));
+    }
+}
