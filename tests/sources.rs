@@ -404,6 +404,44 @@ fn a_run_over_a_mariadb_source_survives_kill_9() {
     }
 }
 
+/// A source connection the server closed while it was idle (a restart, a
+/// failover, `wait_timeout`) is opened again by the next read, which then
+/// succeeds: no run fails for it.
+#[test]
+fn a_mariadb_connection_closed_by_the_server_is_opened_again() {
+    let Some(mut crm) = MariaDb::new("reconnect") else {
+        return;
+    };
+    crm.execute(PEOPLE);
+    crm.execute("INSERT INTO people (id, email, active) VALUES (1, 'a', 1), (2, 'b', 0);\n");
+    let mut source =
+        trackc_runtime::db::open_source(&trackc_runtime::db::DbUrl::parse(&crm.url).unwrap())
+            .unwrap();
+    let query = trackc_runtime::db::Statement {
+        sql: "SELECT id, active FROM people ORDER BY id".into(),
+        params: Vec::new(),
+    };
+    use trackc_compiler::types::Type;
+    let read = |source: &mut Box<dyn trackc_runtime::db::SourceDb>| {
+        let mut rows = Vec::new();
+        source
+            .read(&query, &[Type::Int, Type::Bool], 10, &mut |block| {
+                rows.extend(block);
+                Ok(())
+            })
+            .map(|()| rows)
+    };
+    assert_eq!(read(&mut source).unwrap().len(), 2);
+    for round in 0..3 {
+        assert_eq!(crm.kill_connections(), 1, "round {round}");
+        let rows = read(&mut source).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(rows.len(), 2);
+        assert_eq!(source.count_rows(&query).unwrap(), 2);
+        assert_eq!(crm.kill_connections(), 1, "round {round}");
+        source.ping().unwrap();
+    }
+}
+
 /// What a user gets wrong, told plainly: a wrong password, a database that
 /// does not exist, a server that is not there; an unknown table of the
 /// CRM's schema at its span (MySQL's backquotes parsed); `sql on crm`.

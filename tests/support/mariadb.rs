@@ -62,6 +62,23 @@ impl MariaDb {
         }
     }
 
+    /// Kills every other connection to this database, as a server restart
+    /// or its `wait_timeout` does to an idle client; how many.
+    pub fn kill_connections(&mut self) -> usize {
+        let ids: Vec<u64> = self
+            .conn
+            .query(format!(
+                "SELECT id FROM information_schema.processlist \
+                 WHERE db = '{}' AND id <> CONNECTION_ID()",
+                self.name
+            ))
+            .unwrap();
+        for id in &ids {
+            let _ = self.conn.query_drop(format!("KILL CONNECTION {id}"));
+        }
+        ids.len()
+    }
+
     pub fn count(&mut self, sql: &str) -> i64 {
         self.conn
             .query_first::<i64, _>(sql)

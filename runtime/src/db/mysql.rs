@@ -34,6 +34,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// lost connection for minutes. The server's default of 60 s would cut a
 /// run short then.
 const NET_WRITE_TIMEOUT_SECS: u32 = 3_600;
+/// Tries of an operation whose connection was found dead before it read
+/// anything: the second is on a new connection; a third would only wait
+/// on a server that is down (the run fails and the next cycle tries).
+const CONNECTION_TRIES: u32 = 2;
 
 /// A MariaDB or MySQL database read as a track's source.
 pub struct MySqlSource {
@@ -80,24 +84,36 @@ impl MySqlSource {
     }
 
     /// Runs `work` on the connection; a connection fault drops it, so the
-    /// next operation connects again.
+    /// next operation connects again. A connection found dead before
+    /// `work` handed anything on (`handed` still false) is connected again
+    /// and `work` tried once more at once: the server closes idle
+    /// connections (`wait_timeout`), restarts and fails over between runs,
+    /// and a read that has not begun is safe to repeat.
     fn with_conn<T>(
         &mut self,
         doing: &str,
-        work: impl FnOnce(&mut Conn) -> std::result::Result<T, Failure>,
+        handed: &std::cell::Cell<bool>,
+        mut work: impl FnMut(&mut Conn) -> std::result::Result<T, Failure>,
     ) -> Result<T> {
         let shown = self.shown.clone();
-        let conn = self.conn()?;
-        match work(conn) {
-            Ok(v) => Ok(v),
-            Err(Failure::Driver(e)) => {
-                let e = failure(&shown, doing, e);
-                if e.fault() == Some(Fault::Connection) {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let conn = self.conn()?;
+            match work(conn) {
+                Ok(v) => return Ok(v),
+                Err(Failure::Driver(e)) => {
+                    let e = failure(&shown, doing, e);
+                    if e.fault() != Some(Fault::Connection) {
+                        return Err(e);
+                    }
                     self.conn = None;
+                    if handed.get() || tries >= CONNECTION_TRIES {
+                        return Err(e);
+                    }
                 }
-                Err(e)
+                Err(Failure::Runtime(e)) => return Err(e),
             }
-            Err(Failure::Runtime(e)) => Err(e),
         }
     }
 
@@ -112,8 +128,9 @@ impl MySqlSource {
         let (sql, names) = sqltext::to_mysql(&query.sql)?;
         let params = bind(&names, &query.params)?;
         let sql = wrap(&sql);
-        self.with_conn(doing, |conn| {
-            let rows = conn.exec_iter(sql.as_str(), params)?;
+        let handed = std::cell::Cell::new(false);
+        self.with_conn(doing, &handed, |conn| {
+            let rows = conn.exec_iter(sql.as_str(), params.clone())?;
             let mut out = Vec::new();
             for row in rows {
                 out.push(each(row?).map_err(Failure::Runtime)?);
@@ -143,7 +160,8 @@ impl super::SourceDb for MySqlSource {
     }
 
     fn ping(&mut self) -> Result<()> {
-        self.with_conn("pinging", |conn| Ok(conn.query_drop("SELECT 1")?))
+        let handed = std::cell::Cell::new(false);
+        self.with_conn("pinging", &handed, |conn| Ok(conn.query_drop("SELECT 1")?))
     }
 
     fn read(
@@ -156,7 +174,8 @@ impl super::SourceDb for MySqlSource {
         let (sql, names) = sqltext::to_mysql(&query.sql)?;
         let params = bind(&names, &query.params)?;
         let block_records = block_records.max(1);
-        self.with_conn("reading the source of", |conn| {
+        let handed = std::cell::Cell::new(false);
+        self.with_conn("reading the source of", &handed, |conn| {
             // One consistent snapshot for the whole run: what committed
             // after it started is read by the next run.
             conn.query_drop("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")?;
@@ -164,7 +183,7 @@ impl super::SourceDb for MySqlSource {
             let streamed = (|| {
                 // Rows come off the socket as they are iterated: memory is
                 // one block, not the result.
-                let mut rows = conn.exec_iter(sql.as_str(), params)?;
+                let mut rows = conn.exec_iter(sql.as_str(), params.clone())?;
                 let columns: Vec<Column> = rows.columns().as_ref().to_vec();
                 if columns.len() != types.len() {
                     return Err(Failure::Runtime(Error::Data(format!(
@@ -177,6 +196,7 @@ impl super::SourceDb for MySqlSource {
                 for row in rows.by_ref() {
                     block.push(convert_row(row?, types, &columns).map_err(Failure::Runtime)?);
                     if block.len() == block_records {
+                        handed.set(true);
                         each(std::mem::replace(
                             &mut block,
                             Vec::with_capacity(block_records),
@@ -186,6 +206,7 @@ impl super::SourceDb for MySqlSource {
                 }
                 drop(rows);
                 if !block.is_empty() {
+                    handed.set(true);
                     each(block).map_err(Failure::Runtime)?;
                 }
                 Ok(())
@@ -303,9 +324,14 @@ fn failure(shown: &str, doing: &str, e: mysql::Error) -> Error {
             message: driver.to_string(),
             fault: Fault::Connection,
         },
-        E::IoError(_) | E::CodecError(_) => Error::Transient {
+        E::IoError(io) => Error::Transient {
             context,
-            message: e.to_string(),
+            message: io.to_string(),
+            fault: Fault::Connection,
+        },
+        E::CodecError(codec) => Error::Transient {
+            context,
+            message: codec.to_string(),
             fault: Fault::Connection,
         },
         other => Error::db(context, other),
