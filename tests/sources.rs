@@ -216,6 +216,20 @@ fn a_mariadb_source_is_decided_once_and_events_find_their_record() {
     for mut state in states("once") {
         state.execute(state_schema);
         let dir = project("once", state_schema, track);
+        // The plan of the first deploy reads the MariaDB source too: all
+        // 500 records due in the first step, the active half to fire rule 1.
+        let out = trackc()
+            .args(["plan", "--format", "json", "--db", &state.url])
+            .args(["--source-db", &format!("crm={}", crm.url)])
+            .arg(dir.join("t.dt"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let step = &plan["tracks"][0]["steps"][0];
+        assert_eq!(plan["tracks"][0]["change"], "new", "{plan}");
+        assert_eq!(step["due"], 500, "{plan}");
+        assert_eq!(step["rules"][0]["fire"], 250, "{plan}");
         for _ in 0..2 {
             let out = run(
                 &state.url,
@@ -289,6 +303,48 @@ fn a_mariadb_source_is_decided_once_and_events_find_their_record() {
     assert!(
         plan.contains("table=people type=eq_ref") && plan.contains("key=PRIMARY"),
         "{plan}"
+    );
+    // A text key: the keys read as VARCHAR from the JSON array, compared
+    // with the key as text, in the order of the keys as text.
+    let by_email = trackc_runtime::sqltext::filter_by_keys(
+        "SELECT email, `id` FROM people",
+        "email",
+        trackc_compiler::types::Type::Text,
+        trackc_runtime::db::Dialect::MySql,
+    )
+    .unwrap();
+    let mut found = Vec::new();
+    source
+        .read(
+            &trackc_runtime::db::Statement {
+                sql: by_email,
+                params: vec![(
+                    trackc_runtime::sqltext::EVENT_KEYS_PARAM.into(),
+                    trackc_compiler::value::Value::Text(trackc_runtime::sqltext::event_keys(&[
+                        trackc_compiler::value::Value::Text("p4@example.com".into()),
+                        trackc_compiler::value::Value::Text("p2@example.com".into()),
+                        trackc_compiler::value::Value::Text("nobody@example.com".into()),
+                    ])),
+                )],
+            },
+            &[
+                trackc_compiler::types::Type::Text,
+                trackc_compiler::types::Type::Int,
+            ],
+            10,
+            &mut |rows| {
+                found.extend(rows);
+                Ok(())
+            },
+        )
+        .unwrap();
+    use trackc_compiler::value::Value as V;
+    assert_eq!(
+        found,
+        [
+            vec![V::Text("p2@example.com".into()), V::Int(2)],
+            vec![V::Text("p4@example.com".into()), V::Int(4)],
+        ]
     );
     // trackc wrote nothing to its source: the database has the one table.
     assert_eq!(
