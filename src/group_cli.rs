@@ -192,9 +192,10 @@ pub struct DeployArgs {
     #[arg(required = true, value_name = "FILES")]
     files: Vec<PathBuf>,
     /// The schema the tracks are checked against (default: `schema` of the files'
-    /// trackc.toml, else a directory's schema.sql, else the deployed one).
-    #[arg(long, value_name = "FILE.sql")]
-    schema: Option<PathBuf>,
+    /// trackc.toml, else a directory's schema.sql, else the deployed one); `NAME=FILE.sql`
+    /// gives a source database's (default: `[databases.NAME]` of trackc.toml).
+    #[arg(long, value_name = "[NAME=]FILE.sql")]
+    schema: Vec<String>,
     /// Move records of a removed step: TRACK.OLD_STEP=NEW_STEP.
     #[arg(long, value_name = "MAPPING")]
     map: Vec<String>,
@@ -288,9 +289,38 @@ pub(crate) fn call(
 pub fn deploy_request(
     paths: &[PathBuf],
     schema: Option<&std::path::Path>,
+    named: &[(String, PathBuf)],
     map: &[String],
 ) -> Result<DeployRequest, UsageError> {
     let (files, schema) = track_files(paths, schema).map_err(failed)?;
+    // The named source databases of trackc.toml and `--schema NAME=FILE`,
+    // shipped so that every node compiles against the same schemas.
+    let project = match paths.first() {
+        Some(p) => crate::project::Project::find(p).map_err(usage)?,
+        None => None,
+    };
+    let dialect = project.as_ref().and_then(|p| p.dialect).unwrap_or_default();
+    let databases = crate::project::Project::databases(project.as_ref(), named, dialect)
+        .map_err(usage)?
+        .into_iter()
+        .map(|d| {
+            Ok(trackc_runtime::node::api::DatabaseSchema {
+                dialect: d.dialect.name().to_string(),
+                schema: d
+                    .schema
+                    .map(|input| {
+                        String::from_utf8(input.bytes)
+                            .map(|text| SourceFile {
+                                name: input.name.clone(),
+                                text,
+                            })
+                            .map_err(|_| usage(format!("{}: not UTF-8 text", input.name)))
+                    })
+                    .transpose()?,
+                name: d.name,
+            })
+        })
+        .collect::<Result<Vec<_>, UsageError>>()?;
     let read = |p: &PathBuf| -> Result<SourceFile, UsageError> {
         Ok(SourceFile {
             name: p.display().to_string(),
@@ -301,12 +331,14 @@ pub fn deploy_request(
         files: files.iter().map(read).collect::<Result<_, _>>()?,
         schema: schema.as_ref().map(read).transpose()?,
         map: map.to_vec(),
+        databases,
     })
 }
 
 pub fn deploy(args: &DeployArgs) -> Result<ExitCode, UsageError> {
-    let schema = crate::project::schema_for(args.schema.as_deref(), &args.files).map_err(usage)?;
-    let request = deploy_request(&args.files, schema.as_deref(), &args.map)?;
+    let (state_schema, named) = crate::project::split_schemas(&args.schema).map_err(usage)?;
+    let schema = crate::project::schema_for(state_schema.as_deref(), &args.files).map_err(usage)?;
+    let request = deploy_request(&args.files, schema.as_deref(), &named, &args.map)?;
     let body = serde_json::to_string(&request).expect("a deploy request encodes");
     match call(&args.remote, "POST", "/deploy", Some(body))? {
         Ok(answer) => {

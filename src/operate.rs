@@ -231,10 +231,12 @@ pub(crate) fn deploy_local(
     store: &mut dyn Store,
     tracks: &[LoadedTrack],
     sources: &bundle::Sources,
+    databases: &[bundle::SourceSchema],
     map: &[String],
 ) -> Result<bundle::Deployed, UsageError> {
     let request = bundle::DeployRequest {
         sources,
+        databases,
         map,
         by: &Actor::local(),
         rollback_of: None,
@@ -324,16 +326,36 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
             crate::project::schema_for(state_schema.as_deref(), &args.paths).map_err(usage)?;
         bundle::read_paths(&args.paths, schema.as_deref()).map_err(failed)?
     };
-    let (databases, mut source_dbs) =
+    let (mut databases, mut source_dbs) =
         source_databases(&args.source_db, &named_schemas, &args.paths)?;
+    // A database given without a schema here is checked against the one
+    // deployed with it; one deployed but not given is still declared (its
+    // tracks then fail to run saying which --source-db is missing).
+    for deployed in store.source_schemas().map_err(failed)? {
+        match databases.iter_mut().find(|d| d.name == deployed.name) {
+            Some(d) if d.schema.is_none() => d.schema = deployed.schema,
+            Some(_) => {}
+            None => databases.push(deployed),
+        }
+    }
     let mut tracks = bundle::load_with(
         &jit,
         &sources.0,
         sources.1.clone(),
         url.dialect(),
-        databases,
+        databases.clone(),
     )
     .map_err(failed)?;
+    for t in &tracks {
+        if let Some(name) = &t.ir.source_database {
+            if !source_dbs.contains_key(name) {
+                return Err(usage(format!(
+                    "track {} reads database `{name}`: give --source-db {name}=URL",
+                    t.ir.name
+                )));
+            }
+        }
+    }
     for name in &args.no_history_for {
         if !tracks.iter().any(|t| &t.ir.name == name) {
             return Err(usage(format!("--no-history-for {name}: no such track")));
@@ -343,7 +365,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode, UsageError> {
         t.history = !args.no_history && !args.no_history_for.contains(&t.ir.name);
     }
     if !args.paths.is_empty() {
-        deploy_local(store.as_mut(), &tracks, &sources, &args.map)?;
+        deploy_local(store.as_mut(), &tracks, &sources, &databases, &args.map)?;
     }
     let deliverer = if args.no_deliver {
         None
@@ -597,7 +619,7 @@ pub fn demo(args: &DemoArgs) -> Result<ExitCode, UsageError> {
     ));
     let tracks: Vec<LoadedTrack> =
         bundle::load(&jit, &files, schema.clone(), url.dialect()).map_err(failed)?;
-    deploy_local(store.as_mut(), &tracks, &(files, schema), &[])?;
+    deploy_local(store.as_mut(), &tracks, &(files, schema), &[], &[])?;
     let stop = stop_flag()?;
     let bar = ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(100));

@@ -52,14 +52,14 @@ pub fn plan(args: &PlanArgs) -> Result<ExitCode, UsageError> {
             trackc_runtime::plan::plan(store.as_mut(), &mut source_dbs, &tracks, now_micros())
                 .map_err(failed)?
         }
-        Place::Group(_) if !args.source_db.is_empty() || !named_schemas.is_empty() => {
+        Place::Group(_) if !args.source_db.is_empty() => {
             return Err(usage(
-                "--source-db and --schema NAME=FILE go with --db: a group's nodes read the \
-                 source databases of their node.toml",
+                "--source-db goes with --db: a group's nodes read the source databases of \
+                 their node.toml",
             ))
         }
         Place::Group(remote) => {
-            let request = deploy_request(&args.paths, schema.as_deref(), &[])?;
+            let request = deploy_request(&args.paths, schema.as_deref(), &named_schemas, &[])?;
             let body = serde_json::to_string(&request).expect("a plan request encodes");
             match call(&remote, "POST", "/plan", Some(body))? {
                 Ok(answer) => serde_json::from_value::<Plan>(answer).map_err(|e| {

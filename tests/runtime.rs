@@ -398,13 +398,26 @@ fn bad_input_is_a_clear_error() {
         text(&out)
     );
     let out = trackc()
-        .args(["run", "--once", "--db", "mysql://x"])
+        .args(["run", "--once", "--db", "oracle://x"])
         .arg(fixture("crash"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not a database URL"),
+        "{}",
+        text(&out)
+    );
+    // MariaDB/MySQL can be a source, never the state database.
+    let out = trackc()
+        .args(["run", "--once", "--db", "mysql://x"])
+        .arg(fixture("crash"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("mysql://x: trackc keeps its own tables in PostgreSQL or SQLite"),
         "{}",
         text(&out)
     );
@@ -1689,8 +1702,29 @@ fn a_track_reads_its_source_from_another_database() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("E019"), "{}", text(&out));
-    assert!(text(&out).contains("--source-db crm=URL"), "{}", text(&out));
+    assert!(
+        text(&out).contains("track vip reads database `crm`: give --source-db crm=URL"),
+        "{}",
+        text(&out)
+    );
+    // Deployed here with crm's schema: without the files, the deployed
+    // bundle compiles against it and still needs the database.
+    let out = trackc()
+        .args(["run", "--once", "--no-deliver", "--db", &lite.url])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("give --source-db crm=URL"),
+        "{}",
+        text(&out)
+    );
+    let out = trackc()
+        .args(["run", "--once", "--no-deliver", "--db", &lite.url])
+        .args(["--source-db", &format!("crm={}", pg.url)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 /// `text` with each RFC 3339 instant (`2026-12-03T05:01:46.911437Z`) as

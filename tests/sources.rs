@@ -14,6 +14,8 @@
 mod db;
 #[path = "support/mariadb.rs"]
 mod mariadb;
+#[path = "support/nodes.rs"]
+mod nodes;
 #[path = "support/receivers.rs"]
 mod receivers;
 
@@ -580,4 +582,117 @@ fn mariadb_source_mistakes_are_clear() {
     let start = refused["span"]["start"]["offset"].as_u64().unwrap() as usize;
     let end = refused["span"]["end"]["offset"].as_u64().unwrap() as usize;
     assert_eq!(&track[start..end], "sql on crm");
+}
+
+/// A group of three nodes on one PostgreSQL state database, of which only
+/// node 2 reads the CRM in MariaDB (node 1's node.toml lacks it, node 3's
+/// points at a server that is not there). `trackc deploy --to` ships the
+/// CRM's schema with the tracks; node 2 owns the track although node 1
+/// would win it by arbitration; every record is decided once (blocks are
+/// decided on any node: they carry their rows); the nodes that cannot
+/// read the CRM say why in their logs.
+#[test]
+fn in_a_group_only_nodes_that_read_the_source_own_its_track() {
+    let Some(mut crm) = MariaDb::new("group") else {
+        return;
+    };
+    let Some(mut state) = Db::postgres("sources_group") else {
+        return;
+    };
+    crm.execute(PEOPLE);
+    let n = 3_000;
+    let values: Vec<String> = (1..=n)
+        .map(|i| format!("({i}, 'p{i}@example.com', {})", i % 2))
+        .collect();
+    crm.execute(&format!(
+        "INSERT INTO people (id, email, active) VALUES {};\n",
+        values.join(", ")
+    ));
+    let state_schema = "CREATE TABLE effects (person BIGINT NOT NULL, what TEXT NOT NULL);\n";
+    state.execute(state_schema);
+    let track =
+        "track crm_welcome {\n    source from crm key id { SELECT id, active FROM people }\n    \
+                 on every 1h\n    step s {\n        when active then sql { INSERT INTO effects \
+                 (person, what) VALUES (:id, 'welcomed') }, end\n        else end\n    }\n}\n";
+    let dir = project("group", state_schema, track);
+    let ports = db::free_ports(7);
+    let listens: Vec<std::net::SocketAddr> = (0..3)
+        .map(|i| std::net::SocketAddr::from(([127, 0, 0, 1], ports[i])))
+        .collect();
+    let extra = [
+        String::new(),
+        format!("\n[databases]\ncrm = \"{}\"\n", crm.url),
+        format!(
+            "\n[databases]\ncrm = \"mysql://root@127.0.0.1:{}/crm\"\n",
+            ports[6]
+        ),
+    ];
+    let plans: Vec<nodes::Plan> = (0..3)
+        .map(|i| nodes::Plan {
+            id: i as u64 + 1,
+            listen: listens[i],
+            http: ports[3 + i],
+            database: state.url.clone(),
+            peers: listens.clone(),
+            extra: extra[i].clone(),
+        })
+        .collect();
+    let configs = nodes::write_configs(&dir, &plans);
+    // (`extra`, with its `[databases]` table, comes before the helper's
+    // `[[users]]` in each node.toml.)
+    let group: Vec<nodes::Node> = configs
+        .iter()
+        .map(|(id, path, http)| nodes::start(*id, path, http, &dir))
+        .collect();
+    for node in &group {
+        nodes::wait_for("the node answers", Duration::from_secs(30), || {
+            nodes::status(node).is_some()
+        });
+    }
+    let out = trackc()
+        .arg("deploy")
+        .arg(dir.join("t.dt"))
+        .args(["--to", &group[0].http, "--token", "author-token"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    nodes::wait_for("every record decided", Duration::from_secs(60), || {
+        state.count("SELECT count(*) FROM trackc_state WHERE track = 'crm_welcome'") == n
+    });
+    assert_eq!(
+        state.count("SELECT node FROM trackc_owners WHERE track = 'crm_welcome'"),
+        2
+    );
+    assert_eq!(
+        state.count(
+            "SELECT count(*) FROM trackc_databases WHERE name = 'crm' AND dialect = 'mysql'"
+        ),
+        1
+    );
+    // Let a few more cycles pass: nothing is decided twice.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(state.count("SELECT count(*) FROM effects"), n / 2);
+    assert_eq!(
+        state.count(
+            "SELECT count(*) FROM (SELECT person FROM effects GROUP BY person \
+             HAVING count(*) > 1) AS twice"
+        ),
+        0
+    );
+    let log = |id: u64| std::fs::read_to_string(dir.join(format!("node{id}.log"))).unwrap();
+    assert!(
+        log(1).contains("cannot read source database `crm`: node.toml has no `crm`"),
+        "{}",
+        log(1)
+    );
+    assert!(
+        log(3).contains("cannot read source database `crm`: connecting to the source database"),
+        "{}",
+        log(3)
+    );
+    assert!(
+        !log(2).contains("cannot read source database"),
+        "{}",
+        log(2)
+    );
 }

@@ -141,13 +141,7 @@ pub(crate) fn check_limits(
     Ok(())
 }
 
-/// A named source database as a load compiles against it: its dialect
-/// (from its URL) and its schema (name, text), if given.
-pub struct SourceSchema {
-    pub name: String,
-    pub dialect: Dialect,
-    pub schema: Option<(String, String)>,
-}
+pub use crate::db::SourceSchema;
 
 fn sql_dialect(dialect: Dialect) -> SqlDialect {
     match dialect {
@@ -305,6 +299,10 @@ pub type Sources = (Vec<(String, String)>, Option<(String, String)>);
 /// and the deploy it ships again when it is a rollback.
 pub struct DeployRequest<'a> {
     pub sources: &'a Sources,
+    /// The named source databases' schemas the tracks were compiled
+    /// against (kept with the deploy: nodes and later loads compile the
+    /// same).
+    pub databases: &'a [SourceSchema],
     pub map: &'a [String],
     pub by: &'a Actor,
     pub rollback_of: Option<i64>,
@@ -405,6 +403,12 @@ pub fn deploy(
         Some((_, text)) => store.schema()?.is_none_or(|(_, now)| now != *text),
         None => false,
     };
+    let deployed_databases = store.source_schemas()?;
+    let databases_changed = request
+        .databases
+        .iter()
+        .any(|d| !deployed_databases.contains(d));
+    let schema_changed = schema_changed || databases_changed;
     let now = crate::clock::now_micros();
     let record = (!changed.is_empty() || schema_changed).then(|| NewDeploy {
         request: crate::db::unique_id("deploy", now),
@@ -417,7 +421,13 @@ pub fn deploy(
         at: now,
         rollback_of: request.rollback_of,
     });
-    let number = store.deploy(&changed, &moves, schema.as_ref(), record.as_ref())?;
+    let number = store.deploy(
+        &changed,
+        &moves,
+        schema.as_ref(),
+        request.databases,
+        record.as_ref(),
+    )?;
     Ok(Deployed {
         changed: changed.into_iter().map(|t| t.name).collect(),
         number,
@@ -445,10 +455,20 @@ pub fn rollback(
         }));
     };
     let sources = (shipped.files, shipped.schema);
-    let tracks = load(jit, &sources.0, sources.1.clone(), store.dialect())
-        .map_err(|e| Error::Deploy(format!("deploy {number} no longer compiles: {e}")))?;
+    // Named source databases as deployed now (a rollback ships tracks,
+    // and the databases they read keep their newest schemas).
+    let databases = store.source_schemas()?;
+    let tracks = load_with(
+        jit,
+        &sources.0,
+        sources.1.clone(),
+        store.dialect(),
+        databases,
+    )
+    .map_err(|e| Error::Deploy(format!("deploy {number} no longer compiles: {e}")))?;
     let request = DeployRequest {
         sources: &sources,
+        databases: &[],
         map,
         by,
         rollback_of: Some(number),
@@ -461,7 +481,8 @@ pub fn rollback(
 /// schema), for what reads one track: `why`, the console's track page.
 pub fn load_deployed(store: &mut dyn Store, jit: &Jit, d: &DeployedTrack) -> Result<LoadedTrack> {
     let files = [(d.file.clone(), d.source.clone())];
-    load(jit, &files, store.schema()?, store.dialect())?
+    let databases = store.source_schemas()?;
+    load_with(jit, &files, store.schema()?, store.dialect(), databases)?
         .into_iter()
         .find(|t| t.ir.name == d.name)
         .ok_or_else(|| {

@@ -462,6 +462,7 @@ async fn act(
             }],
             schema: None,
             map: Vec::new(),
+            databases: Vec::new(),
         }),
         "/console/rollback" => match text("number").parse() {
             Ok(number) => Work::Rollback {

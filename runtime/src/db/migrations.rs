@@ -198,6 +198,18 @@ CREATE INDEX trackc_audit_at ON trackc_audit (at);
 ALTER TABLE trackc_runs ADD COLUMN failed_blocks BIGINT NOT NULL DEFAULT 0;
 ",
     },
+    Migration {
+        version: 8,
+        name: "the schemas of named source databases, shipped with deploys",
+        sql: "
+CREATE TABLE trackc_databases (
+    name    TEXT PRIMARY KEY,
+    dialect TEXT NOT NULL,
+    file    TEXT,
+    text    TEXT
+);
+",
+    },
 ];
 
 /// The migration's SQL for a dialect. `{without_rowid}` makes a table

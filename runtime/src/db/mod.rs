@@ -124,6 +124,36 @@ pub enum Dialect {
     MySql,
 }
 
+impl Dialect {
+    /// Its name in trackc.toml, deploys and the deploy table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Dialect::Sqlite => "sqlite",
+            Dialect::Postgres => "postgres",
+            Dialect::MySql => "mysql",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Dialect> {
+        match name {
+            "sqlite" => Some(Dialect::Sqlite),
+            "postgres" | "postgresql" => Some(Dialect::Postgres),
+            "mysql" | "mariadb" => Some(Dialect::MySql),
+            _ => None,
+        }
+    }
+}
+
+/// A named source database as tracks are compiled against it (`source
+/// from NAME`): its dialect and its schema (file name, text), if given.
+/// Deploys ship them, so every node compiles the same bundle.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceSchema {
+    pub name: String,
+    pub dialect: Dialect,
+    pub schema: Option<(String, String)>,
+}
+
 /// Opens the database and brings the runtime's tables to the current
 /// version.
 pub fn open(url: &DbUrl) -> Result<Box<dyn Store>> {
@@ -485,15 +515,21 @@ pub trait Store: Send {
     /// The tracks deployed now.
     fn deployed(&mut self) -> Result<Vec<DeployedTrack>>;
 
+    /// The named source databases' schemas deployed, by name.
+    fn source_schemas(&mut self) -> Result<Vec<SourceSchema>>;
+
     /// Makes `tracks` the deployed versions (others stay), renames steps
     /// of records per `moves` (track, from, to), makes `schema` the
-    /// deployed schema and writes `record` to the deploy history, in one
-    /// transaction. Returns the deploy's number when one was recorded.
+    /// deployed schema and `databases` the deployed schemas of those
+    /// named databases (others stay), and writes `record` to the deploy
+    /// history, in one transaction. Returns the deploy's number when one
+    /// was recorded.
     fn deploy(
         &mut self,
         tracks: &[DeployedTrack],
         moves: &[(String, String, String)],
         schema: Option<&(String, String)>,
+        databases: &[SourceSchema],
         record: Option<&NewDeploy<'_>>,
     ) -> Result<Option<i64>>;
 
@@ -761,4 +797,23 @@ mod tests {
         assert!(e.contains("can be a track's source"), "{e}");
         assert!(DbUrl::parse("sqlite:").is_err());
     }
+}
+
+/// A row of `trackc_databases` as both stores read it.
+pub(crate) fn source_schema_of(
+    name: String,
+    dialect: String,
+    file: Option<String>,
+    text: Option<String>,
+) -> Result<SourceSchema> {
+    let dialect = Dialect::from_name(&dialect).ok_or_else(|| {
+        Error::Data(format!(
+            "the deployed database `{name}` has an unknown dialect `{dialect}`"
+        ))
+    })?;
+    Ok(SourceSchema {
+        name,
+        dialect,
+        schema: file.zip(text),
+    })
 }

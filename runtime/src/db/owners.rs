@@ -38,3 +38,13 @@ pub const SCHEMA: &str = "SELECT file, text FROM trackc_schema WHERE id = 1";
 /// $1 file, $2 text: the deployed schema.
 pub const SET_SCHEMA: &str = "INSERT INTO trackc_schema (id, file, text) VALUES (1, $1, $2)
     ON CONFLICT (id) DO UPDATE SET file = excluded.file, text = excluded.text";
+
+/// The named source databases' schemas deployed (`source from NAME`).
+pub const DATABASES: &str = "SELECT name, dialect, file, text FROM trackc_databases ORDER BY name";
+
+/// $1 name, $2 dialect, $3 file, $4 text: a deploy ships a named source
+/// database's schema (others stay, as tracks do).
+pub const SET_DATABASE: &str = "INSERT INTO trackc_databases (name, dialect, file, text)
+    VALUES ($1, $2, $3, $4)
+    ON CONFLICT (name) DO UPDATE SET dialect = excluded.dialect, file = excluded.file,
+        text = excluded.text";

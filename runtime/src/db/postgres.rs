@@ -1259,11 +1259,24 @@ impl Store for PgStore {
         .collect()
     }
 
+    fn source_schemas(&mut self) -> Result<Vec<SourceSchema>> {
+        self.query(
+            owners::DATABASES,
+            &[],
+            || "reading the deployed source databases".into(),
+            |r| (r.get(0), r.get(1), r.get(2), r.get(3)),
+        )?
+        .into_iter()
+        .map(|(name, dialect, file, text)| super::source_schema_of(name, dialect, file, text))
+        .collect()
+    }
+
     fn deploy(
         &mut self,
         tracks: &[DeployedTrack],
         moves: &[(String, String, String)],
         schema: Option<&(String, String)>,
+        databases: &[SourceSchema],
         record: Option<&NewDeploy<'_>>,
     ) -> Result<Option<i64>> {
         let now = crate::clock::now_micros();
@@ -1302,6 +1315,15 @@ impl Store for PgStore {
                     tx.execute(owners::SET_SCHEMA, &[file, text])
                         .await
                         .pg(|| "storing the schema".into())?;
+                }
+                for d in databases {
+                    let (file, text) = d.schema.clone().unzip();
+                    tx.execute(
+                        owners::SET_DATABASE,
+                        &[&d.name, &d.dialect.name(), &file, &text],
+                    )
+                    .await
+                    .pg(|| format!("storing the schema of database {}", d.name))?;
                 }
                 let Some((d, row)) = &row else {
                     return Ok(None);

@@ -697,11 +697,25 @@ impl Store for SqliteStore {
         .collect()
     }
 
+    fn source_schemas(&mut self) -> Result<Vec<SourceSchema>> {
+        query_all(
+            self.conn(),
+            owners::DATABASES,
+            [],
+            "reading the deployed source databases",
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?
+        .into_iter()
+        .map(|(name, dialect, file, text)| super::source_schema_of(name, dialect, file, text))
+        .collect()
+    }
+
     fn deploy(
         &mut self,
         tracks: &[DeployedTrack],
         moves: &[(String, String, String)],
         schema: Option<&(String, String)>,
+        databases: &[SourceSchema],
         record: Option<&NewDeploy<'_>>,
     ) -> Result<Option<i64>> {
         let tx = self
@@ -744,6 +758,14 @@ impl Store for SqliteStore {
                 params![file, text],
             )
             .lite(|| "storing the schema".into())?;
+        }
+        for d in databases {
+            let (file, text) = d.schema.clone().unzip();
+            tx.execute(
+                &sqlite_placeholders(owners::SET_DATABASE),
+                params![d.name, d.dialect.name(), file, text],
+            )
+            .lite(|| format!("storing the schema of database {}", d.name))?;
         }
         let mut number = None;
         if let Some(d) = record {

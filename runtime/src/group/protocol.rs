@@ -338,6 +338,9 @@ pub struct Group {
     retries: BTreeMap<BlockId, u32>,
     /// Tracks this node gave up as stuck, with the cycle it did.
     gave_up: BTreeMap<String, u64>,
+    /// Tracks whose source database this node cannot read now: advertised
+    /// with `gave_up`, so that peers that can read it own them.
+    unreadable: std::collections::BTreeSet<String>,
     /// Peers' runs in progress, by track.
     watched: BTreeMap<String, Watched>,
     counts: BlockCounts,
@@ -410,6 +413,7 @@ impl Group {
             retrying: Vec::new(),
             retries: BTreeMap::new(),
             gave_up: BTreeMap::new(),
+            unreadable: Default::default(),
             watched: BTreeMap::new(),
             counts: BlockCounts::default(),
             out: Vec::new(),
@@ -474,6 +478,29 @@ impl Group {
     pub fn drain(&mut self) {
         self.draining = true;
         self.claims.clear();
+    }
+
+    /// The tracks whose source database this node cannot read now
+    /// (node.toml lacks it, or it does not answer): peers that can read
+    /// them are chosen to own them, and an owned one is handed back at its
+    /// next idle moment when a peer can take it. With no such peer this
+    /// node keeps it (its runs fail saying why, and nothing is lost).
+    pub fn set_unreadable(&mut self, tracks: Vec<String>) {
+        self.unreadable = tracks.into_iter().collect();
+        // A claim still counting is dropped; one being recorded finishes
+        // (and is handed back at the track's first idle moment).
+        let unreadable = &self.unreadable;
+        self.claims
+            .retain(|t, phase| *phase == ClaimPhase::Recording || !unreadable.contains(t));
+    }
+
+    /// A peer that takes work, runs this bundle and can read `track`.
+    fn peer_can_own(&self, track: &str) -> bool {
+        self.peers.values().any(|p| {
+            self.peer_takes_work(p)
+                && p.advert.bundle == self.bundle
+                && !p.advert.gave_up.iter().any(|g| g == track)
+        })
     }
 
     pub fn is_draining(&self) -> bool {
@@ -853,7 +880,14 @@ impl Group {
                 .filter(|(_, o)| o.phase != RunPhase::Idle)
                 .map(|(t, o)| (t.clone(), o.progress))
                 .collect(),
-            gave_up: self.gave_up.keys().cloned().collect(),
+            gave_up: self
+                .gave_up
+                .keys()
+                .chain(&self.unreadable)
+                .cloned()
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
         }
     }
 
@@ -1191,7 +1225,7 @@ impl Group {
             // another can take it.
             let gave_up = |id: NodeId| {
                 if id == me {
-                    self.gave_up.contains_key(&t)
+                    self.gave_up.contains_key(&t) || self.unreadable.contains(&t)
                 } else {
                     self.peers[&id].advert.gave_up.contains(&t)
                 }
@@ -1232,7 +1266,7 @@ impl Group {
             .collect();
         let hand_back = self.draining || self.standby_steps_back();
         for (track, epoch) in idle {
-            if hand_back {
+            if hand_back || (self.unreadable.contains(&track) && self.peer_can_own(&track)) {
                 self.release(&track);
                 continue;
             }
@@ -1385,6 +1419,55 @@ mod tests {
             sim.step().unwrap();
         }
         sim.cycle() - start
+    }
+
+    /// A node that cannot read a track's source database (node.toml lacks
+    /// it, or it does not answer) hands the track to a peer that can, and
+    /// is not chosen for it while one can; with every node unable, one
+    /// keeps it (its runs say why) rather than leaving it unowned.
+    #[test]
+    fn a_node_that_cannot_read_a_source_leaves_its_tracks_to_peers() {
+        let mut sim = calm(3, 0, 3);
+        until(&mut sim, 30, |s| s.is_settled().is_ok());
+        let track = track_name(0);
+        let (owner, _) = sim.db_owner(&track).unwrap();
+        sim.group_of_mut(owner)
+            .unwrap()
+            .set_unreadable(vec![track.clone()]);
+        until(&mut sim, 30, |s| {
+            s.db_owner(&track).is_some_and(|(o, _)| o != owner) && s.is_settled().is_ok()
+        });
+        let advert = sim.group(owner).unwrap().advert();
+        assert_eq!(advert.gave_up, vec![track.clone()]);
+        // The new owner loses it too: the third node takes it.
+        let (second, _) = sim.db_owner(&track).unwrap();
+        sim.group_of_mut(second)
+            .unwrap()
+            .set_unreadable(vec![track.clone()]);
+        until(&mut sim, 30, |s| {
+            s.db_owner(&track)
+                .is_some_and(|(o, _)| o != owner && o != second)
+                && s.is_settled().is_ok()
+        });
+        // All three: the track stays owned.
+        let (third, _) = sim.db_owner(&track).unwrap();
+        sim.group_of_mut(third)
+            .unwrap()
+            .set_unreadable(vec![track.clone()]);
+        for _ in 0..20 {
+            sim.step().unwrap();
+        }
+        assert!(sim.db_owner(&track).is_some());
+        assert!(sim.is_settled().is_ok(), "{:?}", sim.is_settled());
+        // Readable again: nothing moves for it (no flapping).
+        let before = sim.db_owner(&track);
+        for id in [owner, second, third] {
+            sim.group_of_mut(id).unwrap().set_unreadable(Vec::new());
+        }
+        for _ in 0..20 {
+            sim.step().unwrap();
+        }
+        assert_eq!(sim.db_owner(&track), before);
     }
 
     #[test]

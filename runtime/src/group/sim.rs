@@ -386,6 +386,14 @@ impl Sim {
             .and_then(|n| n.group.as_ref())
     }
 
+    /// The group of node `id`, to change (tests).
+    pub fn group_of_mut(&mut self, id: NodeId) -> Option<&mut Group> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.id == id)
+            .and_then(|n| n.group.as_mut())
+    }
+
     fn note(&mut self, line: String) {
         if self.trace.len() >= TRACE_MAX {
             self.trace.pop_front();

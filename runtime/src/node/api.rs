@@ -72,6 +72,21 @@ pub struct DeployRequest {
     pub schema: Option<SourceFile>,
     #[serde(default)]
     pub map: Vec<String>,
+    /// The named source databases the tracks read (`source from NAME`),
+    /// each with its dialect and schema; a name not given keeps its
+    /// deployed schema.
+    #[serde(default)]
+    pub databases: Vec<DatabaseSchema>,
+}
+
+/// A named source database's dialect (`postgres`, `sqlite`, `mysql`) and
+/// schema, as `trackc deploy` sends it from trackc.toml or `--schema
+/// NAME=FILE`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DatabaseSchema {
+    pub name: String,
+    pub dialect: String,
+    pub schema: Option<SourceFile>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -925,6 +940,38 @@ fn deployed_reply(deployed: &bundle::Deployed) -> Reply {
     )
 }
 
+/// The named databases of a deploy or plan request: those it gives, and
+/// the deployed ones it does not name (as they are deployed); and the
+/// ones it gives, to keep with the deploy.
+fn databases_of(
+    store: &mut dyn Store,
+    given: &[DatabaseSchema],
+) -> Result<(Vec<bundle::SourceSchema>, Vec<bundle::SourceSchema>)> {
+    let given = given
+        .iter()
+        .map(|d| {
+            let dialect = crate::db::Dialect::from_name(&d.dialect).ok_or_else(|| {
+                Error::Config(format!(
+                    "database `{}`: unknown dialect `{}` (postgres, sqlite or mysql)",
+                    d.name, d.dialect
+                ))
+            })?;
+            Ok(bundle::SourceSchema {
+                name: d.name.clone(),
+                dialect,
+                schema: d.schema.clone().map(|f| (f.name, f.text)),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut all = given.clone();
+    for d in store.source_schemas()? {
+        if !all.iter().any(|g| g.name == d.name) {
+            all.push(d);
+        }
+    }
+    Ok((all, given))
+}
+
 /// The files and schema of a deploy or plan request, as `(name, text)`;
 /// without a schema, the deployed one.
 fn sources_of(store: &mut dyn Store, request: DeployRequest) -> Result<bundle::Sources> {
@@ -946,12 +993,34 @@ fn load_request(
     store: &mut dyn Store,
     jit: &Jit,
     request: DeployRequest,
-) -> std::result::Result<(bundle::Sources, Vec<bundle::LoadedTrack>), Reply> {
+) -> std::result::Result<LoadedRequest, Reply> {
+    let (databases, given) = databases_of(store, &request.databases).map_err(|e| match e {
+        Error::Config(_) => failure(StatusCode::UNPROCESSABLE_ENTITY, e),
+        e => failure(StatusCode::INTERNAL_SERVER_ERROR, e),
+    })?;
     let sources =
         sources_of(store, request).map_err(|e| failure(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    let tracks = bundle::load(jit, &sources.0, sources.1.clone(), store.dialect())
-        .map_err(|e| failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
-    Ok((sources, tracks))
+    let tracks = bundle::load_with(
+        jit,
+        &sources.0,
+        sources.1.clone(),
+        store.dialect(),
+        databases,
+    )
+    .map_err(|e| failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    Ok(LoadedRequest {
+        sources,
+        databases: given,
+        tracks,
+    })
+}
+
+/// A deploy or plan request compiled: its sources, the named databases it
+/// gave, its tracks.
+struct LoadedRequest {
+    sources: bundle::Sources,
+    databases: Vec<bundle::SourceSchema>,
+    tracks: Vec<bundle::LoadedTrack>,
 }
 
 /// A deploy or rollback that failed: 409 when it was refused (stranded
@@ -973,9 +1042,14 @@ fn deploy(
     by: &Actor,
 ) -> std::result::Result<Reply, Reply> {
     let map = request.map.clone();
-    let (sources, tracks) = load_request(store, jit, request)?;
+    let LoadedRequest {
+        sources,
+        databases,
+        tracks,
+    } = load_request(store, jit, request)?;
     let request = bundle::DeployRequest {
         sources: &sources,
+        databases: &databases,
         map: &map,
         by,
         rollback_of: None,
@@ -993,7 +1067,7 @@ fn plan(
     jit: &Jit,
     request: DeployRequest,
 ) -> std::result::Result<Reply, Reply> {
-    let (_, tracks) = load_request(store, jit, request)?;
+    let tracks = load_request(store, jit, request)?.tracks;
     let plan = crate::plan::plan(store, &mut Default::default(), &tracks, now_micros())
         .map_err(|e| failure(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     Ok((

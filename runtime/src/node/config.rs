@@ -86,6 +86,10 @@ struct RawConfig {
     history_off: Vec<String>,
     #[serde(default)]
     users: Vec<User>,
+    /// `[databases]`: NAME = URL of each source database (`source from
+    /// NAME`).
+    #[serde(default)]
+    databases: std::collections::BTreeMap<String, String>,
 }
 
 /// The decision history a node keeps (docs/runtime.md).
@@ -169,6 +173,10 @@ pub struct NodeConfig {
     pub stuck_after: Duration,
     pub users: Vec<User>,
     pub history: HistorySettings,
+    /// The source databases tracks read (`source from NAME`): name → URL.
+    /// Every node needs the same; one that lacks a track's, or cannot
+    /// reach it, says so in its adverts and does not own the track.
+    pub databases: std::collections::BTreeMap<String, String>,
     /// The file this was read from (read again on SIGHUP).
     pub path: Option<PathBuf>,
 }
@@ -285,6 +293,10 @@ impl NodeConfig {
             .map(|p| addr(p, "peers"))
             .collect::<std::result::Result<Vec<_>, _>>()?;
         let database = required(raw.database, "database")?;
+        for (name, url) in &raw.databases {
+            crate::db::DbUrl::parse(url).map_err(|e| format!("`databases.{name}`: {e}"))?;
+        }
+        let databases = raw.databases.clone();
         crate::db::DbUrl::parse_state(&database).map_err(|e| format!("`database`: {e}"))?;
         let secret = read_secret(raw.secret, raw.secret_file, "secret", dir)?
             .ok_or("`secret` or `secret_file` is missing")?;
@@ -425,6 +437,7 @@ impl NodeConfig {
             stuck_after,
             users: raw.users,
             history,
+            databases,
             path: None,
         })
     }
@@ -671,6 +684,10 @@ token_sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
             (
                 GOOD.replace("postgres://postgres@127.0.0.1/trackc", "mysql://x"),
                 "`database`: mysql://x: trackc keeps its own tables in PostgreSQL or SQLite",
+            ),
+            (
+                format!("{GOOD}\n[databases]\ncrm = \"oracle://x\"\n"),
+                "`databases.crm`: `oracle://x` is not a database URL",
             ),
             (
                 GOOD.replace("postgres://postgres@127.0.0.1/trackc", "oracle://x"),

@@ -72,6 +72,8 @@ pub enum Input {
     },
     /// `trackc drain ID`.
     Drain(NodeId),
+    /// The tracks whose source database this node cannot read now.
+    Unreadable(Vec<String>),
 }
 
 /// State the threads share.
@@ -130,6 +132,7 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>, reload: Arc<AtomicBoo
         shared.clone(),
     );
     owner.history_days = config.history.days;
+    owner.databases = config.databases.clone();
     let mut threads = vec![spawn("owner", move || owner.serve(owner_rx))?];
     let (block_tx, block_rx) = channel::<Block>();
     let block_rx = Arc::new(Mutex::new(block_rx));
@@ -397,6 +400,7 @@ impl ProtocolThread {
             Input::RunFinished { track, epoch } => g.run_finished(&track, epoch),
             Input::Executed { id, outcome } => g.executed(id, outcome),
             Input::Bundle { hash, tracks } => g.set_bundle(hash, tracks),
+            Input::Unreadable(tracks) => g.set_unreadable(tracks),
             Input::Drain(id) if id == self.config.id => g.drain(),
             Input::Drain(id) => {
                 if let Some(&addr) = self.addrs.get(&id) {

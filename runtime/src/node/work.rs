@@ -29,6 +29,10 @@ use trackc_compiler::jit::Jit;
 const RETIRE_EVERY: Duration = Duration::from_secs(10);
 /// Blocks queued or in flight on this node before its gathering waits.
 const OUTSTANDING_BLOCKS_MAX: usize = 64;
+/// How often an owner checks that it reaches the source databases of its
+/// bundle (a ping each): a node that lost one stops owning its tracks
+/// within this and a cycle or two.
+const SOURCE_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// The deployed tracks, compiled, and a hash that tells bundles apart.
 pub struct Bundle {
@@ -51,7 +55,15 @@ impl Bundle {
                 tracks: Vec::new(),
             });
         }
-        let tracks = bundle::load(jit, &files, schema, store.dialect())?;
+        let databases = store.source_schemas()?;
+        for d in &databases {
+            identity.push_str(&d.name);
+            identity.push_str(d.dialect.name());
+            if let Some((_, text)) = &d.schema {
+                identity.push_str(&content_hash(text));
+            }
+        }
+        let tracks = bundle::load_with(jit, &files, schema, store.dialect(), databases)?;
         let hash = u64::from_str_radix(&content_hash(&identity), 16).expect("16 hex digits");
         Ok(Bundle { hash, tracks })
     }
@@ -85,6 +97,15 @@ struct OpenRun {
 pub struct OwnerThread {
     pub id: NodeId,
     pub store: Box<dyn Store>,
+    /// node.toml's `[databases]`: name → URL.
+    pub databases: std::collections::BTreeMap<String, String>,
+    /// The source databases open now, by name.
+    sources: crate::db::SourceDbs,
+    /// Why each source database a track needs cannot be read, as last
+    /// told to the protocol (empty: all are read).
+    unreadable: std::collections::BTreeMap<String, String>,
+    /// When the source databases were last checked.
+    sources_checked: Option<std::time::Instant>,
     pub jit: Jit,
     pub bundle: Bundle,
     pub inputs: Sender<Input>,
@@ -109,6 +130,10 @@ impl OwnerThread {
         OwnerThread {
             id,
             store,
+            databases: Default::default(),
+            sources: Default::default(),
+            unreadable: Default::default(),
+            sources_checked: None,
             jit,
             bundle,
             inputs,
@@ -123,13 +148,84 @@ impl OwnerThread {
     /// Does the protocol's database commands (all but `Execute`, which the
     /// block workers do, and `Leave`) one at a time.
     pub fn serve(mut self, jobs: Receiver<Command>) {
-        while let Ok(job) = jobs.recv() {
+        loop {
+            if self
+                .sources_checked
+                .is_none_or(|at| at.elapsed() >= SOURCE_CHECK_EVERY)
+            {
+                self.check_sources();
+            }
+            let job = match jobs.recv_timeout(SOURCE_CHECK_EVERY) {
+                Ok(job) => job,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            };
             if self.shared.stop.load(Ordering::SeqCst) {
                 break;
             }
             if let Err(e) = self.job(job) {
                 eprintln!("node {}: {e}", self.id);
             }
+        }
+    }
+
+    /// Opens (or pings) every source database the bundle's tracks read,
+    /// and tells the protocol which tracks this node cannot read, so that
+    /// it does not own them while a peer can (docs/group.md).
+    fn check_sources(&mut self) {
+        self.sources_checked = Some(std::time::Instant::now());
+        let needed: std::collections::BTreeSet<String> = self
+            .bundle
+            .tracks
+            .iter()
+            .filter_map(|t| t.ir.source_database.clone())
+            .collect();
+        let mut bad = std::collections::BTreeMap::new();
+        for name in &needed {
+            let result = match self.sources.get_mut(name) {
+                Some(db) => db.ping(),
+                None => match self.databases.get(name) {
+                    None => Err(Error::Config(format!(
+                        "node.toml has no `{name}` under [databases]"
+                    ))),
+                    Some(url) => crate::db::DbUrl::parse(url)
+                        .and_then(|u| crate::db::open_source(&u))
+                        .map(|db| {
+                            self.sources.insert(name.clone(), db);
+                        }),
+                },
+            };
+            if let Err(e) = result {
+                bad.insert(name.clone(), e.to_string());
+            }
+        }
+        if bad != self.unreadable {
+            for (name, why) in &bad {
+                eprintln!(
+                    "node {}: cannot read source database `{name}`: {why}; its tracks are \
+                     left to nodes that can",
+                    self.id
+                );
+            }
+            for name in self.unreadable.keys().filter(|n| !bad.contains_key(*n)) {
+                eprintln!(
+                    "node {}: source database `{name}` is readable again",
+                    self.id
+                );
+            }
+            self.unreadable = bad;
+            let tracks = self
+                .bundle
+                .tracks
+                .iter()
+                .filter(|t| {
+                    t.ir.source_database
+                        .as_ref()
+                        .is_some_and(|d| self.unreadable.contains_key(d))
+                })
+                .map(|t| t.ir.name.clone())
+                .collect();
+            self.send(Input::Unreadable(tracks));
         }
     }
 
@@ -211,6 +307,7 @@ impl OwnerThread {
                     });
                     self.bundle = bundle;
                     self.runs.clear();
+                    self.check_sources();
                 }
             }
         }
@@ -240,11 +337,9 @@ impl OwnerThread {
             .any(|tr| !matches!(tr, Trigger::Event(_)));
         let mut opened = None;
         if scheduled {
-            // FIXME(issue 20): a group reads no named source database
-            // yet (such bundles are refused at deploy): none are given.
             if let Due::Yes { mark } = due(
                 self.store.as_mut(),
-                &mut Default::default(),
+                &mut self.sources,
                 &self.bundle.tracks,
                 t,
                 now,
@@ -303,7 +398,18 @@ impl OwnerThread {
     /// while this node has many blocks outstanding.
     fn gather(&mut self, t: usize, run: &RunInfo, epoch: u64) -> Result<u64> {
         let track = &self.bundle.tracks[t];
-        let source = RunSource::of(track, run, self.store.as_mut())?;
+        let mut source_db = crate::db::source_of(&mut self.sources, track).map_err(|_| {
+            Error::Config(format!(
+                "track {} reads database `{}`, which this node does not reach \
+                 (node.toml [databases])",
+                track.ir.name,
+                track.ir.source_database.as_deref().unwrap_or_default()
+            ))
+        })?;
+        let dialect = source_db
+            .as_ref()
+            .map_or_else(|| self.store.dialect(), |s| s.dialect());
+        let source = RunSource::of_in(track, run, self.store.as_mut(), dialect)?;
         let Some(query) = &source.statement else {
             self.note_unknown_keys(&track.ir.name, source.unknown(0));
             return Ok(0);
@@ -311,8 +417,13 @@ impl OwnerThread {
         let mut records = 0u64;
         let mut found = 0u64;
         let (inputs, shared) = (&self.inputs, &self.shared);
-        self.store
-            .gather(query, &track.types, BLOCK_RECORDS, &mut |_, rows| {
+        crate::db::source::gather_from(
+            self.store.as_mut(),
+            source_db.take(),
+            query,
+            &track.types,
+            BLOCK_RECORDS,
+            &mut |_, rows| {
                 while shared.outstanding.load(Ordering::SeqCst) >= OUTSTANDING_BLOCKS_MAX {
                     if shared.stop.load(Ordering::SeqCst) {
                         return Err(Error::Stopped);
@@ -334,7 +445,8 @@ impl OwnerThread {
                     last: false,
                 });
                 Ok(())
-            })?;
+            },
+        )?;
         self.note_unknown_keys(&track.ir.name, source.unknown(found));
         Ok(records)
     }
