@@ -19,6 +19,10 @@ pub struct ServeOptions {
     /// fresh admin token, printed once].
     #[arg(long, value_name = "FILE")]
     users: Option<PathBuf>,
+    /// A source database tracks read with `source from NAME`: NAME=URL (repeatable; for
+    /// the plan page; only read).
+    #[arg(long = "source-db", value_name = "NAME=URL")]
+    source_db: Vec<String>,
 }
 
 #[derive(clap::Args)]
@@ -48,7 +52,21 @@ pub fn serve_db(db: &str, options: &ServeOptions) -> Result<ExitCode, UsageError
             (vec![user], Some(token))
         }
     };
-    let config = NodeConfig::standalone(db, options.http, users).map_err(failed)?;
+    let mut config = NodeConfig::standalone(db, options.http, users).map_err(failed)?;
+    for value in &options.source_db {
+        let Some((name, url)) = value.split_once('=') else {
+            return Err(crate::usage(format!("--source-db {value}: write NAME=URL")));
+        };
+        trackc_runtime::db::DbUrl::parse(url)
+            .map_err(|e| crate::usage(format!("--source-db {name}: {e}")))?;
+        if config
+            .databases
+            .insert(name.to_string(), url.to_string())
+            .is_some()
+        {
+            return Err(crate::usage(format!("--source-db {name}: given twice")));
+        }
+    }
     let stop = stop_flag()?;
     trackc_runtime::node::standalone::serve(config, stop, |addr| {
         println!(

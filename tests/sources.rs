@@ -679,6 +679,28 @@ fn in_a_group_only_nodes_that_read_the_source_own_its_track() {
         ),
         0
     );
+    // A plan asked of node 2 reads the CRM through its node.toml; node 1
+    // says it has no such database.
+    let plan = |node: &nodes::Node| {
+        trackc()
+            .args(["plan", "--format", "json"])
+            .arg(dir.join("t.dt"))
+            .args(["--to", &node.http, "--token", "author-token"])
+            .output()
+            .unwrap()
+    };
+    let out = plan(&group[1]);
+    assert!(out.status.success(), "{}", text(&out));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["tracks"][0]["change"], "unchanged", "{answer}");
+    assert_eq!(answer["tracks"][0]["steps"][0]["due"], 0, "{answer}");
+    let out = plan(&group[0]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("does not list under [databases]"),
+        "{}",
+        text(&out)
+    );
     let log = |id: u64| std::fs::read_to_string(dir.join(format!("node{id}.log"))).unwrap();
     assert!(
         log(1).contains("cannot read source database `crm`: node.toml has no `crm`"),
@@ -695,4 +717,67 @@ fn in_a_group_only_nodes_that_read_the_source_own_its_track() {
         "{}",
         log(2)
     );
+}
+
+/// `trackc serve --source-db crm=…`: a plan asked of the served database
+/// (its API, with the printed admin token) reads the MariaDB source; a
+/// `serve` without it says that the database is not given.
+#[test]
+fn serve_plans_with_a_mariadb_source() {
+    use std::io::BufRead;
+    let Some(mut crm) = MariaDb::new("serve") else {
+        return;
+    };
+    crm.execute(PEOPLE);
+    crm.execute("INSERT INTO people (id, email, active) VALUES (1, 'a', 1), (2, 'b', 0);\n");
+    let state = Db::sqlite("serve-state");
+    let dir = project(
+        "serve",
+        "",
+        "track t {\n    source from crm key id { SELECT id, active FROM people }\n    \
+         on every 1h\n    step s {\n        when active then end\n        else end\n    }\n}\n",
+    );
+    let serve = |source: Option<&str>| {
+        let port = db::free_ports(1)[0];
+        let mut cmd = trackc();
+        cmd.args(["serve", "--db", &state.url, "--http"])
+            .arg(format!("127.0.0.1:{port}"));
+        if let Some(url) = source {
+            cmd.args(["--source-db", &format!("crm={url}")]);
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut token = None;
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(t) = line.split("shown this once): ").nth(1) {
+                token = Some(t.trim().to_string());
+                break;
+            }
+        }
+        let out = trackc()
+            .args(["plan", "--format", "json"])
+            .arg(dir.join("t.dt"))
+            .args(["--to", &format!("http://127.0.0.1:{port}")])
+            .args(["--token", &token.expect("the token")])
+            .output()
+            .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        out
+    };
+    let out = serve(Some(&crm.url));
+    assert!(out.status.success(), "{}", text(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(plan["tracks"][0]["steps"][0]["due"], 2, "{plan}");
+    assert_eq!(
+        plan["tracks"][0]["steps"][0]["rules"][0]["fire"], 1,
+        "{plan}"
+    );
+    let out = serve(None);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("database `crm`"), "{}", text(&out));
 }

@@ -128,13 +128,19 @@ pub fn message(viewer: Option<&Viewer>, heading: &str, text: &str, ok: bool, bac
 }
 
 /// Renders `page` from the database; an error is a page that says it.
-pub fn page(store: &mut dyn Store, jit: &Jit, page: Page, viewer: &Viewer) -> (StatusCode, String) {
+pub fn page(
+    store: &mut dyn Store,
+    jit: &Jit,
+    databases: &crate::node::api::Databases,
+    page: Page,
+    viewer: &Viewer,
+) -> (StatusCode, String) {
     let result = match page {
         Page::Group { status, standalone } => group(store, status, standalone, viewer),
         Page::Track { name, diff } => track(store, jit, &name, diff, viewer),
         Page::Record { track, key } => record(store, jit, &track, &key, viewer),
         Page::Outbox { state } => outbox(store, state.as_deref(), viewer),
-        Page::Plan { text, name } => plan(store, jit, text, &name, viewer),
+        Page::Plan { text, name } => plan(store, jit, databases, text, &name, viewer),
     };
     result.unwrap_or_else(|(status, text)| {
         (
@@ -519,6 +525,7 @@ fn outbox(store: &mut dyn Store, state: Option<&str>, viewer: &Viewer) -> PageRe
 fn plan(
     store: &mut dyn Store,
     jit: &Jit,
+    databases: &crate::node::api::Databases,
     text: Option<String>,
     name: &str,
     viewer: &Viewer,
@@ -531,15 +538,17 @@ fn plan(
     let mut values = json!({"title": "Plan", "text": text, "file_name": name});
     if let Some(text) = &text {
         let files = [(name.to_string(), text.clone())];
-        let tracks = bundle::load(
+        let tracks = bundle::load_with(
             jit,
             &files,
             store.schema().map_err(failed)?,
             store.dialect(),
+            store.source_schemas().map_err(failed)?,
         )
         .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
-        let plan = crate::plan::plan(store, &mut Default::default(), &tracks, now_micros())
-            .map_err(failed)?;
+        let mut sources = crate::db::source::open_for(&tracks, databases)
+            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+        let plan = crate::plan::plan(store, &mut sources, &tracks, now_micros()).map_err(failed)?;
         values["plan"] = serde_json::to_value(&plan).unwrap_or(Json::Null);
     }
     Ok((StatusCode::OK, render("plan.html", Some(viewer), values)))

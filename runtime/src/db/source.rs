@@ -91,3 +91,30 @@ pub fn gather_from(
         }),
     }
 }
+
+/// The named databases `tracks` read, opened from `urls` (a node's
+/// node.toml `[databases]`), for a plan asked of a node.
+pub fn open_for(
+    tracks: &[crate::bundle::LoadedTrack],
+    urls: &std::collections::BTreeMap<String, String>,
+) -> Result<super::SourceDbs> {
+    let mut open = super::SourceDbs::new();
+    for t in tracks {
+        let Some(name) = &t.ir.source_database else {
+            continue;
+        };
+        if open.contains_key(name) {
+            continue;
+        }
+        let url = urls.get(name).ok_or_else(|| {
+            crate::error::Error::Config(format!(
+                "track {} reads database `{name}`, which this node's node.toml does not list \
+                 under [databases]",
+                t.ir.name
+            ))
+        })?;
+        let db = super::open_source(&super::DbUrl::parse(url)?)?;
+        open.insert(name.clone(), db);
+    }
+    Ok(open)
+}

@@ -771,12 +771,20 @@ const EVENTS_PENDING: &str = "SELECT count(*) FROM trackc_events WHERE done_at I
 /// The API thread: the requests that need the database, one at a time,
 /// on its own connection; each deploy, rollback, drain, emit, retry and
 /// refusal is written to the audit log with how it ended.
-pub fn serve_jobs(mut store: Box<dyn Store>, jobs: Receiver<ApiJob>, owner: Sender<Command>) {
+///
+/// `databases` are node.toml's `[databases]`: a plan opens the ones its
+/// tracks read.
+pub fn serve_jobs(
+    mut store: Box<dyn Store>,
+    jobs: Receiver<ApiJob>,
+    owner: Sender<Command>,
+    databases: Databases,
+) {
     let jit = Jit::new().ok();
     while let Ok(job) = jobs.recv() {
         let store = store.as_mut();
         let (answer, audit) = match &jit {
-            Some(jit) => do_work(store, jit, job.work, &job.by),
+            Some(jit) => do_work(store, jit, &databases, job.work, &job.by),
             None => (
                 failure(StatusCode::INTERNAL_SERVER_ERROR, "the JIT could not start"),
                 None,
@@ -817,9 +825,13 @@ fn outcome((status, body): &Reply) -> String {
 
 /// Does one request's work: its answer, and what to write to the audit
 /// log (action and target) if it is audited.
+/// A node's named source databases (node.toml `[databases]`): name → URL.
+pub type Databases = std::collections::BTreeMap<String, String>;
+
 fn do_work(
     store: &mut dyn Store,
     jit: &Jit,
+    databases: &Databases,
     work: Work,
     by: &Actor,
 ) -> (Reply, Option<(AuditAction, String)>) {
@@ -871,7 +883,7 @@ fn do_work(
             (answer, Some((AuditAction::OutboxRetry, target)))
         }
         Work::Plan(request) => {
-            let answer = plan(store, jit, request).unwrap_or_else(|refusal| refusal);
+            let answer = plan(store, jit, databases, request).unwrap_or_else(|refusal| refusal);
             (answer, None)
         }
         Work::Why { track, key } => {
@@ -906,7 +918,9 @@ fn do_work(
             ((StatusCode::OK, serde_json::json!({})), None)
         }
         Work::Console(page, viewer, answer) => {
-            let _ = answer.send(crate::console::pages::page(store, jit, page, &viewer));
+            let _ = answer.send(crate::console::pages::page(
+                store, jit, databases, page, &viewer,
+            ));
             ((StatusCode::OK, serde_json::json!({})), None)
         }
         Work::Drained(id) => (
@@ -1065,10 +1079,13 @@ fn deploy(
 fn plan(
     store: &mut dyn Store,
     jit: &Jit,
+    databases: &Databases,
     request: DeployRequest,
 ) -> std::result::Result<Reply, Reply> {
     let tracks = load_request(store, jit, request)?.tracks;
-    let plan = crate::plan::plan(store, &mut Default::default(), &tracks, now_micros())
+    let mut sources = crate::db::source::open_for(&tracks, databases)
+        .map_err(|e| failure(StatusCode::SERVICE_UNAVAILABLE, e))?;
+    let plan = crate::plan::plan(store, &mut sources, &tracks, now_micros())
         .map_err(|e| failure(StatusCode::INTERNAL_SERVER_ERROR, e))?;
     Ok((
         StatusCode::OK,

@@ -166,8 +166,9 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>, reload: Arc<AtomicBoo
     })?);
     let (api_tx, api_rx) = std::sync::mpsc::sync_channel::<api::ApiJob>(api::API_JOBS_MAX);
     let (store, owner_jobs) = (open()?, owner_tx.clone());
+    let databases = config.databases.clone();
     threads.push(spawn("api", move || {
-        api::serve_jobs(store, api_rx, owner_jobs)
+        api::serve_jobs(store, api_rx, owner_jobs, databases)
     })?);
 
     let (net_tx, net_rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();

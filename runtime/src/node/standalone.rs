@@ -32,9 +32,10 @@ pub fn serve(
     let (jobs_tx, jobs_rx) = std::sync::mpsc::sync_channel::<ApiJob>(api::API_JOBS_MAX);
     let (owner_tx, _owner_rx) = std::sync::mpsc::channel();
     let store = open()?;
+    let databases = config.databases.clone();
     let api_thread = std::thread::Builder::new()
         .name("api".into())
-        .spawn(move || api::serve_jobs(store, jobs_rx, owner_tx))
+        .spawn(move || api::serve_jobs(store, jobs_rx, owner_tx, databases))
         .map_err(|e| Error::Io(format!("cannot start a thread: {e}")))?;
     // The status the pages show: this database, reachable or not, each
     // cycle.
