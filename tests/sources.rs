@@ -85,6 +85,14 @@ fn run(state: &str, crm: &str, dir: &Path, extra: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Rows of `effects` repeated for the same `columns`: an effect done twice.
+fn done_twice(state: &mut Db, columns: &str) -> i64 {
+    state.count(&format!(
+        "SELECT count(*) FROM (SELECT {columns} FROM effects GROUP BY {columns} \
+         HAVING count(*) > 1) AS twice"
+    ))
+}
+
 /// The states in which these tests keep trackc's tables: SQLite, and the
 /// PostgreSQL of this machine when there is one.
 fn states(name: &str) -> Vec<Db> {
@@ -242,13 +250,7 @@ fn a_mariadb_source_is_decided_once_and_events_find_their_record() {
             assert!(out.status.success(), "{}", text(&out));
         }
         assert_eq!(state.count("SELECT count(*) FROM effects"), 250);
-        assert_eq!(
-            state.count(
-                "SELECT count(*) FROM (SELECT person FROM effects GROUP BY person \
-                 HAVING count(*) > 1) AS twice"
-            ),
-            0
-        );
+        assert_eq!(done_twice(&mut state, "person"), 0);
         assert_eq!(
             state.count("SELECT count(*) FROM trackc_state WHERE track = 'welcome'"),
             500
@@ -263,14 +265,20 @@ fn a_mariadb_source_is_decided_once_and_events_find_their_record() {
                 .unwrap();
             assert!(out.status.success(), "{}", text(&out));
         }
-        let out = trackc()
-            .args(["run", "--once", "--no-deliver", "--db", &state.url])
-            .args(["--source-db", &format!("crm={}", crm.url)])
-            .arg(dir.join("t.dt"))
-            .output()
-            .unwrap();
+        let out = run(&state.url, &crm.url, &dir, &["--no-deliver"]);
         assert!(out.status.success(), "{}", text(&out));
         assert!(text(&out).contains("unknown_keys=2"), "{}", text(&out));
+        // `why` of the key that is no record does not ask the state
+        // database in the source's stead.
+        let out = trackc()
+            .args(["why", "welcome", "12345", "--db", &state.url])
+            .output()
+            .unwrap();
+        assert!(
+            text(&out).contains("reads its records from database `crm`, which `why` does not open"),
+            "{}",
+            text(&out)
+        );
         assert_eq!(
             state.count("SELECT count(*) FROM effects WHERE person = 900"),
             1
@@ -443,13 +451,7 @@ fn a_run_over_a_mariadb_source_survives_kill_9() {
             state.count("SELECT count(*) FROM effects WHERE what = 'second'"),
             n
         );
-        assert_eq!(
-            state.count(
-                "SELECT count(*) FROM (SELECT person, what FROM effects GROUP BY person, what \
-                 HAVING count(*) > 1) AS twice"
-            ),
-            0
-        );
+        assert_eq!(done_twice(&mut state, "person, what"), 0);
         assert_eq!(
             state.count("SELECT count(*) FROM trackc_outbox WHERE kind = 'webhook'"),
             thirds
@@ -672,13 +674,7 @@ fn in_a_group_only_nodes_that_read_the_source_own_its_track() {
     // Let a few more cycles pass: nothing is decided twice.
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(state.count("SELECT count(*) FROM effects"), n / 2);
-    assert_eq!(
-        state.count(
-            "SELECT count(*) FROM (SELECT person FROM effects GROUP BY person \
-             HAVING count(*) > 1) AS twice"
-        ),
-        0
-    );
+    assert_eq!(done_twice(&mut state, "person"), 0);
     // A plan asked of node 2 reads the CRM through its node.toml; node 1
     // says it has no such database.
     let plan = |node: &nodes::Node| {
@@ -780,4 +776,117 @@ fn serve_plans_with_a_mariadb_source() {
     let out = serve(None);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("database `crm`"), "{}", text(&out));
+}
+
+/// The owner of a track loses its source database (a partition between it
+/// and MariaDB, cut by a relay) while a peer still reaches it: the owner
+/// advertises that it cannot read it and hands the track back, the peer
+/// owns it and decides the records that arrive meanwhile; when the
+/// partition heals the track stays where it is. Every record once.
+#[test]
+fn a_track_moves_to_a_peer_when_its_owner_loses_the_source() {
+    let Some(mut crm) = MariaDb::new("partition") else {
+        return;
+    };
+    let Some(mut state) = Db::postgres("sources_partition") else {
+        return;
+    };
+    crm.execute(PEOPLE);
+    let insert = |crm: &mut MariaDb, from: i64, to: i64| {
+        let values: Vec<String> = (from..=to)
+            .map(|i| format!("({i}, 'p{i}@example.com', 1)"))
+            .collect();
+        crm.execute(&format!(
+            "INSERT INTO people (id, email, active) VALUES {};\n",
+            values.join(", ")
+        ));
+    };
+    insert(&mut crm, 1, 500);
+    let state_schema = "CREATE TABLE effects (person BIGINT NOT NULL, what TEXT NOT NULL);\n";
+    state.execute(state_schema);
+    let track =
+        "track partitioned {\n    source from crm key id { SELECT id, active FROM people }\n    \
+                 on every 1s\n    step s {\n        when active then sql { INSERT INTO effects \
+                 (person, what) VALUES (:id, 'seen') }, end\n        else end\n    }\n}\n";
+    let dir = project("partition", state_schema, track);
+    let server = mariadb::admin_url()
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    let relay = mariadb::CutRelay::start(&server);
+    let through_relay = {
+        let (scheme_user, _) = crm.url.rsplit_once('@').unwrap();
+        format!("{scheme_user}@127.0.0.1:{}/{}", relay.port, crm.name)
+    };
+    let ports = db::free_ports(4);
+    let listens: Vec<std::net::SocketAddr> = (0..2)
+        .map(|i| std::net::SocketAddr::from(([127, 0, 0, 1], ports[i])))
+        .collect();
+    let urls = [through_relay, crm.url.clone()];
+    let plans: Vec<nodes::Plan> = (0..2)
+        .map(|i| nodes::Plan {
+            id: i as u64 + 1,
+            listen: listens[i],
+            http: ports[2 + i],
+            database: state.url.clone(),
+            peers: listens.clone(),
+            extra: format!("\n[databases]\ncrm = \"{}\"\n", urls[i]),
+        })
+        .collect();
+    let configs = nodes::write_configs(&dir, &plans);
+    let group: Vec<nodes::Node> = configs
+        .iter()
+        .map(|(id, path, http)| nodes::start(*id, path, http, &dir))
+        .collect();
+    for node in &group {
+        nodes::wait_for("the node answers", Duration::from_secs(30), || {
+            nodes::status(node).is_some()
+        });
+    }
+    let out = trackc()
+        .arg("deploy")
+        .arg(dir.join("t.dt"))
+        .args(["--to", &group[0].http, "--token", "author-token"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let decided = |state: &mut Db| state.count("SELECT count(*) FROM effects");
+    nodes::wait_for("the first records", Duration::from_secs(60), || {
+        decided(&mut state) == 500
+    });
+    let owner =
+        |state: &mut Db| state.count("SELECT node FROM trackc_owners WHERE track = 'partitioned'");
+    assert_eq!(owner(&mut state), 1, "node 1 wins the track by arbitration");
+    // The partition: node 1 no longer reaches MariaDB.
+    relay.sever(true);
+    insert(&mut crm, 501, 800);
+    nodes::wait_for("node 2 owns the track", Duration::from_secs(60), || {
+        owner(&mut state) == 2
+    });
+    nodes::wait_for(
+        "the records of the partition",
+        Duration::from_secs(60),
+        || decided(&mut state) == 800,
+    );
+    // Healed: nothing moves back.
+    relay.sever(false);
+    std::thread::sleep(Duration::from_secs(6));
+    insert(&mut crm, 801, 900);
+    nodes::wait_for("the records after it", Duration::from_secs(60), || {
+        decided(&mut state) == 900
+    });
+    assert_eq!(
+        owner(&mut state),
+        2,
+        "the track moved back after the partition"
+    );
+    assert_eq!(done_twice(&mut state, "person"), 0);
+    let log = std::fs::read_to_string(dir.join("node1.log")).unwrap();
+    assert!(log.contains("cannot read source database `crm`"), "{log}");
+    assert!(
+        log.contains("source database `crm` is readable again"),
+        "{log}"
+    );
 }

@@ -179,6 +179,13 @@ fn why_never_entered(
         resumed: false,
         event: None,
     };
+    if let Some(name) = &track.ir.source_database {
+        // Asking the state database would be asking the wrong one.
+        return Ok(format!(
+            "the track reads its records from database `{name}`, which `why` does not open: \
+             whether the source selects this key now is not known; the last run was at {last}"
+        ));
+    }
     let field = &track.ir.fields[track.ir.key];
     let source = RunSource::for_key(track, &run, key, store.dialect())?;
     let Some(statement) = source.statement else {

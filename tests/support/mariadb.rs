@@ -94,3 +94,64 @@ impl Drop for MariaDb {
             .query_drop(format!("DROP DATABASE IF EXISTS {}", self.name));
     }
 }
+
+/// A TCP relay in front of MariaDB on loopback that the test can cut:
+/// while `severed`, every relayed connection is closed and new ones are
+/// closed at once (a partition between a node and its source database).
+pub struct CutRelay {
+    pub port: u16,
+    severed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl CutRelay {
+    pub fn start(server: &str) -> CutRelay {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let severed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (cut, streams, server) = (severed.clone(), live.clone(), server.to_string());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if cut.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                    continue;
+                }
+                let Ok(upstream) = std::net::TcpStream::connect(&server) else {
+                    continue;
+                };
+                let mut open = streams.lock().unwrap();
+                open.retain(|s: &std::net::TcpStream| s.peer_addr().is_ok());
+                open.push(client.try_clone().unwrap());
+                open.push(upstream.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), upstream.try_clone().unwrap()),
+                    (upstream, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                        let _ = from.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CutRelay {
+            port,
+            severed,
+            live,
+        }
+    }
+
+    pub fn sever(&self, severed: bool) {
+        self.severed
+            .store(severed, std::sync::atomic::Ordering::SeqCst);
+        if severed {
+            for s in self.live.lock().unwrap().drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}

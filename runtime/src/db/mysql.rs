@@ -52,14 +52,20 @@ impl MySqlSource {
     /// Connects (so that a wrong password or a missing database is told at
     /// once, not at the first run).
     pub fn open(url: &str) -> Result<MySqlSource> {
+        MySqlSource::open_with_timeouts(url, CONNECT_TIMEOUT, READ_TIMEOUT)
+    }
+
+    /// `open`, waiting at most `connect` for a connection and `read` for
+    /// an answer.
+    pub fn open_with_timeouts(url: &str, connect: Duration, read: Duration) -> Result<MySqlSource> {
         let shown = super::DbUrl::MySql(url.to_string()).redacted();
         let opts = Opts::from_url(url)
             .map_err(|e| Error::Config(format!("the source database URL {shown}: {e}")))?;
         let opts: Opts = OptsBuilder::from_opts(opts)
             .prefer_socket(false)
-            .tcp_connect_timeout(Some(CONNECT_TIMEOUT))
-            .read_timeout(Some(READ_TIMEOUT))
-            .write_timeout(Some(READ_TIMEOUT))
+            .tcp_connect_timeout(Some(connect))
+            .read_timeout(Some(read))
+            .write_timeout(Some(read))
             .init(vec![
                 "SET time_zone = '+00:00'".to_string(),
                 format!("SET SESSION net_write_timeout = {NET_WRITE_TIMEOUT_SECS}"),

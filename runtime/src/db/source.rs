@@ -118,3 +118,18 @@ pub fn open_for(
     }
     Ok(open)
 }
+
+/// Opens a source database to check that it answers: as `open_source`,
+/// with MariaDB/MySQL waiting at most `timeout` for a connection or an
+/// answer (PostgreSQL and SQLite stores bound their own waits).
+pub fn open_checking(
+    url: &super::DbUrl,
+    timeout: std::time::Duration,
+) -> Result<Box<dyn SourceDb>> {
+    match url {
+        super::DbUrl::MySql(url) => Ok(Box::new(super::mysql::MySqlSource::open_with_timeouts(
+            url, timeout, timeout,
+        )?)),
+        other => super::open_source(other),
+    }
+}

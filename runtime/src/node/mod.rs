@@ -91,6 +91,9 @@ pub struct Shared {
     pub status: Mutex<serde_json::Value>,
     /// Record steps and run durations, for `/metrics`.
     pub metrics: metrics::NodeMetrics,
+    /// The source databases the loaded bundle reads, each with the tracks
+    /// that read it (the source watcher checks them).
+    pub source_tracks: Mutex<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// Runs a node until `stop` is set or it has drained. When `reload` is
@@ -133,7 +136,15 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>, reload: Arc<AtomicBoo
     );
     owner.history_days = config.history.days;
     owner.databases = config.databases.clone();
+    owner.share_source_tracks();
     let mut threads = vec![spawn("owner", move || owner.serve(owner_rx))?];
+    {
+        let (databases, inputs, shared) =
+            (config.databases.clone(), inputs_tx.clone(), shared.clone());
+        threads.push(spawn("sources", move || {
+            work::watch_sources(databases, inputs, shared)
+        })?);
+    }
     let (block_tx, block_rx) = channel::<Block>();
     let block_rx = Arc::new(Mutex::new(block_rx));
     for n in 0..config.capacity {

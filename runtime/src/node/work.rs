@@ -29,10 +29,80 @@ use trackc_compiler::jit::Jit;
 const RETIRE_EVERY: Duration = Duration::from_secs(10);
 /// Blocks queued or in flight on this node before its gathering waits.
 const OUTSTANDING_BLOCKS_MAX: usize = 64;
-/// How often an owner checks that it reaches the source databases of its
+/// How often a node checks that it reaches the source databases of its
 /// bundle (a ping each): a node that lost one stops owning its tracks
 /// within this and a cycle or two.
 const SOURCE_CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How long a ping or a connection of the source watcher may take before
+/// the database counts as unreachable (its own connections: a hung
+/// server holds the watcher, never the runs).
+const SOURCE_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+/// An owner tries to open a source database it could not open at most
+/// this often: a server that does not answer costs a connect timeout.
+const SOURCE_REOPEN_EVERY: Duration = Duration::from_secs(30);
+
+/// The source watcher: every `SOURCE_CHECK_EVERY`, opens or pings each
+/// source database the bundle reads (connections of its own, with
+/// `SOURCE_CHECK_TIMEOUT`), and tells the protocol which tracks this node
+/// cannot read, so that it does not own them while a peer can
+/// (docs/group.md, "Source databases in a group").
+pub fn watch_sources(
+    databases: std::collections::BTreeMap<String, String>,
+    inputs: Sender<Input>,
+    shared: Arc<Shared>,
+) {
+    let mut open = crate::db::SourceDbs::new();
+    let mut told: std::collections::BTreeMap<String, String> = Default::default();
+    let mut told_tracks: Option<Vec<String>> = None;
+    while !shared.stop.load(Ordering::SeqCst) {
+        let needed = shared.source_tracks.lock().expect("source tracks").clone();
+        open.retain(|name, _| needed.contains_key(name));
+        let mut bad = std::collections::BTreeMap::new();
+        for name in needed.keys() {
+            let result = match open.get_mut(name) {
+                Some(db) => db.ping(),
+                None => match databases.get(name) {
+                    None => Err(Error::Config(format!(
+                        "node.toml has no `{name}` under [databases]"
+                    ))),
+                    Some(url) => crate::db::DbUrl::parse(url)
+                        .and_then(|u| crate::db::source::open_checking(&u, SOURCE_CHECK_TIMEOUT))
+                        .map(|db| {
+                            open.insert(name.clone(), db);
+                        }),
+                },
+            };
+            if let Err(e) = result {
+                // Opened again at the next check.
+                open.remove(name);
+                bad.insert(name.clone(), e.to_string());
+            }
+        }
+        if bad != told {
+            for (name, why) in &bad {
+                eprintln!(
+                    "cannot read source database `{name}`: {why}; its tracks are left to \
+                     nodes that can"
+                );
+            }
+            for name in told.keys().filter(|n| !bad.contains_key(*n)) {
+                eprintln!("source database `{name}` is readable again");
+            }
+            told = bad;
+        }
+        let tracks: Vec<String> = told
+            .keys()
+            .filter_map(|name| needed.get(name))
+            .flatten()
+            .cloned()
+            .collect();
+        if told_tracks.as_ref() != Some(&tracks) {
+            let _ = inputs.send(Input::Unreadable(tracks.clone()));
+            told_tracks = Some(tracks);
+        }
+        std::thread::sleep(SOURCE_CHECK_EVERY);
+    }
+}
 
 /// The deployed tracks, compiled, and a hash that tells bundles apart.
 pub struct Bundle {
@@ -99,13 +169,11 @@ pub struct OwnerThread {
     pub store: Box<dyn Store>,
     /// node.toml's `[databases]`: name → URL.
     pub databases: std::collections::BTreeMap<String, String>,
-    /// The source databases open now, by name.
+    /// The source databases open now, by name (opened when a run of an
+    /// owned track needs one).
     sources: crate::db::SourceDbs,
-    /// Why each source database a track needs cannot be read, as last
-    /// told to the protocol (empty: all are read).
-    unreadable: std::collections::BTreeMap<String, String>,
-    /// When the source databases were last checked.
-    sources_checked: Option<std::time::Instant>,
+    /// When opening each source database was last tried.
+    source_tried: HashMap<String, std::time::Instant>,
     pub jit: Jit,
     pub bundle: Bundle,
     pub inputs: Sender<Input>,
@@ -132,8 +200,7 @@ impl OwnerThread {
             store,
             databases: Default::default(),
             sources: Default::default(),
-            unreadable: Default::default(),
-            sources_checked: None,
+            source_tried: HashMap::new(),
             jit,
             bundle,
             inputs,
@@ -148,18 +215,7 @@ impl OwnerThread {
     /// Does the protocol's database commands (all but `Execute`, which the
     /// block workers do, and `Leave`) one at a time.
     pub fn serve(mut self, jobs: Receiver<Command>) {
-        loop {
-            if self
-                .sources_checked
-                .is_none_or(|at| at.elapsed() >= SOURCE_CHECK_EVERY)
-            {
-                self.check_sources();
-            }
-            let job = match jobs.recv_timeout(SOURCE_CHECK_EVERY) {
-                Ok(job) => job,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-            };
+        while let Ok(job) = jobs.recv() {
             if self.shared.stop.load(Ordering::SeqCst) {
                 break;
             }
@@ -169,64 +225,49 @@ impl OwnerThread {
         }
     }
 
-    /// Opens (or pings) every source database the bundle's tracks read,
-    /// and tells the protocol which tracks this node cannot read, so that
-    /// it does not own them while a peer can (docs/group.md).
-    fn check_sources(&mut self) {
-        self.sources_checked = Some(std::time::Instant::now());
-        let needed: std::collections::BTreeSet<String> = self
-            .bundle
-            .tracks
-            .iter()
-            .filter_map(|t| t.ir.source_database.clone())
-            .collect();
-        let mut bad = std::collections::BTreeMap::new();
-        for name in &needed {
-            let result = match self.sources.get_mut(name) {
-                Some(db) => db.ping(),
-                None => match self.databases.get(name) {
-                    None => Err(Error::Config(format!(
-                        "node.toml has no `{name}` under [databases]"
-                    ))),
-                    Some(url) => crate::db::DbUrl::parse(url)
-                        .and_then(|u| crate::db::open_source(&u))
-                        .map(|db| {
-                            self.sources.insert(name.clone(), db);
-                        }),
-                },
-            };
-            if let Err(e) = result {
-                bad.insert(name.clone(), e.to_string());
+    /// Tells the source watcher which databases the bundle reads, and for
+    /// which tracks.
+    pub fn share_source_tracks(&self) {
+        let mut by_database: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for t in &self.bundle.tracks {
+            if let Some(name) = &t.ir.source_database {
+                by_database
+                    .entry(name.clone())
+                    .or_default()
+                    .push(t.ir.name.clone());
             }
         }
-        if bad != self.unreadable {
-            for (name, why) in &bad {
-                eprintln!(
-                    "node {}: cannot read source database `{name}`: {why}; its tracks are \
-                     left to nodes that can",
-                    self.id
-                );
-            }
-            for name in self.unreadable.keys().filter(|n| !bad.contains_key(*n)) {
-                eprintln!(
-                    "node {}: source database `{name}` is readable again",
-                    self.id
-                );
-            }
-            self.unreadable = bad;
-            let tracks = self
-                .bundle
-                .tracks
-                .iter()
-                .filter(|t| {
-                    t.ir.source_database
-                        .as_ref()
-                        .is_some_and(|d| self.unreadable.contains_key(d))
-                })
-                .map(|t| t.ir.name.clone())
-                .collect();
-            self.send(Input::Unreadable(tracks));
+        *self.shared.source_tracks.lock().expect("source tracks") = by_database;
+    }
+
+    /// Opens the source database track `t` reads if it is not open (at
+    /// most every `SOURCE_REOPEN_EVERY`, so that an unreachable server
+    /// does not hold the owner's other work at each cycle).
+    fn open_source_of(&mut self, t: usize) -> Result<()> {
+        let Some(name) = self.bundle.tracks[t].ir.source_database.clone() else {
+            return Ok(());
+        };
+        if self.sources.contains_key(&name) {
+            return Ok(());
         }
+        if self
+            .source_tried
+            .get(&name)
+            .is_some_and(|at| at.elapsed() < SOURCE_REOPEN_EVERY)
+        {
+            return Err(Error::Config(format!(
+                "source database `{name}` could not be opened a moment ago"
+            )));
+        }
+        self.source_tried
+            .insert(name.clone(), std::time::Instant::now());
+        let url = self
+            .databases
+            .get(&name)
+            .ok_or_else(|| Error::Config(format!("node.toml has no `{name}` under [databases]")))?;
+        let db = crate::db::open_source(&crate::db::DbUrl::parse(url)?)?;
+        self.sources.insert(name, db);
+        Ok(())
     }
 
     fn send(&self, input: Input) {
@@ -307,7 +348,7 @@ impl OwnerThread {
                     });
                     self.bundle = bundle;
                     self.runs.clear();
-                    self.check_sources();
+                    self.share_source_tracks();
                 }
             }
         }
@@ -336,6 +377,9 @@ impl OwnerThread {
             .iter()
             .any(|tr| !matches!(tr, Trigger::Event(_)));
         let mut opened = None;
+        // A source that cannot be opened fails this run (the watcher has
+        // the track handed to a node that reads it).
+        self.open_source_of(t)?;
         if scheduled {
             if let Due::Yes { mark } = due(
                 self.store.as_mut(),
