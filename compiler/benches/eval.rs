@@ -114,7 +114,7 @@ const PLANS: &[&str] = &["free", "trial", "pro", "enterprise", "team"];
 
 /// Record `n` of the benchmark data set (NULLs at `null_percent`).
 fn record(rng: &mut Rng, n: i64, null_percent: u64) -> Vec<Value> {
-    let mut pick = |v: Value, rng: &mut Rng| {
+    let pick = |v: Value, rng: &mut Rng| {
         if rng.below(100) < null_percent {
             Value::Null
         } else {

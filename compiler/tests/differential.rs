@@ -388,7 +388,8 @@ impl Gen {
             }
             _ => {
                 let (a, b) = (self.condition(d), self.condition(d));
-                compare(a, b, *self.rng.pick(&["=", "!="]))
+                let op: &str = if self.rng.chance(50) { "=" } else { "!=" };
+                compare(a, b, op)
             }
         }
     }

@@ -72,7 +72,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         read_best = read_best.min(started.elapsed().as_secs_f64());
         let started = Instant::now();
-        let plan = trackc_runtime::plan::plan(store.as_mut(), &tracks, now)?;
+        let plan =
+            trackc_runtime::plan::plan(store.as_mut(), &mut Default::default(), &tracks, now)?;
         plan_best = plan_best.min(started.elapsed().as_secs_f64());
         let due: u64 = plan
             .tracks
@@ -85,10 +86,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "RESULT db={} contacts={n} rows_read={rows_read} read_seconds={read_best:.3} \
          plan_seconds={plan_best:.3} plan_over_read={:.2}",
-        match url.dialect() {
-            db::Dialect::Sqlite => "sqlite",
-            db::Dialect::Postgres => "postgres",
-        },
+        url.dialect().name(),
         plan_best / read_best
     );
     Ok(())

@@ -197,18 +197,6 @@ pub fn decisions_of(
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_key_is_found_by_its_json_form_and_like_characters_are_escaped() {
-        assert_eq!(like_key("1"), "%\"1\"%");
-        assert_eq!(like_key("a_b%c!"), "%\"a!_b!%c!!\"%");
-        assert_eq!(like_key("say \"hi\""), "%\"say \\\"hi\\\"\"%");
-    }
-}
-
 /// $1 track, $2 key.
 pub const STATE: &str = "SELECT step, entered_at, wake_at, seq, run_id FROM trackc_state
     WHERE track = $1 AND key = $2";
@@ -227,3 +215,15 @@ pub const LEGENDS: &str = "SELECT version, legend FROM trackc_history_legends WH
 /// $1 track, $2 version, $3 legend: kept once per version.
 pub const ADD_LEGEND: &str = "INSERT INTO trackc_history_legends (track, version, legend)
     VALUES ($1, $2, $3) ON CONFLICT (track, version) DO NOTHING";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_is_found_by_its_json_form_and_like_characters_are_escaped() {
+        assert_eq!(like_key("1"), "%\"1\"%");
+        assert_eq!(like_key("a_b%c!"), "%\"a!_b!%c!!\"%");
+        assert_eq!(like_key("say \"hi\""), "%\"say \\\"hi\\\"\"%");
+    }
+}

@@ -762,6 +762,25 @@ pub fn content_hash(text: &str) -> String {
     format!("{h:016x}")
 }
 
+/// A row of `trackc_databases` as both stores read it.
+pub(crate) fn source_schema_of(
+    name: String,
+    dialect: String,
+    file: Option<String>,
+    text: Option<String>,
+) -> Result<SourceSchema> {
+    let dialect = Dialect::from_name(&dialect).ok_or_else(|| {
+        Error::Data(format!(
+            "the deployed database `{name}` has an unknown dialect `{dialect}`"
+        ))
+    })?;
+    Ok(SourceSchema {
+        name,
+        dialect,
+        schema: file.zip(text),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -797,23 +816,4 @@ mod tests {
         assert!(e.contains("can be a track's source"), "{e}");
         assert!(DbUrl::parse("sqlite:").is_err());
     }
-}
-
-/// A row of `trackc_databases` as both stores read it.
-pub(crate) fn source_schema_of(
-    name: String,
-    dialect: String,
-    file: Option<String>,
-    text: Option<String>,
-) -> Result<SourceSchema> {
-    let dialect = Dialect::from_name(&dialect).ok_or_else(|| {
-        Error::Data(format!(
-            "the deployed database `{name}` has an unknown dialect `{dialect}`"
-        ))
-    })?;
-    Ok(SourceSchema {
-        name,
-        dialect,
-        schema: file.zip(text),
-    })
 }
