@@ -586,6 +586,53 @@ fn mariadb_source_mistakes_are_clear() {
     assert_eq!(&track[start..end], "sql on crm");
 }
 
+/// Nodes 1, 2, … on the state database `state`, each with its own line
+/// of `[databases]` (`crm` = the URL, or none), started and answering;
+/// then `t.dt` of `dir` deployed through node 1.
+fn start_group_and_deploy(
+    dir: &Path,
+    state: &str,
+    crm_urls: &[Option<String>],
+) -> Vec<nodes::Node> {
+    let n = crm_urls.len();
+    let ports = db::free_ports(2 * n);
+    let listens: Vec<std::net::SocketAddr> = (0..n)
+        .map(|i| std::net::SocketAddr::from(([127, 0, 0, 1], ports[i])))
+        .collect();
+    let plans: Vec<nodes::Plan> = (0..n)
+        .map(|i| nodes::Plan {
+            id: i as u64 + 1,
+            listen: listens[i],
+            http: ports[n + i],
+            database: state.to_string(),
+            peers: listens.clone(),
+            // Before the helper's `[[users]]` in each node.toml.
+            extra: crm_urls[i]
+                .as_ref()
+                .map(|url| format!("\n[databases]\ncrm = \"{url}\"\n"))
+                .unwrap_or_default(),
+        })
+        .collect();
+    let configs = nodes::write_configs(dir, &plans);
+    let group: Vec<nodes::Node> = configs
+        .iter()
+        .map(|(id, path, http)| nodes::start(*id, path, http, dir))
+        .collect();
+    for node in &group {
+        nodes::wait_for("the node answers", Duration::from_secs(30), || {
+            nodes::status(node).is_some()
+        });
+    }
+    let out = trackc()
+        .arg("deploy")
+        .arg(dir.join("t.dt"))
+        .args(["--to", &group[0].http, "--token", "author-token"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    group
+}
+
 /// A group of three nodes on one PostgreSQL state database, of which only
 /// node 2 reads the CRM in MariaDB (node 1's node.toml lacks it, node 3's
 /// points at a server that is not there). `trackc deploy --to` ships the
@@ -617,47 +664,12 @@ fn in_a_group_only_nodes_that_read_the_source_own_its_track() {
                  on every 1h\n    step s {\n        when active then sql { INSERT INTO effects \
                  (person, what) VALUES (:id, 'welcomed') }, end\n        else end\n    }\n}\n";
     let dir = project("group", state_schema, track);
-    let ports = db::free_ports(7);
-    let listens: Vec<std::net::SocketAddr> = (0..3)
-        .map(|i| std::net::SocketAddr::from(([127, 0, 0, 1], ports[i])))
-        .collect();
-    let extra = [
-        String::new(),
-        format!("\n[databases]\ncrm = \"{}\"\n", crm.url),
-        format!(
-            "\n[databases]\ncrm = \"mysql://root@127.0.0.1:{}/crm\"\n",
-            ports[6]
-        ),
-    ];
-    let plans: Vec<nodes::Plan> = (0..3)
-        .map(|i| nodes::Plan {
-            id: i as u64 + 1,
-            listen: listens[i],
-            http: ports[3 + i],
-            database: state.url.clone(),
-            peers: listens.clone(),
-            extra: extra[i].clone(),
-        })
-        .collect();
-    let configs = nodes::write_configs(&dir, &plans);
-    // (`extra`, with its `[databases]` table, comes before the helper's
-    // `[[users]]` in each node.toml.)
-    let group: Vec<nodes::Node> = configs
-        .iter()
-        .map(|(id, path, http)| nodes::start(*id, path, http, &dir))
-        .collect();
-    for node in &group {
-        nodes::wait_for("the node answers", Duration::from_secs(30), || {
-            nodes::status(node).is_some()
-        });
-    }
-    let out = trackc()
-        .arg("deploy")
-        .arg(dir.join("t.dt"))
-        .args(["--to", &group[0].http, "--token", "author-token"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    let unreachable = format!("mysql://root@127.0.0.1:{}/crm", db::free_port());
+    let group = start_group_and_deploy(
+        &dir,
+        &state.url,
+        &[None, Some(crm.url.clone()), Some(unreachable)],
+    );
     nodes::wait_for("every record decided", Duration::from_secs(60), || {
         state.count("SELECT count(*) FROM trackc_state WHERE track = 'crm_welcome'") == n
     });
@@ -820,38 +832,11 @@ fn a_track_moves_to_a_peer_when_its_owner_loses_the_source() {
         let (scheme_user, _) = crm.url.rsplit_once('@').unwrap();
         format!("{scheme_user}@127.0.0.1:{}/{}", relay.port, crm.name)
     };
-    let ports = db::free_ports(4);
-    let listens: Vec<std::net::SocketAddr> = (0..2)
-        .map(|i| std::net::SocketAddr::from(([127, 0, 0, 1], ports[i])))
-        .collect();
-    let urls = [through_relay, crm.url.clone()];
-    let plans: Vec<nodes::Plan> = (0..2)
-        .map(|i| nodes::Plan {
-            id: i as u64 + 1,
-            listen: listens[i],
-            http: ports[2 + i],
-            database: state.url.clone(),
-            peers: listens.clone(),
-            extra: format!("\n[databases]\ncrm = \"{}\"\n", urls[i]),
-        })
-        .collect();
-    let configs = nodes::write_configs(&dir, &plans);
-    let group: Vec<nodes::Node> = configs
-        .iter()
-        .map(|(id, path, http)| nodes::start(*id, path, http, &dir))
-        .collect();
-    for node in &group {
-        nodes::wait_for("the node answers", Duration::from_secs(30), || {
-            nodes::status(node).is_some()
-        });
-    }
-    let out = trackc()
-        .arg("deploy")
-        .arg(dir.join("t.dt"))
-        .args(["--to", &group[0].http, "--token", "author-token"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    let _group = start_group_and_deploy(
+        &dir,
+        &state.url,
+        &[Some(through_relay), Some(crm.url.clone())],
+    );
     let decided = |state: &mut Db| state.count("SELECT count(*) FROM effects");
     nodes::wait_for("the first records", Duration::from_secs(60), || {
         decided(&mut state) == 500
