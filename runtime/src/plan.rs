@@ -140,10 +140,7 @@ pub fn plan(
             event: None,
         };
         let mut source_db = crate::db::source_of(sources, track)?;
-        let dialect = source_db
-            .as_ref()
-            .map_or_else(|| store.dialect(), |s| s.dialect());
-        let source = RunSource::of_in(track, &run, store, dialect)?;
+        let source = RunSource::of_in(track, &run, store, &source_db)?;
         if let Some(query) = &source.statement {
             let env = Env { now };
             crate::db::source::gather_from(

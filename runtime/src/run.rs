@@ -207,10 +207,7 @@ impl Runner<'_> {
         // A source in a named database is read there, in its dialect;
         // states, outbox and events stay in the state database.
         let mut source_db = crate::db::source_of(self.sources, track)?;
-        let dialect = source_db
-            .as_ref()
-            .map_or_else(|| state.dialect(), |s| s.dialect());
-        let source = RunSource::of_in(track, run, state, dialect)?;
+        let source = RunSource::of_in(track, run, state, &source_db)?;
         let mut stats = RunStats::default();
         let stop = self.stop;
         let progress = self.progress;
@@ -304,18 +301,21 @@ pub struct RunSource {
 impl RunSource {
     /// The source of `run`: all records, or those of its events.
     pub fn of(track: &LoadedTrack, run: &RunInfo, store: &mut dyn Store) -> Result<RunSource> {
-        let dialect = store.dialect();
-        RunSource::of_in(track, run, store, dialect)
+        RunSource::of_in(track, run, store, &None)
     }
 
-    /// The source of `run` for a source database of `dialect` (the run's
-    /// events are in the state database `store`).
+    /// The source of `run` read from `source_db` (the track's named
+    /// database, in its dialect), else from the state database `store`,
+    /// which holds the run's events either way.
     pub fn of_in(
         track: &LoadedTrack,
         run: &RunInfo,
         store: &mut dyn Store,
-        dialect: Dialect,
+        source_db: &Option<&mut Box<dyn crate::db::SourceDb>>,
     ) -> Result<RunSource> {
+        let dialect = source_db
+            .as_ref()
+            .map_or_else(|| store.dialect(), |s| s.dialect());
         let events = match &run.event {
             Some(_) => store.run_events(run.id)?,
             None => Vec::new(),

@@ -106,30 +106,35 @@ pub fn open_for(
         if open.contains_key(name) {
             continue;
         }
-        let url = urls.get(name).ok_or_else(|| {
+        let db = open_named(urls, name, None)?.ok_or_else(|| {
             crate::error::Error::Config(format!(
                 "track {} reads database `{name}`, which this node's node.toml does not list \
                  under [databases]",
                 t.ir.name
             ))
         })?;
-        let db = super::open_source(&super::DbUrl::parse(url)?)?;
         open.insert(name.clone(), db);
     }
     Ok(open)
 }
 
-/// Opens a source database to check that it answers: as `open_source`,
-/// with MariaDB/MySQL waiting at most `timeout` for a connection or an
-/// answer (PostgreSQL and SQLite stores bound their own waits).
-pub fn open_checking(
-    url: &super::DbUrl,
-    timeout: std::time::Duration,
-) -> Result<Box<dyn SourceDb>> {
-    match url {
-        super::DbUrl::MySql(url) => Ok(Box::new(super::mysql::MySqlSource::open_with_timeouts(
-            url, timeout, timeout,
-        )?)),
-        other => super::open_source(other),
-    }
+/// Opens source database `name` of `urls` (`None`: not listed there).
+/// With `timeout`, a MariaDB/MySQL connection waits at most that long for
+/// a connection or an answer (a check that it answers; PostgreSQL and
+/// SQLite stores bound their own waits); without, as `open_source`.
+pub fn open_named(
+    urls: &std::collections::BTreeMap<String, String>,
+    name: &str,
+    timeout: Option<std::time::Duration>,
+) -> Result<Option<Box<dyn SourceDb>>> {
+    let Some(url) = urls.get(name) else {
+        return Ok(None);
+    };
+    let db: Box<dyn SourceDb> = match (super::DbUrl::parse(url)?, timeout) {
+        (super::DbUrl::MySql(url), Some(timeout)) => Box::new(
+            super::mysql::MySqlSource::open_with_timeouts(&url, timeout, timeout)?,
+        ),
+        (other, _) => super::open_source(&other)?,
+    };
+    Ok(Some(db))
 }

@@ -61,16 +61,9 @@ pub fn watch_sources(
         for name in needed.keys() {
             let result = match open.get_mut(name) {
                 Some(db) => db.ping(),
-                None => match databases.get(name) {
-                    None => Err(Error::Config(format!(
-                        "node.toml has no `{name}` under [databases]"
-                    ))),
-                    Some(url) => crate::db::DbUrl::parse(url)
-                        .and_then(|u| crate::db::source::open_checking(&u, SOURCE_CHECK_TIMEOUT))
-                        .map(|db| {
-                            open.insert(name.clone(), db);
-                        }),
-                },
+                None => open_named(&databases, name, Some(SOURCE_CHECK_TIMEOUT)).map(|db| {
+                    open.insert(name.clone(), db);
+                }),
             };
             if let Err(e) = result {
                 // Opened again at the next check.
@@ -102,6 +95,17 @@ pub fn watch_sources(
         }
         std::thread::sleep(SOURCE_CHECK_EVERY);
     }
+}
+
+/// Opens source database `name` of node.toml's `[databases]` (`timeout`:
+/// the watcher's short waits, see `db::source::open_named`).
+fn open_named(
+    databases: &std::collections::BTreeMap<String, String>,
+    name: &str,
+    timeout: Option<Duration>,
+) -> Result<Box<dyn crate::db::SourceDb>> {
+    crate::db::source::open_named(databases, name, timeout)?
+        .ok_or_else(|| Error::Config(format!("node.toml has no `{name}` under [databases]")))
 }
 
 /// The deployed tracks, compiled, and a hash that tells bundles apart.
@@ -261,11 +265,7 @@ impl OwnerThread {
         }
         self.source_tried
             .insert(name.clone(), std::time::Instant::now());
-        let url = self
-            .databases
-            .get(&name)
-            .ok_or_else(|| Error::Config(format!("node.toml has no `{name}` under [databases]")))?;
-        let db = crate::db::open_source(&crate::db::DbUrl::parse(url)?)?;
+        let db = open_named(&self.databases, &name, None)?;
         self.sources.insert(name, db);
         Ok(())
     }
@@ -442,18 +442,9 @@ impl OwnerThread {
     /// while this node has many blocks outstanding.
     fn gather(&mut self, t: usize, run: &RunInfo, epoch: u64) -> Result<u64> {
         let track = &self.bundle.tracks[t];
-        let mut source_db = crate::db::source_of(&mut self.sources, track).map_err(|_| {
-            Error::Config(format!(
-                "track {} reads database `{}`, which this node does not reach \
-                 (node.toml [databases])",
-                track.ir.name,
-                track.ir.source_database.as_deref().unwrap_or_default()
-            ))
-        })?;
-        let dialect = source_db
-            .as_ref()
-            .map_or_else(|| self.store.dialect(), |s| s.dialect());
-        let source = RunSource::of_in(track, run, self.store.as_mut(), dialect)?;
+        // Opened by `run` (`open_source_of`) before the run was.
+        let mut source_db = crate::db::source_of(&mut self.sources, track)?;
+        let source = RunSource::of_in(track, run, self.store.as_mut(), &source_db)?;
         let Some(query) = &source.statement else {
             self.note_unknown_keys(&track.ir.name, source.unknown(0));
             return Ok(0);
