@@ -96,7 +96,7 @@ pub struct ClientTlsArgs {
 }
 
 impl ClientTlsArgs {
-    fn connection(&self) -> Connection {
+    pub(crate) fn connection(&self) -> Connection {
         Connection {
             ca: self.ca.clone(),
             identity: self.client_cert.clone().zip(self.client_key.clone()),
@@ -119,7 +119,7 @@ pub struct TokenArgs {
 }
 
 impl TokenArgs {
-    fn get(&self) -> Result<Option<String>, UsageError> {
+    pub(crate) fn get(&self) -> Result<Option<String>, UsageError> {
         let Some(path) = &self.token_file else {
             return Ok(self.token.clone());
         };
@@ -265,16 +265,33 @@ pub(crate) fn call(
     path: &str,
     body: Option<String>,
 ) -> Result<Result<serde_json::Value, ExitCode>, UsageError> {
-    let url = format!("{}{path}", remote.to.trim_end_matches('/'));
-    let token = remote.token.get()?;
-    let (status, text) = request(
-        method,
-        &url,
-        token.as_deref(),
-        body,
-        &remote.tls.connection(),
-    )
-    .map_err(failed)?;
+    let api = Api {
+        url: &remote.to,
+        token: &remote.token,
+        tls: &remote.tls,
+    };
+    call_at(&api, method, path, body)
+}
+
+/// A node's API as a command reaches it.
+pub(crate) struct Api<'a> {
+    pub url: &'a str,
+    pub token: &'a TokenArgs,
+    pub tls: &'a ClientTlsArgs,
+}
+
+/// `call`, for a command whose API URL is not `--to` (`trackc move`,
+/// whose `--to` is the node a track goes to).
+pub(crate) fn call_at(
+    api: &Api,
+    method: &str,
+    path: &str,
+    body: Option<String>,
+) -> Result<Result<serde_json::Value, ExitCode>, UsageError> {
+    let url = format!("{}{path}", api.url.trim_end_matches('/'));
+    let token = api.token.get()?;
+    let (status, text) =
+        request(method, &url, token.as_deref(), body, &api.tls.connection()).map_err(failed)?;
     let value: serde_json::Value = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
     if (200..300).contains(&status) {
         return Ok(Ok(value));
@@ -384,7 +401,7 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode, UsageError> {
             }
             for n in status["nodes"].as_array().into_iter().flatten() {
                 println!(
-                    "  node {:<4} {:<12} {:<8}{} database {:<11} protocol {:<2} tracks: {}",
+                    "  node {:<4} {:<12} {:<8}{} database {:<11} protocol {:<2} load {:<8} tracks: {}",
                     n["id"],
                     n["state"].as_str().unwrap_or("?"),
                     n["role"].as_str().unwrap_or("?"),
@@ -399,16 +416,19 @@ pub fn status(args: &StatusArgs) -> Result<ExitCode, UsageError> {
                         "unreachable"
                     },
                     n["protocol"],
+                    n["load"],
                     n["tracks"]
                 );
             }
             for t in status["tracks"].as_array().into_iter().flatten() {
                 println!(
-                    "  track {:<24} owner {:<4} epoch {:<4} blocks in flight {}",
+                    "  track {:<24} owner {:<4} epoch {:<4} blocks in flight {:<4} cost {:<8} {}",
                     t["name"].as_str().unwrap_or("?"),
                     t["owner"],
                     t["epoch"],
-                    t["blocks_in_flight"]
+                    t["blocks_in_flight"],
+                    t["cost"],
+                    crate::balance_cli::measured(&t["measured"])
                 );
             }
         }

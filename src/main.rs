@@ -5,6 +5,7 @@
 //! I/O problems (a file that cannot be read, records that are not JSON).
 
 mod audit_cli;
+mod balance_cli;
 mod fmt_cli;
 mod group_cli;
 mod lsp;
@@ -136,6 +137,10 @@ enum Command {
     Status(group_cli::StatusArgs),
     /// Make a node hand its tracks over, finish its blocks and leave.
     Drain(group_cli::DrainArgs),
+    /// Hand a track to a chosen node at the end of its current run; it stays there.
+    Move(balance_cli::MoveArgs),
+    /// The moves the group would make to even out the load, and each node's load.
+    Rebalance(balance_cli::RebalanceArgs),
     /// Raise an event for a record.
     Emit(group_cli::EmitArgs),
     /// The deploys kept in the deploy history: number, when, who, what changed, files.
@@ -248,6 +253,8 @@ fn main() -> ExitCode {
         Command::Deploy(args) => group_cli::deploy(&args),
         Command::Status(args) => group_cli::status(&args),
         Command::Drain(args) => group_cli::drain(&args),
+        Command::Move(args) => balance_cli::move_track(&args),
+        Command::Rebalance(args) => balance_cli::rebalance(&args),
         Command::Emit(args) => group_cli::emit(&args),
         Command::Versions(args) => versions_cli::versions(&args),
         Command::Rollback(args) => versions_cli::rollback(&args),

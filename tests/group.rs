@@ -613,6 +613,11 @@ fn a_partitioned_node_in_a_mixed_version_group_doubles_nothing() {
         database: true,
         runs: vec![],
         gave_up: vec![],
+        balancing: true,
+        costs: vec![],
+        handoffs: vec![],
+        moved: u32::MAX,
+        asks: vec![],
     });
     let frame = Sealer::new(SECRET.as_bytes(), 9, 1)
         .speaking(newer)
@@ -957,6 +962,11 @@ fn the_group_secret_is_rotated_without_a_restart_and_nothing_is_lost() {
         database: true,
         runs: vec![],
         gave_up: vec![],
+        balancing: true,
+        costs: vec![],
+        handoffs: vec![],
+        moved: u32::MAX,
+        asks: vec![],
     });
     let frame = Sealer::new(SECRET.as_bytes(), 9, 1).seal(BROADCAST, &advert);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -1255,4 +1265,289 @@ fn the_api_answers_why_plan_versions_rollback_and_audits_every_action() {
             },
         );
     }
+}
+
+/// Six tracks over shares of the items, so of different sizes (per cent of
+/// the items each reads): what the rebalancing test runs.
+const SHARES: [(&str, u32); 6] = [
+    ("huge", 36),
+    ("large", 24),
+    ("big", 18),
+    ("medium", 12),
+    ("small", 6),
+    ("tiny", 3),
+];
+
+/// Each node's load (its tracks' costs summed) as `node` sees them.
+fn loads(node: &Node) -> Option<Vec<(u64, u64, usize)>> {
+    let s = status(node)?;
+    let nodes = s["nodes"].as_array()?;
+    Some(
+        nodes
+            .iter()
+            .filter(|n| n["state"] == "alive")
+            .map(|n| {
+                let tracks = n["tracks"].as_array().map_or(0, Vec::len);
+                (
+                    n["id"].as_u64().unwrap(),
+                    n["load"].as_u64().unwrap(),
+                    tracks,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Whether every track is owned, every one of `ids` owns one, and the
+/// group is balanced by the rule of docs/group.md: the most loaded node is
+/// within 25 % of the average, or none of the tracks it may give (not
+/// pinned) is small enough to narrow the gap to the least loaded by the
+/// threshold.
+fn fair_share(node: &Node, ids: &[u64]) -> bool {
+    let (Some(loads), Some(s)) = (loads(node), status(node)) else {
+        return false;
+    };
+    let owned: usize = loads.iter().map(|l| l.2).sum();
+    let present: Vec<u64> = loads.iter().map(|l| l.0).collect();
+    if owned != SHARES.len() || ids.iter().any(|id| !present.contains(id)) {
+        return false;
+    }
+    if loads.iter().any(|l| l.2 == 0) {
+        return false;
+    }
+    let total: u64 = loads.iter().map(|l| l.1).sum();
+    let average = total as f64 / ids.len() as f64;
+    let max = loads.iter().max_by_key(|l| l.1).unwrap();
+    let min = loads.iter().min_by_key(|l| l.1).unwrap();
+    if max.1 as f64 <= 1.25 * average {
+        return true;
+    }
+    let gap = (max.1 - min.1) as f64;
+    !s["tracks"].as_array().unwrap().iter().any(|t| {
+        t["owner"] == max.0
+            && t["measured"]["pinned"] != true
+            && t["cost"].as_f64().unwrap() <= gap - 0.25 * average
+    })
+}
+
+/// Every effect of the rebalancing tracks once: one row per track and
+/// item of its share.
+fn check_shares_once(db: &mut Db) {
+    for (track, share) in SHARES {
+        let want = db.count(&format!(
+            "SELECT count(*) FROM items WHERE id % 100 < {share}"
+        ));
+        let sql = format!("SELECT count(*) FROM effects WHERE what = '{track}'");
+        assert_eq!(db.count(&sql), want, "{sql}");
+    }
+    assert_eq!(
+        db.count(
+            "SELECT count(*) FROM (SELECT item, what FROM effects GROUP BY item, what \
+             HAVING count(*) > 1) d"
+        ),
+        0,
+        "an effect done twice"
+    );
+}
+
+/// Load follows the group (issue 19): one node runs six tracks of
+/// different sizes; two more join and within the bound each owns a fair
+/// share by measured cost, every effect once across the moves (items are
+/// added while tracks move); an operator moves a track by hand and it
+/// stays; then a node drains and its tracks go to the others, still
+/// balanced and still once.
+#[test]
+fn load_follows_the_group_as_nodes_join_and_drain() {
+    let Some(mut db) = Db::postgres("rebalance") else {
+        return;
+    };
+    let dir = temp_dir("rebalance");
+    let schema = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/crash/schema.sql");
+    db.execute(&std::fs::read_to_string(&schema).unwrap());
+    db.execute("INSERT INTO items (id, n, email) SELECT i, i, 'x' FROM generate_series(1, 3000) i");
+    let tracks = dir.join("tracks");
+    std::fs::create_dir_all(&tracks).unwrap();
+    std::fs::copy(&schema, tracks.join("schema.sql")).unwrap();
+    let text: String = SHARES
+        .iter()
+        .map(|(name, share)| {
+            format!(
+                "track {name} {{\n    source key id {{ SELECT id, n, email FROM items WHERE id % 100 < {share} }}\n    \
+                 on every 1s\n    step one {{\n        when n >= 0 then sql {{ INSERT INTO effects (item, what) \
+                 VALUES (:id, '{name}') }}, end\n    }}\n}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(tracks.join("shares.dt"), text).unwrap();
+    let mut plans = plans(&db);
+    for p in &mut plans {
+        p.extra = "rebalance_every = 5\nrebalance_cooldown = \"3s\"\n".into();
+    }
+    let configs = write_configs(&dir, &plans);
+    let mut nodes: Vec<Node> = Vec::new();
+    nodes.push(start(configs[0].0, &configs[0].1, &configs[0].2, &dir));
+    wait_for("node 1 answers", Duration::from_secs(30), || {
+        status(&nodes[0]).is_some()
+    });
+    deploy(&nodes[0], &tracks);
+    // Node 1 alone owns all six and has measured each.
+    wait_for(
+        "node 1 owns and measures every track",
+        Duration::from_secs(60),
+        || {
+            status(&nodes[0]).is_some_and(|s| {
+                s["tracks"].as_array().is_some_and(|ts| {
+                    ts.len() == 6
+                        && ts
+                            .iter()
+                            .all(|t| t["owner"] == 1 && t["measured"]["runs"].as_u64() >= Some(1))
+                })
+            })
+        },
+    );
+    let alone = loads(&nodes[0]).unwrap();
+    assert_eq!(alone.len(), 1, "{alone:?}");
+    // Two nodes join; items arrive while the tracks move.
+    for c in &configs[1..] {
+        nodes.push(start(c.0, &c.1, &c.2, &dir));
+    }
+    db.execute(
+        "INSERT INTO items (id, n, email) SELECT i, i, 'x' FROM generate_series(3001, 6000) i",
+    );
+    let took = wait_for("a fair share by cost", Duration::from_secs(60), || {
+        fair_share(&nodes[0], &[1, 2, 3])
+    });
+    eprintln!(
+        "grown from 1 to 3 nodes: fair share by cost in {took:.1?}: {:?}",
+        loads(&nodes[0]).unwrap()
+    );
+    // The same plan seen from another node: nothing to do.
+    let out = trackc()
+        .args(["rebalance", "--dry-run", "--to", &nodes[2].http])
+        .args(["--token", "viewer-token"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("load"), "{out:?}");
+    db.execute(
+        "INSERT INTO items (id, n, email) SELECT i, i, 'x' FROM generate_series(6001, 7000) i",
+    );
+    wait_for("every effect", Duration::from_secs(60), || {
+        db.count("SELECT count(*) FROM effects")
+            == SHARES.iter().map(|(_, s)| i64::from(*s) * 70).sum::<i64>()
+    });
+    check_shares_once(&mut db);
+
+    // An operator moves `tiny` by hand, asking a node that does not own
+    // it; a viewer may not.
+    let from = owner(&nodes[0], "tiny").unwrap();
+    let to = if from == 3 { 2 } else { 3 };
+    let asked = nodes.iter().find(|n| n.id != from).unwrap();
+    let moving = |token: &str| {
+        trackc()
+            .args([
+                "move",
+                "tiny",
+                "--to",
+                &to.to_string(),
+                "--via",
+                &asked.http,
+            ])
+            .args(["--token", token])
+            .output()
+            .unwrap()
+    };
+    let out = moving("viewer-token");
+    assert!(!out.status.success(), "{out:?}");
+    let out = moving("operator-token");
+    assert!(out.status.success(), "{out:?}");
+    wait_for("tiny moves", Duration::from_secs(20), || {
+        owner(&nodes[0], "tiny") == Some(to)
+    });
+    let out = trackc()
+        .args([
+            "move",
+            "tiny",
+            "--to",
+            &to.to_string(),
+            "--via",
+            &asked.http,
+        ])
+        .args(["--token", "operator-token"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("owns `tiny` already"),
+        "{out:?}"
+    );
+    assert_eq!(
+        db.count(&format!(
+            "SELECT count(*) FROM trackc_audit WHERE action = 'move' AND who = 'operator' \
+             AND target = 'track tiny to node {to}' AND result LIKE 'ok%'"
+        )),
+        1
+    );
+
+    // The node with most tracks drains: they spread over the other two
+    // (each to the least loaded at the time, costliest first), balanced.
+    let before = loads(&nodes[0]).unwrap();
+    let drained = before.iter().max_by_key(|l| (l.2, l.0)).unwrap().0;
+    let gone: Vec<String> = SHARES
+        .iter()
+        .map(|(t, _)| t.to_string())
+        .filter(|t| owner(&nodes[0], t) == Some(drained))
+        .collect();
+    assert!(gone.len() >= 2, "{before:?}");
+    let d = nodes.iter().position(|n| n.id == drained).unwrap();
+    let out = trackc()
+        .args(["drain", &drained.to_string(), "--to", &nodes[d].http])
+        .args(["--token", "operator-token"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let child = nodes[d].child.as_mut().unwrap();
+    wait_for("the drained node exits", Duration::from_secs(30), || {
+        child.try_wait().unwrap().is_some()
+    });
+    nodes[d].child = None;
+    nodes.remove(d);
+    db.execute(
+        "INSERT INTO items (id, n, email) SELECT i, i, 'x' FROM generate_series(7001, 8000) i",
+    );
+    let rest: Vec<u64> = nodes.iter().map(|n| n.id).collect();
+    let start = Instant::now();
+    while !fair_share(&nodes[0], &rest) {
+        let s = status(&nodes[0]).unwrap_or_default();
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no fair share after the drain within 60 s: {}\n{}\n{}",
+            s["nodes"],
+            s["tracks"],
+            s["rebalance"]
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = start.elapsed();
+    let takers: HashSet<u64> = gone.iter().filter_map(|t| owner(&nodes[0], t)).collect();
+    eprintln!(
+        "drained node {drained} ({gone:?}): fair share in {took:.1?}: {:?}; its tracks went to \
+         {takers:?}",
+        loads(&nodes[0]).unwrap()
+    );
+    assert_eq!(
+        takers.len(),
+        2,
+        "the drained tracks did not spread: {takers:?}"
+    );
+    wait_for(
+        "every effect after the drain",
+        Duration::from_secs(60),
+        || {
+            db.count("SELECT count(*) FROM effects")
+                == SHARES.iter().map(|(_, s)| i64::from(*s) * 80).sum::<i64>()
+        },
+    );
+    check_shares_once(&mut db);
+    check_alive(&mut nodes);
+    check_no_secrets_in_logs(&dir);
 }

@@ -78,6 +78,11 @@ fn main() {
                 database: true,
                 runs: vec![("welcome".into(), 12)],
                 gave_up: vec!["stuck".into()],
+                balancing: true,
+                costs: vec![],
+                handoffs: vec![],
+                moved: u32::MAX,
+                asks: vec![],
             }),
         ),
         (

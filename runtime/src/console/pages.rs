@@ -180,7 +180,12 @@ fn group(store: &mut dyn Store, status: Json, standalone: bool, viewer: &Viewer)
         .map_err(failed)?
         .into_iter()
         .rev()
-        .filter(|e| matches!(e.action.as_str(), "deploy" | "rollback" | "drain" | "claim"))
+        .filter(|e| {
+            matches!(
+                e.action.as_str(),
+                "deploy" | "rollback" | "drain" | "claim" | "move"
+            )
+        })
         .take(10)
         .map(|e| {
             json!({"at": format_timestamp(e.at), "who": e.who, "role": e.role,

@@ -43,6 +43,8 @@ pub enum AuditAction {
     Refused,
     /// A node became a track's owner (first, or taking it over).
     Claim,
+    /// An operator moved a track to a node (`trackc move`).
+    Move,
 }
 
 impl AuditAction {
@@ -55,6 +57,7 @@ impl AuditAction {
             AuditAction::OutboxRetry => "outbox retry",
             AuditAction::Refused => "refused request",
             AuditAction::Claim => "claim",
+            AuditAction::Move => "move",
         }
     }
 }

@@ -12,7 +12,10 @@
 //! group must settle within a bound: every track one owner, one master,
 //! every record's effect done exactly once.
 
-use super::protocol::{Block, Command, Group, Message, NodeId, Outcome, Output, Role, Settings};
+use super::balance::{balanced, Holding};
+use super::protocol::{
+    Block, Command, Group, Message, NodeId, Outcome, Output, Role, RunMeasure, Settings,
+};
 use std::collections::{BTreeMap, VecDeque};
 
 /// What a simulation runs and which faults it injects (per mille per
@@ -66,6 +69,24 @@ pub struct SimConfig {
     /// A deliberately broken store for tests of this simulator: a block
     /// decided again ignores the records' sequence numbers.
     pub mutant_retry_ignores_seq: bool,
+    /// What a run of each track costs (records per run), cycled over the
+    /// tracks; empty: runs measure nothing (every track weighs alike).
+    pub track_costs: Vec<u64>,
+    /// Each measured run is off by up to this many percent either way.
+    pub cost_noise: u32,
+    /// Active nodes that are not there at the start: each joins at a
+    /// random cycle of the faulty period (at the latest when it heals).
+    pub joiners: usize,
+    /// Per mille per cycle: a running active node is told to drain; once
+    /// it has left it comes back a while later as a new life.
+    pub drain: u32,
+    pub rebalance_threshold: u32,
+    pub rebalance_every: u32,
+    pub rebalance_cooldown: u32,
+    /// Cycles watched once the group has settled: no track may change
+    /// owner twice in them (no flapping), and the group must stay settled
+    /// but for the moves it makes.
+    pub quiet_cycles: u64,
 }
 
 impl Default for SimConfig {
@@ -96,6 +117,14 @@ impl Default for SimConfig {
             failed_commit_answer_lost: 20,
             slow_commit: 20,
             mutant_retry_ignores_seq: false,
+            track_costs: Vec::new(),
+            cost_noise: 0,
+            joiners: 0,
+            drain: 0,
+            rebalance_threshold: 25,
+            rebalance_every: 4,
+            rebalance_cooldown: 16,
+            quiet_cycles: 0,
         }
     }
 }
@@ -191,6 +220,12 @@ pub struct SimReport {
     /// Block commits refused because the epoch had moved on.
     pub fenced: u64,
     pub records: u64,
+    /// Drains asked (each node left and came back).
+    pub drains: u64,
+    /// Nodes that joined after the start.
+    pub joins: u64,
+    /// Owner changes of tracks in the quiet period.
+    pub quiet_moves: u64,
 }
 
 /// A broken invariant, with the seed and the last steps.
@@ -235,6 +270,8 @@ pub struct Sim {
     /// Pairs of nodes that cannot reach each other until the cycle.
     cut: BTreeMap<(NodeId, NodeId), u64>,
     faults: bool,
+    /// The faults have healed (`run`).
+    healed: bool,
     trace: VecDeque<String>,
     report: SimReport,
 }
@@ -246,9 +283,11 @@ impl Sim {
             db.effects
                 .insert(track_name(t), vec![0; config.records_per_track]);
         }
-        let nodes = (0..config.actives + config.standbys)
+        // When each joiner comes: drawn apart from the faults' stream.
+        let mut joins = Rng::new(seed ^ 0x6a6f_696e);
+        let nodes = (0..config.actives + config.standbys + config.joiners)
             .map(|i| {
-                let role = if i < config.actives {
+                let role = if i < config.actives || i >= config.actives + config.standbys {
                     Role::Active
                 } else {
                     Role::Standby
@@ -265,7 +304,11 @@ impl Sim {
                     jobs: Vec::new(),
                     left: false,
                 };
-                node.group = Some(boot(&config, &node));
+                if i >= config.actives + config.standbys {
+                    node.restart_at = 1 + joins.below(config.fault_cycles.max(1));
+                } else {
+                    node.group = Some(boot(&config, &node));
+                }
                 node
             })
             .collect();
@@ -278,6 +321,7 @@ impl Sim {
             db,
             cut: BTreeMap::new(),
             faults: true,
+            healed: false,
             trace: VecDeque::new(),
             report: SimReport::default(),
             config,
@@ -295,6 +339,7 @@ impl Sim {
             self.step()?;
             if self.settled().is_ok() {
                 self.report.settled_after = self.cycle - healed_at;
+                self.quiet()?;
                 self.report.cycles = self.cycle;
                 self.report.commits = self.db.commits;
                 self.report.fenced = self.db.fenced;
@@ -307,6 +352,43 @@ impl Sim {
             "not settled {} cycles after the faults healed: {why}",
             self.config.settle_cycles
         )))
+    }
+
+    /// The quiet period after settling: nothing changes in the group, so
+    /// no track may change owner twice (flapping), and the group ends
+    /// settled.
+    fn quiet(&mut self) -> Result<(), SimFailure> {
+        let epochs = |sim: &Sim| -> BTreeMap<String, u64> {
+            sim.db
+                .owners
+                .iter()
+                .map(|(t, &(_, e))| (t.clone(), e))
+                .collect()
+        };
+        let start = epochs(self);
+        for _ in 0..self.config.quiet_cycles {
+            self.step()?;
+            let now = epochs(self);
+            for (t, e) in &now {
+                let moves = e - start.get(t).copied().unwrap_or(0);
+                if moves > 1 {
+                    return Err(self.failure(format!(
+                        "{t} changed owner {moves} times in a quiet period (flapping)"
+                    )));
+                }
+            }
+        }
+        let end = epochs(self);
+        self.report.quiet_moves = end
+            .iter()
+            .map(|(t, e)| e - start.get(t).copied().unwrap_or(0))
+            .sum();
+        if self.config.quiet_cycles > 0 {
+            if let Err(why) = self.settled() {
+                return Err(self.failure(format!("unsettled in the quiet period: {why}")));
+            }
+        }
+        Ok(())
     }
 
     /// A simulation without faults, driven step by step (tests,
@@ -412,6 +494,7 @@ impl Sim {
 
     fn heal(&mut self) {
         self.faults = false;
+        self.healed = true;
         self.cut.clear();
         let cycle = self.cycle;
         for n in &mut self.nodes {
@@ -514,6 +597,18 @@ impl Sim {
             }
             self.note(format!("node {a} cut off for {length} cycles"));
         }
+        if self.rng.chance(self.config.drain) {
+            let i = self.rng.below(count) as usize;
+            let n = &mut self.nodes[i];
+            if n.role == Role::Active && !n.left {
+                if let Some(g) = n.group.as_mut().filter(|g| !g.is_draining()) {
+                    g.drain();
+                    self.report.drains += 1;
+                    let id = n.id;
+                    self.note(format!("node {id} drains"));
+                }
+            }
+        }
         if self.rng.chance(self.config.db_outage) {
             let id = self.rng.below(count) as NodeId + 1;
             let length = 1 + self.rng.below(3 * u64::from(self.config.missed_cycles));
@@ -531,13 +626,21 @@ impl Sim {
     fn restart_due(&mut self) {
         for i in 0..self.nodes.len() {
             let n = &self.nodes[i];
-            if n.group.is_none() && !n.left && n.restart_at <= self.cycle {
+            if (n.group.is_none() || n.left) && n.restart_at <= self.cycle {
                 let n = &mut self.nodes[i];
+                let joins = n.incarnation == 0 && i >= self.config.actives + self.config.standbys;
                 n.incarnation += 1;
                 n.paused_until = 0;
+                n.left = false;
+                n.jobs.clear();
                 n.group = Some(boot(&self.config, n));
                 let id = n.id;
-                self.note(format!("node {id} restarts"));
+                if joins {
+                    self.report.joins += 1;
+                    self.note(format!("node {id} joins"));
+                } else {
+                    self.note(format!("node {id} restarts"));
+                }
             }
         }
     }
@@ -638,7 +741,21 @@ impl Sim {
                         self.report.slow_commits += 1;
                     }
                     if let Command::Leave = command {
-                        self.nodes[i].left = true;
+                        // Back after its maintenance; once the faults have
+                        // healed, at once (the group must settle whole).
+                        // A calm run's drained node stays away.
+                        let back = if self.faults {
+                            self.cycle
+                                + 1
+                                + self.rng.below(4 * u64::from(self.config.missed_cycles))
+                        } else if self.healed {
+                            self.cycle + 1
+                        } else {
+                            u64::MAX
+                        };
+                        let n = &mut self.nodes[i];
+                        n.left = true;
+                        n.restart_at = back;
                         self.note(format!("node {from} leaves"));
                         continue;
                     }
@@ -711,7 +828,8 @@ impl Sim {
                 group.gathered(&track, epoch, second, true);
             }
             Command::FinishRun { track, epoch, .. } => {
-                self.group_mut(i).run_finished(&track, epoch)
+                let measure = self.measure(&track);
+                self.group_mut(i).run_finished(&track, epoch, measure)
             }
             Command::Release { .. } | Command::CheckBundle | Command::Leave => {}
             Command::Execute(block) => {
@@ -720,6 +838,51 @@ impl Sim {
             }
         }
         Ok(())
+    }
+
+    /// What a run of `track` costs, with the configured noise.
+    fn measure(&mut self, track: &str) -> Option<RunMeasure> {
+        let size = self.track_cost(track)?;
+        let noise = u64::from(self.config.cost_noise);
+        let percent = 100 - noise + self.rng.below(2 * noise + 1);
+        Some(RunMeasure {
+            records: size * percent / 100,
+            millis: 1 + size / 100,
+        })
+    }
+
+    /// The configured cost of `track` (its number picks from the list).
+    fn track_cost(&self, track: &str) -> Option<u64> {
+        let costs = &self.config.track_costs;
+        let t: usize = track.strip_prefix("track")?.parse().ok()?;
+        (!costs.is_empty()).then(|| costs[t % costs.len()])
+    }
+
+    /// What each running active node owns and what it costs, as the
+    /// owners measured it (the balance check's view).
+    pub fn holdings(&self) -> Vec<Holding> {
+        self.nodes
+            .iter()
+            .filter(|n| n.role == Role::Active && !n.left)
+            .filter_map(|n| {
+                let g = n.group.as_ref()?;
+                let views = g.tracks();
+                let tracks = g
+                    .owned()
+                    .into_iter()
+                    .map(|(t, _)| {
+                        let cost = views.iter().find(|v| v.name == t).map_or(1, |v| v.cost);
+                        (t, cost, true)
+                    })
+                    .collect();
+                Some(Holding {
+                    node: n.id,
+                    may_move: true,
+                    tracks,
+                    refuses: Default::default(),
+                })
+            })
+            .collect()
     }
 
     fn group_mut(&mut self, i: usize) -> &mut Group {
@@ -856,6 +1019,9 @@ impl Sim {
                 ));
             }
         }
+        if self.config.rebalance_threshold > 0 && !self.config.track_costs.is_empty() {
+            balanced(&self.holdings(), self.config.rebalance_threshold)?;
+        }
         let expected = running
             .iter()
             .filter(|n| n.role == Role::Active)
@@ -887,6 +1053,9 @@ fn boot(config: &SimConfig, node: &SimNode) -> Group {
     settings.capacity = config.capacity;
     settings.stuck_cycles = config.stuck_cycles;
     settings.incarnation = node.incarnation;
+    settings.rebalance_threshold = config.rebalance_threshold;
+    settings.rebalance_every = config.rebalance_every;
+    settings.rebalance_cooldown = config.rebalance_cooldown;
     let mut group = Group::new(settings);
     group.ready(1, (0..config.tracks).map(track_name));
     group

@@ -47,7 +47,7 @@ const MAC_BYTES: usize = 32;
 /// The protocol version this build speaks unless `protocol` says otherwise.
 /// Bump it when a message changes its encoding, and keep reading the
 /// versions a group may still run during an upgrade.
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 /// The oldest version this build reads and can speak. Version 1 is the
 /// same messages without the version header.
 pub const PROTOCOL_OLDEST: u8 = 1;
@@ -63,6 +63,9 @@ const REPLAY_WINDOW: u64 = 4096;
 pub const FRAME_BYTES_MAX: usize = 16 << 20;
 /// The first protocol whose messages are encrypted.
 pub const ENCRYPTED_SINCE: u8 = 3;
+/// The first protocol whose advertisements carry track costs and moves
+/// (rebalancing); 2 and 3 carry `MessageV3`.
+pub const BALANCING_SINCE: u8 = 4;
 /// A sender's salt: random, drawn once per life, sent in clear.
 const SALT_BYTES: usize = 16;
 /// What HKDF expands the frame key for, so that no other use of the group
@@ -137,10 +140,100 @@ impl From<MessageV1> for Message {
                 database: a.database,
                 runs: Vec::new(),
                 gave_up: Vec::new(),
+                balancing: false,
+                costs: Vec::new(),
+                handoffs: Vec::new(),
+                moved: u32::MAX,
+                asks: Vec::new(),
             }),
             MessageV1::Block(b) => Message::Block(b),
             MessageV1::Ack { id, outcome, free } => Message::Ack { id, outcome, free },
             MessageV1::Drain => Message::Drain,
+        }
+    }
+}
+
+/// The messages of protocols 2 and 3: their advert had neither costs nor
+/// moves. The variants and fields are in their order on the wire.
+#[derive(Serialize, Deserialize)]
+enum MessageV3 {
+    Advert(AdvertV3),
+    Block(Block),
+    Ack {
+        id: BlockId,
+        outcome: Outcome,
+        free: u32,
+    },
+    Drain,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AdvertV3 {
+    role: Role,
+    ready: bool,
+    draining: bool,
+    bundle: u64,
+    owned: Vec<(String, u64)>,
+    claims: Vec<(String, u32)>,
+    free: u32,
+    busy: Vec<(String, u32)>,
+    master: Option<NodeId>,
+    database: bool,
+    runs: Vec<(String, u64)>,
+    gave_up: Vec<String>,
+}
+
+impl From<Message> for MessageV3 {
+    fn from(m: Message) -> MessageV3 {
+        match m {
+            Message::Advert(a) => MessageV3::Advert(AdvertV3 {
+                role: a.role,
+                ready: a.ready,
+                draining: a.draining,
+                bundle: a.bundle,
+                owned: a.owned,
+                claims: a.claims,
+                free: a.free,
+                busy: a.busy,
+                master: a.master,
+                database: a.database,
+                runs: a.runs,
+                gave_up: a.gave_up,
+            }),
+            Message::Block(b) => MessageV3::Block(b),
+            Message::Ack { id, outcome, free } => MessageV3::Ack { id, outcome, free },
+            Message::Drain => MessageV3::Drain,
+        }
+    }
+}
+
+impl From<MessageV3> for Message {
+    /// A protocol 2 or 3 peer takes no part in rebalancing: it says
+    /// nothing of costs or moves, and peers make no plan while it is there.
+    fn from(m: MessageV3) -> Message {
+        match m {
+            MessageV3::Advert(a) => Message::Advert(Advert {
+                role: a.role,
+                ready: a.ready,
+                draining: a.draining,
+                bundle: a.bundle,
+                owned: a.owned,
+                claims: a.claims,
+                free: a.free,
+                busy: a.busy,
+                master: a.master,
+                database: a.database,
+                runs: a.runs,
+                gave_up: a.gave_up,
+                balancing: false,
+                costs: Vec::new(),
+                handoffs: Vec::new(),
+                moved: u32::MAX,
+                asks: Vec::new(),
+            }),
+            MessageV3::Block(b) => Message::Block(b),
+            MessageV3::Ack { id, outcome, free } => Message::Ack { id, outcome, free },
+            MessageV3::Drain => Message::Drain,
         }
     }
 }
@@ -298,7 +391,7 @@ impl Sealer {
                     sender,
                     receiver,
                     counter,
-                    message,
+                    message: MessageV3::from(message.clone()),
                 },
                 vec![VERSIONED, self.version],
             )
@@ -310,7 +403,12 @@ impl Sealer {
             };
             postcard::to_extend(&header, vec![VERSIONED, self.version]).map(|mut frame| {
                 frame.extend_from_slice(&self.salt);
-                let mut sealed = postcard::to_allocvec(message).expect("messages always encode");
+                let mut sealed = if self.version < BALANCING_SINCE {
+                    postcard::to_allocvec(&MessageV3::from(message.clone()))
+                } else {
+                    postcard::to_allocvec(message)
+                }
+                .expect("messages always encode");
                 self.key
                     .seal_in_place_append_tag(nonce(counter), Aad::from(&frame[..]), &mut sealed)
                     .expect("a frame is far below ChaCha20's length limit");
@@ -404,7 +502,14 @@ impl Opener {
                 message: v1.message.into(),
             }
         } else if version < ENCRYPTED_SINCE {
-            postcard::from_bytes(body).map_err(|_| Rejected::Malformed)?
+            let v3: Signed<MessageV3> =
+                postcard::from_bytes(body).map_err(|_| Rejected::Malformed)?;
+            Signed {
+                sender: v3.sender,
+                receiver: v3.receiver,
+                counter: v3.counter,
+                message: v3.message.into(),
+            }
         } else {
             let (header, rest) =
                 postcard::take_from_bytes::<Header>(body).map_err(|_| Rejected::Malformed)?;
@@ -419,11 +524,18 @@ impl Opener {
             let message = frame_key(secret, salt)
                 .open_in_place(nonce(header.counter), Aad::from(associated), &mut plain)
                 .map_err(|_| Rejected::Mac)?;
+            let message = if version < BALANCING_SINCE {
+                postcard::from_bytes::<MessageV3>(message)
+                    .map_err(|_| Rejected::Malformed)?
+                    .into()
+            } else {
+                postcard::from_bytes(message).map_err(|_| Rejected::Malformed)?
+            };
             Signed {
                 sender: header.sender,
                 receiver: header.receiver,
                 counter: header.counter,
-                message: postcard::from_bytes(message).map_err(|_| Rejected::Malformed)?,
+                message,
             }
         };
         let broadcast =
@@ -473,7 +585,7 @@ mod tests {
         /// real advert, open or are refused; nothing panics.
         #[test]
         fn any_authentic_frame_opens_or_is_refused(
-            version in prop_oneof![Just(None), (0u8..=4).prop_map(Some)],
+            version in prop_oneof![Just(None), (0u8..=5).prop_map(Some)],
             body in proptest::collection::vec(any::<u8>(), 0..600),
             flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..8),
         ) {
@@ -511,6 +623,11 @@ mod tests {
             database: true,
             runs: vec![("welcome".into(), 12)],
             gave_up: vec!["later".into()],
+            balancing: true,
+            costs: vec![],
+            handoffs: vec![],
+            moved: u32::MAX,
+            asks: vec![],
         })
     }
 
@@ -706,6 +823,11 @@ mod tests {
                 database: true,
                 runs: vec![],
                 gave_up: vec![],
+                balancing: false,
+                costs: vec![],
+                handoffs: vec![],
+                moved: u32::MAX,
+                asks: vec![],
             }),
             Message::Block(Block {
                 id,
@@ -751,5 +873,50 @@ mod tests {
         };
         assert!(got.runs.is_empty() && got.gave_up.is_empty());
         assert_eq!(got.owned, vec![("welcome".to_string(), 3)]);
+    }
+
+    /// Protocol 4 carries costs and moves; speaking 3 (a rolling upgrade)
+    /// leaves them out, and the receiver sees a peer that takes no part in
+    /// rebalancing.
+    #[test]
+    fn costs_and_moves_ride_on_protocol_4_and_are_left_out_of_3() {
+        use crate::group::protocol::{Handoff, TrackCost};
+        let Message::Advert(mut full) = advert() else {
+            unreachable!()
+        };
+        full.costs = vec![TrackCost {
+            track: "welcome".into(),
+            cost: 1200,
+            runs: 7,
+            blocks: 3,
+            millis: 41,
+            held: 90,
+            pinned: true,
+        }];
+        full.handoffs = vec![Handoff {
+            track: "later".into(),
+            to: 3,
+            manual: false,
+            released: true,
+            cost: 80,
+        }];
+        full.moved = 12;
+        full.asks = vec![("welcome".into(), 2)];
+        let message = Message::Advert(full.clone());
+        let mut b = Opener::new(b"secret", 2);
+        let four = Sealer::new(b"secret", 1, 1000).seal(2, &message);
+        assert_eq!(b.open(&four).unwrap().message, message);
+        for version in [2, 3] {
+            let mut a = Sealer::new(b"secret", 1, 5000 * version).speaking(version as u8);
+            let Message::Advert(got) = b.open(&a.seal(2, &message)).unwrap().message else {
+                panic!("an advert")
+            };
+            assert!(!got.balancing && got.costs.is_empty() && got.handoffs.is_empty());
+            assert!(got.asks.is_empty() && got.moved == u32::MAX);
+            assert_eq!(
+                (got.owned, got.gave_up),
+                (full.owned.clone(), full.gave_up.clone())
+            );
+        }
     }
 }

@@ -13,6 +13,7 @@
 //! | `POST /deploy` | author | check, store and load a bundle |
 //! | `POST /rollback/N` | author | deploy N's files again (`trackc rollback`) |
 //! | `POST /drain/ID` | operator | node ID hands over and leaves |
+//! | `POST /move?track=T&to=N` | operator | track T's owner hands it to node N |
 //! | `POST /emit` | operator | raise an event for a key |
 //! | `POST /outbox/retry` | operator | parked deliveries back in the queue |
 //!
@@ -178,6 +179,12 @@ pub enum Work {
     ),
     /// A drain was asked for (the protocol thread does it): audit only.
     Drained(u64),
+    /// A track's move was asked for, and the protocol's answer: audit only.
+    Moved {
+        track: String,
+        to: u64,
+        reply: Reply,
+    },
     /// A request refused before any work (401, 403): audit only.
     Refused {
         route: String,
@@ -334,6 +341,7 @@ enum Route {
     Rollback(String),
     Emit,
     Drain(String),
+    Move,
     RetryParked,
 }
 
@@ -349,6 +357,7 @@ impl Route {
             (&Method::POST, "/deploy") => Route::Deploy,
             (&Method::POST, "/emit") => Route::Emit,
             (&Method::POST, "/outbox/retry") => Route::RetryParked,
+            (&Method::POST, "/move") => Route::Move,
             (&Method::POST, p) => match p.strip_prefix("/rollback/") {
                 Some(n) => Route::Rollback(n.to_string()),
                 None => Route::Drain(p.strip_prefix("/drain/")?.to_string()),
@@ -363,8 +372,50 @@ impl Route {
                 UserRole::Viewer
             }
             Route::Plan | Route::Deploy | Route::Rollback(_) => UserRole::Author,
-            Route::Emit | Route::Drain(_) | Route::RetryParked => UserRole::Operator,
+            Route::Emit | Route::Drain(_) | Route::Move | Route::RetryParked => UserRole::Operator,
         }
+    }
+}
+
+/// How long `POST /move` waits for the protocol thread's answer (it
+/// answers within a cycle; a node too busy to is said so).
+const MOVE_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `POST /move?track=T&to=N`: the protocol thread checks the move and
+/// starts it (or asks the owner); 202 with what it did, 409 with why not.
+async fn ask_move(context: &ApiContext, query: Option<&str>) -> Reply {
+    let Some(track) = query_value(query, "track").filter(|t| !t.is_empty()) else {
+        return failure(
+            StatusCode::BAD_REQUEST,
+            "give the track: /move?track=T&to=N",
+        );
+    };
+    let Some(to) = query_value(query, "to") else {
+        return failure(StatusCode::BAD_REQUEST, "give the node: /move?track=T&to=N");
+    };
+    let Ok(to) = to.parse::<u64>() else {
+        return failure(StatusCode::BAD_REQUEST, format!("`{to}` is not a node id"));
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let input = Input::Move {
+        track: track.clone(),
+        to,
+        reply: tx,
+    };
+    let _ = context.inputs.lock().expect("inputs").send(input);
+    match tokio::time::timeout(MOVE_ANSWER_WAIT, rx).await {
+        Ok(Ok(Ok(done))) => (
+            StatusCode::ACCEPTED,
+            serde_json::json!({ "track": track, "to": to, "moving": done }),
+        ),
+        Ok(Ok(Err(why))) => failure(StatusCode::CONFLICT, why),
+        _ => failure(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the node's protocol did not answer within {} s",
+                MOVE_ANSWER_WAIT.as_secs()
+            ),
+        ),
     }
 }
 
@@ -383,7 +434,7 @@ fn work_of(route: Route, query: Option<&str>, body: &[u8]) -> std::result::Resul
     // The optional bodies (rollback, retry) may be empty.
     let optional: &[u8] = if body.is_empty() { b"{}" } else { body };
     Ok(match route {
-        Route::Status | Route::Metrics | Route::Drain(_) => {
+        Route::Status | Route::Metrics | Route::Drain(_) | Route::Move => {
             return Err(failure(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal: this route is answered without the API thread",
@@ -564,6 +615,20 @@ async fn respond(
                 .send(Input::Drain(id));
             context.audit_only(Work::Drained(id), by, ip);
             return json(StatusCode::ACCEPTED, serde_json::json!({ "draining": id }));
+        }
+        Route::Move => {
+            let reply = ask_move(context, query.as_deref()).await;
+            let (track, to) = (
+                query_value(query.as_deref(), "track"),
+                query_value(query.as_deref(), "to"),
+            );
+            let work = Work::Moved {
+                track: track.unwrap_or_default(),
+                to: to.and_then(|t| t.parse().ok()).unwrap_or(0),
+                reply: reply.clone(),
+            };
+            context.audit_only(work, by, ip);
+            return json(reply.0, reply.1);
         }
         _ => {}
     }
@@ -926,6 +991,10 @@ fn do_work(
         Work::Drained(id) => (
             (StatusCode::ACCEPTED, serde_json::json!({})),
             Some((AuditAction::Drain, format!("node {id}"))),
+        ),
+        Work::Moved { track, to, reply } => (
+            reply,
+            Some((AuditAction::Move, format!("track {track} to node {to}"))),
         ),
         Work::Refused { route, status, why } => {
             (failure(status, why), Some((AuditAction::Refused, route)))

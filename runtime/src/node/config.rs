@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::group::protocol::{NodeId, Role, Settings};
-use crate::group::wire::{PROTOCOL_OLDEST, PROTOCOL_VERSION};
+use crate::group::wire::{BALANCING_SINCE, PROTOCOL_OLDEST, PROTOCOL_VERSION};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -13,6 +13,9 @@ use std::time::Duration;
 /// up (Kafka's `max.poll.interval.ms` is five minutes; a block here is
 /// seconds of work, so a minute without one finished is far from normal).
 pub const STUCK_AFTER_DEFAULT: Duration = Duration::from_secs(60);
+/// How long a moved track stays where it is before rebalancing may move it
+/// again: long enough for a few runs to measure it on its new node.
+pub const REBALANCE_COOLDOWN_DEFAULT: Duration = Duration::from_secs(120);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,6 +83,9 @@ struct RawConfig {
     templates: Option<String>,
     protocol: Option<i64>,
     stuck_after: Option<String>,
+    rebalance_threshold: Option<i64>,
+    rebalance_every: Option<i64>,
+    rebalance_cooldown: Option<String>,
     history: Option<bool>,
     history_days: Option<i64>,
     #[serde(default)]
@@ -171,6 +177,13 @@ pub struct NodeConfig {
     /// How long an owned run may make no progress before the owner gives
     /// the track up.
     pub stuck_after: Duration,
+    /// Percent over the average cost per node before a track moves (0:
+    /// rebalancing off; it is off while speaking a protocol before 4).
+    pub rebalance_threshold: u32,
+    /// Cycles between two moves of one node.
+    pub rebalance_every: u32,
+    /// How long a moved track stays put.
+    pub rebalance_cooldown: Duration,
     pub users: Vec<User>,
     pub history: HistorySettings,
     /// The source databases tracks read (`source from NAME`): name → URL.
@@ -263,6 +276,18 @@ impl NodeConfig {
             ("templates", self.templates != new.templates),
             ("protocol", self.protocol != new.protocol),
             ("stuck_after", self.stuck_after != new.stuck_after),
+            (
+                "rebalance_threshold",
+                self.rebalance_threshold != new.rebalance_threshold,
+            ),
+            (
+                "rebalance_every",
+                self.rebalance_every != new.rebalance_every,
+            ),
+            (
+                "rebalance_cooldown",
+                self.rebalance_cooldown != new.rebalance_cooldown,
+            ),
             ("history", self.history != new.history),
             ("users", users(self) != users(new)),
         ]
@@ -361,6 +386,13 @@ impl NodeConfig {
                 show_duration(cycle * 5)
             ));
         }
+        let rebalance_cooldown = duration(
+            raw.rebalance_cooldown,
+            "rebalance_cooldown",
+            REBALANCE_COOLDOWN_DEFAULT,
+            Duration::from_secs(1),
+            Duration::from_secs(24 * 3600),
+        )?;
         let protocol = match raw.protocol {
             None => PROTOCOL_VERSION,
             Some(v) if (i64::from(PROTOCOL_OLDEST)..=i64::from(PROTOCOL_VERSION)).contains(&v) => {
@@ -435,6 +467,22 @@ impl NodeConfig {
             templates: raw.templates,
             protocol,
             stuck_after,
+            rebalance_threshold: match raw.rebalance_threshold {
+                None => defaults.rebalance_threshold,
+                Some(t) if (0..=1000).contains(&t) => t as u32,
+                Some(t) => {
+                    return Err(format!(
+                        "`rebalance_threshold` = {t} is out of range: 0 (off) to 1000 percent"
+                    ))
+                }
+            },
+            rebalance_every: count(
+                raw.rebalance_every,
+                "rebalance_every",
+                defaults.rebalance_every,
+                10_000,
+            )?,
+            rebalance_cooldown,
             users: raw.users,
             history,
             databases,
@@ -454,6 +502,17 @@ impl NodeConfig {
                 .as_millis()
                 .div_ceil(self.cycle.as_millis()) as u32,
             incarnation,
+            // Peers speaking 3 could not see this node's costs and moves.
+            rebalance_threshold: if self.protocol >= BALANCING_SINCE {
+                self.rebalance_threshold
+            } else {
+                0
+            },
+            rebalance_every: self.rebalance_every,
+            rebalance_cooldown: self
+                .rebalance_cooldown
+                .as_millis()
+                .div_ceil(self.cycle.as_millis()) as u32,
             ..Settings::new(self.id, self.role)
         }
     }
@@ -638,6 +697,54 @@ token_sha256 = "2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae
         );
         let e = error(&GOOD.replace("id = 2", "id = 2\nhistory_days = -1"));
         assert!(e.contains("`history_days` = -1 is out of range"), "{e}");
+    }
+
+    #[test]
+    fn rebalancing_is_configured_and_off_before_protocol_4() {
+        let c = NodeConfig::parse(GOOD, Path::new(".")).unwrap();
+        let s = c.settings(0);
+        // Defaults: 25 %, 10 cycles, two minutes (600 cycles of 200 ms).
+        assert_eq!(
+            (
+                s.rebalance_threshold,
+                s.rebalance_every,
+                s.rebalance_cooldown
+            ),
+            (25, 10, 600)
+        );
+        let text = GOOD.replace(
+            "id = 2",
+            "id = 2\nrebalance_threshold = 40\nrebalance_every = 3\nrebalance_cooldown = \"2s\"",
+        );
+        let s = NodeConfig::parse(&text, Path::new("."))
+            .unwrap()
+            .settings(0);
+        assert_eq!(
+            (
+                s.rebalance_threshold,
+                s.rebalance_every,
+                s.rebalance_cooldown
+            ),
+            (40, 3, 10)
+        );
+        let old = GOOD.replace("id = 2", "id = 2\nprotocol = 3");
+        let s = NodeConfig::parse(&old, Path::new(".")).unwrap().settings(0);
+        assert_eq!(
+            s.rebalance_threshold, 0,
+            "peers speaking 3 cannot see costs"
+        );
+        let e = error(&GOOD.replace("id = 2", "id = 2\nrebalance_threshold = -5"));
+        assert!(
+            e.contains("`rebalance_threshold` = -5 is out of range"),
+            "{e}"
+        );
+        let e = error(&GOOD.replace("id = 2", "id = 2\nrebalance_every = 0"));
+        assert!(e.contains("`rebalance_every` = 0 is out of range"), "{e}");
+        let e = error(&GOOD.replace("id = 2", "id = 2\nrebalance_cooldown = \"soon\""));
+        assert!(
+            e.contains("`rebalance_cooldown` = \"soon\" is not a duration"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -27,7 +27,9 @@ use crate::clock::now_micros;
 use crate::db::{self, DbOptions, DbUrl, Health};
 use crate::deliver::{Deliverer, DeliveryConfig};
 use crate::error::{Error, Result};
-use crate::group::protocol::{Block, BlockId, Command, Group, Message, NodeId, Outcome, Output};
+use crate::group::protocol::{
+    Block, BlockId, Command, Group, Message, NodeId, Outcome, Output, RunMeasure,
+};
 use crate::group::wire::{Opened, Opener, Rejected, Sealer, BROADCAST};
 use crate::group::wire::{PROTOCOL_OLDEST, PROTOCOL_VERSION};
 use config::NodeConfig;
@@ -61,6 +63,7 @@ pub enum Input {
     RunFinished {
         track: String,
         epoch: u64,
+        measure: Option<RunMeasure>,
     },
     Executed {
         id: BlockId,
@@ -72,6 +75,12 @@ pub enum Input {
     },
     /// `trackc drain ID`.
     Drain(NodeId),
+    /// `trackc move TRACK --to NODE`: what was done, or why not.
+    Move {
+        track: String,
+        to: NodeId,
+        reply: tokio::sync::oneshot::Sender<std::result::Result<String, String>>,
+    },
     /// The tracks whose source database this node cannot read now.
     Unreadable(Vec<String>),
 }
@@ -409,10 +418,17 @@ impl ProtocolThread {
                 last,
             } => g.gathered(&track, epoch, payloads, last),
             Input::Lost { track, epoch } => g.lost(&track, epoch),
-            Input::RunFinished { track, epoch } => g.run_finished(&track, epoch),
+            Input::RunFinished {
+                track,
+                epoch,
+                measure,
+            } => g.run_finished(&track, epoch, measure),
             Input::Executed { id, outcome } => g.executed(id, outcome),
             Input::Bundle { hash, tracks } => g.set_bundle(hash, tracks),
             Input::Unreadable(tracks) => g.set_unreadable(tracks),
+            Input::Move { track, to, reply } => {
+                let _ = reply.send(g.ask_move(&track, to));
+            }
             Input::Drain(id) if id == self.config.id => g.drain(),
             Input::Drain(id) => {
                 if let Some(&addr) = self.addrs.get(&id) {
@@ -507,6 +523,7 @@ impl ProtocolThread {
             },
             "nodes": nodes,
             "tracks": self.group.tracks(),
+            "rebalance": self.group.rebalance_view(),
             "metrics": {
                 "frames_accepted": self.accepted,
                 "frames_rejected": self.rejected,

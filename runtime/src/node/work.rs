@@ -12,7 +12,7 @@ use crate::clock::now_micros;
 use crate::db::{content_hash, Rows, RunInfo, Store};
 use crate::engine::{due, Due};
 use crate::error::{Error, Result};
-use crate::group::protocol::{Block, Command, NodeId, Outcome};
+use crate::group::protocol::{Block, Command, NodeId, Outcome, RunMeasure};
 use crate::run::{execute_block, listeners, listens, RunSource, BLOCK_RECORDS};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -326,13 +326,26 @@ impl OwnerThread {
                     self.send(Input::Lost { track, epoch });
                     return Ok(());
                 }
+                // What the run cost, for rebalancing (none when the track
+                // was not due).
+                let measure = (!runs.is_empty()).then(|| RunMeasure {
+                    records: runs.iter().map(|r| r.records).sum(),
+                    millis: (runs.iter())
+                        .map(|r| r.opened.elapsed().as_millis() as u64)
+                        .max()
+                        .unwrap_or(0),
+                });
                 for r in runs {
                     if failed_blocks > 0 {
                         self.store.set_failed_blocks(r.run.id, failed_blocks)?;
                     }
                     self.finish(&track, r)?;
                 }
-                self.send(Input::RunFinished { track, epoch });
+                self.send(Input::RunFinished {
+                    track,
+                    epoch,
+                    measure,
+                });
             }
             Command::Release { track } => {
                 self.runs.remove(&track);
