@@ -4,8 +4,8 @@
 
 BENCH_CONTACTS_SCHEMA=$(dirname "${BASH_SOURCE[0]}")/runtime/schema.sql
 
-contacts_select() { # $1 = N, $2 = sqlite|postgres; columns id, email, plan, score, country
-  local n=$1
+contacts_select() { # $1 = N, $2 = sqlite|postgres, $3 = first id (postgres; default 1); columns id, email, plan, score, country
+  local n=$1 first=${3:-1}
   case $2 in
     sqlite) echo "WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < $n)
       SELECT i, 'c' || i || '@example.com',
@@ -17,7 +17,7 @@ contacts_select() { # $1 = N, $2 = sqlite|postgres; columns id, email, plan, sco
              CASE i % 3 WHEN 0 THEN 'trial' WHEN 1 THEN 'pro' ELSE 'free' END,
              (i::bigint * 7919) % 100,
              CASE i % 5 WHEN 0 THEN 'DE' WHEN 1 THEN 'FR' WHEN 2 THEN 'AT' WHEN 3 THEN 'US' ELSE 'CH' END
-      FROM generate_series(1, $n) AS i" ;;
+      FROM generate_series($first, $first + $n - 1) AS i" ;;
   esac
 }
 

@@ -50,10 +50,26 @@ pub struct PlannedMove {
 /// moves at most one track per `rebalance_every` cycles), in the order
 /// they were chosen. `threshold` is in percent of the average load.
 pub fn plan_moves(holdings: &[Holding], threshold: u32) -> Vec<PlannedMove> {
-    let n = holdings.len() as u128;
-    if n < 2 || threshold == 0 {
+    if threshold == 0 {
         return Vec::new();
     }
+    plan(holdings, Some(threshold))
+}
+
+/// A deliberately broken rule, for the simulator's test that its checks
+/// catch a rebalancer without hysteresis: any node over the average gives
+/// its largest track that narrows the gap at all.
+pub fn plan_moves_without_hysteresis(holdings: &[Holding]) -> Vec<PlannedMove> {
+    plan(holdings, None)
+}
+
+fn plan(holdings: &[Holding], threshold: Option<u32>) -> Vec<PlannedMove> {
+    let n = holdings.len() as u128;
+    if n < 2 {
+        return Vec::new();
+    }
+    let hysteresis = threshold.is_some();
+    let threshold = threshold.unwrap_or(0);
     let mut loads: Vec<u64> = holdings.iter().map(Holding::load).collect();
     let total: u128 = loads.iter().map(|&l| u128::from(l)).sum();
     let threshold = u128::from(threshold);
@@ -88,18 +104,26 @@ pub fn plan_moves(holdings: &[Holding], threshold: u32) -> Vec<PlannedMove> {
         let chosen = givers.iter().find_map(|&h| {
             takers.iter().filter(|&&l| l != h).find_map(|&l| {
                 let gap = loads[h].checked_sub(loads[l])?;
-                // c ≤ gap − θ·A, scaled.
-                let fits = |c: u64| scaled(c) + margin <= scaled(gap);
+                // c ≤ gap − θ·A, scaled (the mutant: c < gap).
+                let fits = |c: u64| {
+                    if hysteresis {
+                        scaled(c) + margin <= scaled(gap)
+                    } else {
+                        c < gap
+                    }
+                };
                 let half = u128::from(gap);
-                holdings[h]
-                    .tracks
-                    .iter()
-                    .filter(|(t, c, movable)| {
-                        *movable && fits(*c) && !holdings[l].refuses.contains(t)
-                    })
+                let candidates = (holdings[h].tracks.iter()).filter(|(t, c, movable)| {
+                    *movable && fits(*c) && !holdings[l].refuses.contains(t)
+                });
+                let chosen = if hysteresis {
                     // Closest to half the gap: |2c − gap|, then the name.
-                    .min_by_key(|(t, c, _)| ((2 * u128::from(*c)).abs_diff(half), t.clone()))
-                    .map(|(t, c, _)| (h, l, t.clone(), *c))
+                    candidates
+                        .min_by_key(|(t, c, _)| ((2 * u128::from(*c)).abs_diff(half), t.clone()))
+                } else {
+                    candidates.max_by_key(|(t, c, _)| (*c, t.clone()))
+                };
+                chosen.map(|(t, c, _)| (h, l, t.clone(), *c))
             })
         });
         let Some((h, l, track, cost)) = chosen else {

@@ -24,7 +24,7 @@
 //!   at most one move per node per `rebalance_every` cycles, a moved track
 //!   staying put for `rebalance_cooldown` cycles.
 
-use super::balance::{plan_moves, Holding, PlannedMove};
+use super::balance::{plan_moves, plan_moves_without_hysteresis, Holding, PlannedMove};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -67,6 +67,10 @@ pub struct Settings {
     pub rebalance_every: u32,
     /// Cycles a moved (or newly claimed) track stays where it is.
     pub rebalance_cooldown: u32,
+    /// A deliberately broken rebalancer for the simulator's test: no
+    /// hysteresis (`balance::plan_moves_without_hysteresis`). Never set
+    /// by a node.
+    pub mutant_no_hysteresis: bool,
 }
 
 impl Settings {
@@ -83,6 +87,7 @@ impl Settings {
             rebalance_threshold: 25,
             rebalance_every: 10,
             rebalance_cooldown: 60,
+            mutant_no_hysteresis: false,
         }
     }
 }
@@ -1865,13 +1870,18 @@ impl Group {
             return;
         };
         let me = self.settings.id;
-        let mine = plan_moves(&holdings, self.settings.rebalance_threshold)
-            .into_iter()
-            .find(|m| m.from == me);
+        let mine = self.plan(&holdings).into_iter().find(|m| m.from == me);
         if let Some(m) = mine {
             // Checked by `holdings`: owned here, the taker takes work.
             let _ = self.hand_over(&m.track, m.to, false);
         }
+    }
+
+    fn plan(&self, holdings: &[Holding]) -> Vec<PlannedMove> {
+        if self.settings.mutant_no_hysteresis {
+            return plan_moves_without_hysteresis(holdings);
+        }
+        plan_moves(holdings, self.settings.rebalance_threshold)
     }
 
     /// The plan the group would follow now, with each node's load, or why
@@ -1881,7 +1891,7 @@ impl Group {
         let (loads, moves, waiting) = match self.holdings() {
             Ok(h) => (
                 h.iter().map(|h| (h.node, h.load())).collect(),
-                plan_moves(&h, threshold),
+                self.plan(&h),
                 None,
             ),
             Err(why) => (Vec::new(), Vec::new(), Some(why)),
@@ -2022,11 +2032,18 @@ impl Group {
                     "`{t}` is held by node {holder}, which takes no part in the plan now"
                 ));
             };
-            if !movable && self.handoff_of(t).is_some() {
-                // Being handed to this node: it is taking its move.
+            h.tracks.push((t.clone(), cost, movable));
+        }
+        // A node a track is being handed to (at the end of a run, or
+        // released and being claimed) is taking its move.
+        let mine = self.handing.values().map(|h| h.to);
+        let theirs = (self.peers.values())
+            .filter(|p| self.available(p))
+            .flat_map(|p| p.advert.handoffs.iter().map(|h| h.to));
+        for to in mine.chain(theirs) {
+            if let Some(h) = holdings.get_mut(&to) {
                 h.may_move = false;
             }
-            h.tracks.push((t.clone(), cost, movable));
         }
         Ok(holdings.into_values().collect())
     }
@@ -2303,10 +2320,35 @@ mod tests {
         let before = epochs(&sim);
         sim.restart(2);
         sim.restart(3);
-        sim.steps(2).unwrap();
-        let took = until(&mut sim, 120, |s| {
-            s.is_settled().is_ok() && loads(s).len() == 3 && loads(s).iter().all(|&(_, l)| l > 0)
-        });
+        // Each cycle: how long each track has had no holder (a move
+        // releases it at the end of a run; the chosen node claims it).
+        let mut unowned = [0u64; 6];
+        let mut longest = 0;
+        let mut took = 0;
+        while !(sim.is_settled().is_ok()
+            && loads(&sim).len() == 3
+            && loads(&sim).iter().all(|&(_, l)| l > 0))
+        {
+            assert!(
+                took < 120,
+                "not balanced within 120 cycles: {:?}",
+                loads(&sim)
+            );
+            sim.step().unwrap();
+            took += 1;
+            for (t, gap) in unowned.iter_mut().enumerate() {
+                let held = (1..=3).any(|id| {
+                    sim.group(id)
+                        .is_some_and(|g| g.owned().iter().any(|(o, _)| *o == track_name(t)))
+                });
+                *gap = if held { 0 } else { *gap + 1 };
+                longest = longest.max(*gap);
+            }
+        }
+        // A few cycles: the handoff's advert on its way (up to 1), the
+        // claim's counter (2), its compare-and-set (up to 2 in the
+        // simulator), and the tick it lands in.
+        assert!(longest <= 6, "a track had no owner for {longest} cycles");
         // Fair by cost: total about 1,000, so about 333 each; the 400 track
         // alone is over it, and the rest splits 300/300 or so.
         let l = loads(&sim);

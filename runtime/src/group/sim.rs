@@ -83,6 +83,9 @@ pub struct SimConfig {
     pub rebalance_threshold: u32,
     pub rebalance_every: u32,
     pub rebalance_cooldown: u32,
+    /// A deliberately broken rebalancer for tests of this simulator: no
+    /// hysteresis (`Settings::mutant_no_hysteresis`).
+    pub mutant_no_hysteresis: bool,
     /// Cycles watched once the group has settled: no track may change
     /// owner twice in them (no flapping), and the group must stay settled
     /// but for the moves it makes.
@@ -124,6 +127,7 @@ impl Default for SimConfig {
             rebalance_threshold: 25,
             rebalance_every: 4,
             rebalance_cooldown: 16,
+            mutant_no_hysteresis: false,
             quiet_cycles: 0,
         }
     }
@@ -1056,6 +1060,7 @@ fn boot(config: &SimConfig, node: &SimNode) -> Group {
     settings.rebalance_threshold = config.rebalance_threshold;
     settings.rebalance_every = config.rebalance_every;
     settings.rebalance_cooldown = config.rebalance_cooldown;
+    settings.mutant_no_hysteresis = config.mutant_no_hysteresis;
     let mut group = Group::new(settings);
     group.ready(1, (0..config.tracks).map(track_name));
     group

@@ -19,6 +19,7 @@ function refreshGroup() {
           row.querySelector(".db").textContent = n.database ? "ok" : "unreachable";
           row.querySelector(".free").textContent = n.free;
           row.querySelector(".in-flight").textContent = n.blocks_in_flight;
+          row.querySelector(".load").textContent = n.load ?? "";
           row.querySelector(".tracks").textContent = (n.tracks || []).join(", ");
         }
         for (const t of status.tracks || []) {
