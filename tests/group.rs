@@ -208,6 +208,29 @@ fn three_nodes_survive_kill_and_pause_with_every_effect_once() {
     );
     assert_eq!(db.count("SELECT count(*) FROM trackc_deployments"), 0);
 
+    // More tracks than one advertisement can carry (a node owning them
+    // all could not be heard): refused, saying why, nothing stored.
+    let many = dir.join("many");
+    std::fs::create_dir(&many).unwrap();
+    std::fs::copy(&schema, many.join("schema.sql")).unwrap();
+    let text: String = (0..300)
+        .map(|i| {
+            format!(
+                "track a_track_whose_name_is_long_enough_{i:03} {{\n    source key id {{ SELECT id FROM items }}\n    \
+                 on every 1h\n    step s {{ else end }}\n}}\n"
+            )
+        })
+        .collect();
+    std::fs::write(many.join("many.dt"), text).unwrap();
+    let out = deploy(Some("author-token"), &many);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        said.contains("422") && said.contains("one UDP datagram carries"),
+        "{said}"
+    );
+    assert_eq!(db.count("SELECT count(*) FROM trackc_deployments"), 0);
+
     let out = deploy(Some("author-token"), &tracks);
     assert!(out.status.success(), "{out:?}");
 

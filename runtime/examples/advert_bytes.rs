@@ -5,7 +5,7 @@
 
 use trackc_runtime::group::protocol::Message;
 use trackc_runtime::group::sim::{Sim, SimConfig};
-use trackc_runtime::group::wire::{Sealer, BROADCAST};
+use trackc_runtime::group::wire::{advert_bytes_at_most, Sealer, ADVERT_BYTES_MAX, BROADCAST};
 
 fn main() {
     println!("| nodes | tracks | bytes per advert (mean) | bytes per cycle (group) |");
@@ -37,5 +37,24 @@ fn main() {
         // Every node sends its advert to every other node each cycle.
         let per_cycle: usize = sizes.iter().map(|s| s * (nodes - 1)).sum();
         println!("| {nodes} | {} | {mean:.0} | {per_cycle} |", 2 * nodes);
+    }
+    // How many tracks a deploy to a group accepts: the widest advert of
+    // the bundle must fit one datagram.
+    println!();
+    println!("| name length | tracks a group can run | widest advert of that many |");
+    println!("|---|---|---|");
+    for len in [10usize, 30, 60] {
+        let names = |n: usize| -> Vec<String> { (0..n).map(|i| format!("{i:0>len$}")).collect() };
+        let fits = |n: usize| advert_bytes_at_most(&names(n)) <= ADVERT_BYTES_MAX;
+        let (mut lo, mut hi) = (0usize, 10_000usize);
+        while lo < hi {
+            let mid = (lo + hi).div_ceil(2);
+            if fits(mid) {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        println!("| {len} | {lo} | {} |", advert_bytes_at_most(&names(lo)));
     }
 }

@@ -439,6 +439,70 @@ pub struct Opened {
     pub message: Message,
 }
 
+/// The largest advertisement a node sends: an advert is one UDP datagram,
+/// and over IPv4 a datagram carries at most 65,535 bytes less its IP (20)
+/// and UDP (8) headers. A larger one is not sent at all.
+pub const ADVERT_BYTES_MAX: usize = 65_507;
+
+/// The most bytes an advertisement can take on the wire in a group that
+/// runs these tracks: as if one node owned all of them, each with a run
+/// under way, blocks in flight, a cost and a handoff, with as many
+/// operator moves asked as a node keeps (of the longest name), every
+/// number at its widest. A node owns a track or claims it or gave it up,
+/// never two of these, so claims and gave-up tracks add nothing to the
+/// widest case. A deploy to a group whose figure is over
+/// [`ADVERT_BYTES_MAX`] is refused.
+pub fn advert_bytes_at_most(tracks: &[String]) -> usize {
+    use super::protocol::{Handoff, TrackCost, ASKS_MAX};
+    let widest = NodeId::MAX;
+    let longest = tracks.iter().max_by_key(|t| t.len()).cloned();
+    let each = |n: u64| tracks.iter().map(move |t| (t.clone(), n));
+    let advert = Advert {
+        role: Role::Standby,
+        ready: true,
+        draining: true,
+        bundle: u64::MAX,
+        owned: each(u64::MAX).collect(),
+        claims: Vec::new(),
+        free: u32::MAX,
+        busy: each(u64::from(u32::MAX))
+            .map(|(t, _)| (t, u32::MAX))
+            .collect(),
+        master: Some(widest),
+        database: true,
+        runs: each(u64::MAX).collect(),
+        gave_up: Vec::new(),
+        balancing: true,
+        costs: (tracks.iter())
+            .map(|t| TrackCost {
+                track: t.clone(),
+                cost: u64::MAX,
+                runs: u32::MAX,
+                blocks: u64::MAX,
+                millis: u64::MAX,
+                held: u32::MAX,
+                pinned: true,
+            })
+            .collect(),
+        handoffs: (tracks.iter())
+            .map(|t| Handoff {
+                track: t.clone(),
+                to: widest,
+                manual: true,
+                released: true,
+                cost: u64::MAX,
+            })
+            .collect(),
+        moved: u32::MAX,
+        asks: (longest.into_iter())
+            .flat_map(|t| std::iter::repeat_n((t, widest), ASKS_MAX))
+            .collect(),
+    };
+    Sealer::new(b"any secret", widest, u64::MAX - 1)
+        .seal(BROADCAST, &Message::Advert(advert))
+        .len()
+}
+
 /// Checks (and from protocol 3 decrypts) incoming frames.
 pub struct Opener {
     /// The group secret, then `secret_previous` during a rotation.
@@ -629,6 +693,47 @@ mod tests {
             moved: u32::MAX,
             asks: vec![],
         })
+    }
+
+    #[test]
+    fn the_widest_advert_of_a_bundle_is_what_a_node_could_send() {
+        let names: Vec<String> = (0..40).map(|i| format!("track_number_{i:03}")).collect();
+        let at_most = advert_bytes_at_most(&names);
+        // The advert of a node that owns every track with a run under way
+        // and costs known, as the protocol builds it, is no larger.
+        let real = Advert {
+            owned: names.iter().map(|t| (t.clone(), 1 << 40)).collect(),
+            runs: names.iter().map(|t| (t.clone(), 1 << 40)).collect(),
+            busy: names.iter().map(|t| (t.clone(), 1 << 20)).collect(),
+            costs: (names.iter())
+                .map(|t| crate::group::protocol::TrackCost {
+                    track: t.clone(),
+                    cost: 1 << 40,
+                    runs: 1 << 20,
+                    blocks: 1 << 30,
+                    millis: 1 << 40,
+                    held: 1 << 20,
+                    pinned: false,
+                })
+                .collect(),
+            ..match advert() {
+                Message::Advert(a) => a,
+                _ => unreachable!(),
+            }
+        };
+        let sent = Sealer::new(b"secret", 3, 1 << 50)
+            .seal(BROADCAST, &Message::Advert(real))
+            .len();
+        assert!(sent < at_most, "{sent} ≥ {at_most}");
+        // It grows with the names: each track is in five lists.
+        let longer: Vec<String> = names.iter().map(|n| format!("{n}_and_ten")).collect();
+        assert!(advert_bytes_at_most(&longer) >= at_most + 40 * 5 * 8);
+        // No tracks: a small frame; the limit is a UDP datagram's.
+        assert!(advert_bytes_at_most(&[]) < 300);
+        let many: Vec<String> = (0..2000)
+            .map(|i| format!("a_track_with_a_long_name_{i:05}"))
+            .collect();
+        assert!(advert_bytes_at_most(&many) > ADVERT_BYTES_MAX);
     }
 
     #[test]

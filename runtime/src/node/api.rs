@@ -838,18 +838,20 @@ const EVENTS_PENDING: &str = "SELECT count(*) FROM trackc_events WHERE done_at I
 /// refusal is written to the audit log with how it ended.
 ///
 /// `databases` are node.toml's `[databases]`: a plan opens the ones its
-/// tracks read.
+/// tracks read. `advertised`: the node is in a group, whose adverts must
+/// carry the tracks deployed (`trackc serve` is not).
 pub fn serve_jobs(
     mut store: Box<dyn Store>,
     jobs: Receiver<ApiJob>,
     owner: Sender<Command>,
     databases: Databases,
+    advertised: bool,
 ) {
     let jit = Jit::new().ok();
     while let Ok(job) = jobs.recv() {
         let store = store.as_mut();
         let (answer, audit) = match &jit {
-            Some(jit) => do_work(store, jit, &databases, job.work, &job.by),
+            Some(jit) => do_work(store, jit, &databases, advertised, job.work, &job.by),
             None => (
                 failure(StatusCode::INTERNAL_SERVER_ERROR, "the JIT could not start"),
                 None,
@@ -897,6 +899,7 @@ fn do_work(
     store: &mut dyn Store,
     jit: &Jit,
     databases: &Databases,
+    advertised: bool,
     work: Work,
     by: &Actor,
 ) -> (Reply, Option<(AuditAction, String)>) {
@@ -909,7 +912,8 @@ fn do_work(
                 .map(|f| f.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", ");
-            let answer = deploy(store, jit, request, by).unwrap_or_else(|refusal| refusal);
+            let answer =
+                deploy(store, jit, request, by, advertised).unwrap_or_else(|refusal| refusal);
             (answer, Some((AuditAction::Deploy, target)))
         }
         Work::Rollback { number, map } => {
@@ -1117,12 +1121,14 @@ fn deploy_refused(e: Error) -> Reply {
 
 /// Compiles the bundle against its schema, refuses it with the
 /// diagnostics if it has errors, else deploys it (refusing a deploy that
-/// would strand records, as `trackc run` does).
+/// would strand records, as `trackc run` does). In a group (`advertised`)
+/// it also refuses a bundle whose tracks an advertisement could not carry.
 fn deploy(
     store: &mut dyn Store,
     jit: &Jit,
     request: DeployRequest,
     by: &Actor,
+    advertised: bool,
 ) -> std::result::Result<Reply, Reply> {
     let map = request.map.clone();
     let LoadedRequest {
@@ -1130,6 +1136,10 @@ fn deploy(
         databases,
         tracks,
     } = load_request(store, jit, request)?;
+    let names: Vec<String> = tracks.iter().map(|t| t.ir.name.clone()).collect();
+    if advertised {
+        advert_room(&names).map_err(|e| failure(StatusCode::UNPROCESSABLE_ENTITY, e))?;
+    }
     let request = bundle::DeployRequest {
         sources: &sources,
         databases: &databases,
@@ -1139,9 +1149,27 @@ fn deploy(
     };
     let deployed = bundle::deploy(store, &tracks, &request).map_err(deploy_refused)?;
     let (status, mut body) = deployed_reply(&deployed);
-    let names: Vec<String> = tracks.iter().map(|t| t.ir.name.clone()).collect();
     body["tracks"] = serde_json::json!(names);
     Ok((status, body))
+}
+
+/// Whether a group's advertisements can carry these tracks: each node
+/// says in one UDP datagram which tracks it owns, with their runs and
+/// costs, and a node that owns them all must still be heard.
+fn advert_room(tracks: &[String]) -> std::result::Result<(), String> {
+    use crate::group::wire::{advert_bytes_at_most, ADVERT_BYTES_MAX};
+    let bytes = advert_bytes_at_most(tracks);
+    if bytes <= ADVERT_BYTES_MAX {
+        return Ok(());
+    }
+    let names: usize = tracks.iter().map(String::len).sum();
+    Err(format!(
+        "a group cannot run these {} tracks: the advertisement of a node that owned them all \
+         could take {bytes} bytes, more than the {ADVERT_BYTES_MAX} one UDP datagram carries \
+         (their names alone take {names} bytes, and each is in five lists); deploy fewer \
+         tracks or shorter names (docs/group.md, Limits)",
+        tracks.len()
+    ))
 }
 
 /// The plan of deploying the bundle now (`trackc plan`); writes nothing.

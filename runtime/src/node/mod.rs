@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::group::protocol::{
     Block, BlockId, Command, Group, Message, NodeId, Outcome, Output, RunMeasure,
 };
-use crate::group::wire::{Opened, Opener, Rejected, Sealer, BROADCAST};
+use crate::group::wire::{Opened, Opener, Rejected, Sealer, ADVERT_BYTES_MAX, BROADCAST};
 use crate::group::wire::{PROTOCOL_OLDEST, PROTOCOL_VERSION};
 use config::NodeConfig;
 use std::collections::{BTreeMap, HashMap};
@@ -41,6 +41,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use transport::Outgoing;
 use work::{Bundle, OwnerThread};
+
+/// How often a node says its advertisements are too large to send: once
+/// a minute is enough to be seen in a log, not to flood it.
+const ADVERT_TOO_BIG_REPEAT: Duration = Duration::from_secs(60);
 
 /// What the protocol thread is told.
 pub enum Input {
@@ -188,7 +192,7 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>, reload: Arc<AtomicBoo
     let (store, owner_jobs) = (open()?, owner_tx.clone());
     let databases = config.databases.clone();
     threads.push(spawn("api", move || {
-        api::serve_jobs(store, api_rx, owner_jobs, databases)
+        api::serve_jobs(store, api_rx, owner_jobs, databases, true)
     })?);
 
     let (net_tx, net_rx) = tokio::sync::mpsc::unbounded_channel::<Outgoing>();
@@ -238,6 +242,8 @@ pub fn run_node(config: NodeConfig, stop: Arc<AtomicBool>, reload: Arc<AtomicBoo
         addrs: HashMap::new(),
         versions: BTreeMap::new(),
         unreadable: BTreeMap::new(),
+        advert_bytes: 0,
+        advert_too_big_said: None,
         rejected: BTreeMap::new(),
         accepted: 0,
         config,
@@ -277,6 +283,10 @@ struct ProtocolThread {
     /// Peers heard speaking a version this build does not read (`None`
     /// when the sender id could not be read), with when last heard.
     unreadable: BTreeMap<(Option<NodeId>, u8), Instant>,
+    /// The size of the last advertisement sent, and when this node last
+    /// said that one was too large for a datagram.
+    advert_bytes: usize,
+    advert_too_big_said: Option<Instant>,
     rejected: BTreeMap<&'static str, u64>,
     accepted: u64,
     config: NodeConfig,
@@ -455,6 +465,26 @@ impl ProtocolThread {
         }
     }
 
+    /// Says, once a minute, that this node's adverts are too large to be
+    /// sent: its peers cannot hear it and will take its tracks. A deploy
+    /// to a group refuses a bundle that could make one
+    /// (`wire::advert_bytes_at_most`); a bundle deployed by a build before
+    /// that check, or by `trackc serve`, may not have been.
+    fn say_if_advert_too_big(&mut self) {
+        let bytes = self.advert_bytes;
+        let said = self.advert_too_big_said;
+        if bytes <= ADVERT_BYTES_MAX || said.is_some_and(|t| t.elapsed() < ADVERT_TOO_BIG_REPEAT) {
+            return;
+        }
+        self.advert_too_big_said = Some(Instant::now());
+        eprintln!(
+            "node {}: its advertisement takes {bytes} bytes, more than the {ADVERT_BYTES_MAX} \
+             one UDP datagram carries: peers do not hear it and will take its tracks; deploy \
+             fewer tracks or shorter names (docs/group.md, Limits)",
+            self.config.id
+        );
+    }
+
     /// How long a peer of an unreadable version stays named after its last
     /// frame: as long as a silent peer stays in the group's view.
     fn unreadable_memory(&self) -> Duration {
@@ -467,8 +497,10 @@ impl ProtocolThread {
                 let message = Message::Advert(advert);
                 for &addr in &self.config.peers {
                     let frame = self.sealer.seal(BROADCAST, &message);
+                    self.advert_bytes = frame.len();
                     let _ = self.net.send(Outgoing::Udp(addr, frame));
                 }
+                self.say_if_advert_too_big();
             }
             Output::Send { to, message } => {
                 if let Some(&addr) = self.addrs.get(&to) {
@@ -514,6 +546,8 @@ impl ProtocolThread {
                 "speaks": self.config.protocol,
                 "reads": [PROTOCOL_OLDEST, PROTOCOL_VERSION],
                 "unreadable_peers": unreadable,
+                "advert_bytes": self.advert_bytes,
+                "advert_bytes_max": ADVERT_BYTES_MAX,
             },
             "database": {
                 "reachable": self.health.is_reachable(),

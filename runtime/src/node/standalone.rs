@@ -35,7 +35,7 @@ pub fn serve(
     let databases = config.databases.clone();
     let api_thread = std::thread::Builder::new()
         .name("api".into())
-        .spawn(move || api::serve_jobs(store, jobs_rx, owner_tx, databases))
+        .spawn(move || api::serve_jobs(store, jobs_rx, owner_tx, databases, false))
         .map_err(|e| Error::Io(format!("cannot start a thread: {e}")))?;
     // The status the pages show: this database, reachable or not, each
     // cycle.
