@@ -72,11 +72,11 @@ const SALT_BYTES: usize = 16;
 /// secret can ever share that key.
 const KEY_INFO: &[u8] = b"trackc peer frame key, protocol 3";
 
-/// The messages of protocol 1: its advert had neither `runs` nor
-/// `gave_up`. The variants and fields are in their order on the wire.
+/// The messages of an older protocol, whose advert was `A`: the variants
+/// and fields are in their order on the wire.
 #[derive(Serialize, Deserialize)]
-enum MessageV1 {
-    Advert(AdvertV1),
+enum OlderMessage<A> {
+    Advert(A),
     Block(Block),
     Ack {
         id: BlockId,
@@ -85,6 +85,11 @@ enum MessageV1 {
     },
     Drain,
 }
+
+/// Protocol 1: its advert had neither `runs` nor `gave_up`.
+type MessageV1 = OlderMessage<AdvertV1>;
+/// Protocols 2 and 3: their advert had neither costs nor moves.
+type MessageV3 = OlderMessage<AdvertV3>;
 
 #[derive(Serialize, Deserialize)]
 struct AdvertV1 {
@@ -100,140 +105,104 @@ struct AdvertV1 {
     database: bool,
 }
 
-impl From<Message> for MessageV1 {
-    fn from(m: Message) -> MessageV1 {
-        match m {
-            Message::Advert(a) => MessageV1::Advert(AdvertV1 {
-                role: a.role,
-                ready: a.ready,
-                draining: a.draining,
-                bundle: a.bundle,
-                owned: a.owned,
-                claims: a.claims,
-                free: a.free,
-                busy: a.busy,
-                master: a.master,
-                database: a.database,
-            }),
-            Message::Block(b) => MessageV1::Block(b),
-            Message::Ack { id, outcome, free } => MessageV1::Ack { id, outcome, free },
-            Message::Drain => MessageV1::Drain,
-        }
-    }
-}
-
-impl From<MessageV1> for Message {
-    /// A protocol 1 peer says nothing of its runs' progress (it is not
-    /// watched for stalls) and never gives a track up as stuck.
-    fn from(m: MessageV1) -> Message {
-        match m {
-            MessageV1::Advert(a) => Message::Advert(Advert {
-                role: a.role,
-                ready: a.ready,
-                draining: a.draining,
-                bundle: a.bundle,
-                owned: a.owned,
-                claims: a.claims,
-                free: a.free,
-                busy: a.busy,
-                master: a.master,
-                database: a.database,
-                runs: Vec::new(),
-                gave_up: Vec::new(),
-                balancing: false,
-                costs: Vec::new(),
-                handoffs: Vec::new(),
-                moved: u32::MAX,
-                asks: Vec::new(),
-            }),
-            MessageV1::Block(b) => Message::Block(b),
-            MessageV1::Ack { id, outcome, free } => Message::Ack { id, outcome, free },
-            MessageV1::Drain => Message::Drain,
-        }
-    }
-}
-
-/// The messages of protocols 2 and 3: their advert had neither costs nor
-/// moves. The variants and fields are in their order on the wire.
-#[derive(Serialize, Deserialize)]
-enum MessageV3 {
-    Advert(AdvertV3),
-    Block(Block),
-    Ack {
-        id: BlockId,
-        outcome: Outcome,
-        free: u32,
-    },
-    Drain,
-}
-
+/// Protocol 1's advert, then `runs` and `gave_up`. Postcard writes a
+/// struct's fields one after another with nothing around them, so the
+/// nested advert takes the same bytes as its fields written out here.
 #[derive(Serialize, Deserialize)]
 struct AdvertV3 {
-    role: Role,
-    ready: bool,
-    draining: bool,
-    bundle: u64,
-    owned: Vec<(String, u64)>,
-    claims: Vec<(String, u32)>,
-    free: u32,
-    busy: Vec<(String, u32)>,
-    master: Option<NodeId>,
-    database: bool,
+    v1: AdvertV1,
     runs: Vec<(String, u64)>,
     gave_up: Vec<String>,
 }
 
-impl From<Message> for MessageV3 {
-    fn from(m: Message) -> MessageV3 {
-        match m {
-            Message::Advert(a) => MessageV3::Advert(AdvertV3 {
-                role: a.role,
-                ready: a.ready,
-                draining: a.draining,
-                bundle: a.bundle,
-                owned: a.owned,
-                claims: a.claims,
-                free: a.free,
-                busy: a.busy,
-                master: a.master,
-                database: a.database,
-                runs: a.runs,
-                gave_up: a.gave_up,
-            }),
-            Message::Block(b) => MessageV3::Block(b),
-            Message::Ack { id, outcome, free } => MessageV3::Ack { id, outcome, free },
-            Message::Drain => MessageV3::Drain,
+impl From<Advert> for AdvertV1 {
+    fn from(a: Advert) -> AdvertV1 {
+        AdvertV1 {
+            role: a.role,
+            ready: a.ready,
+            draining: a.draining,
+            bundle: a.bundle,
+            owned: a.owned,
+            claims: a.claims,
+            free: a.free,
+            busy: a.busy,
+            master: a.master,
+            database: a.database,
         }
     }
 }
 
-impl From<MessageV3> for Message {
+impl From<AdvertV1> for Advert {
+    /// A protocol 1 peer says nothing of its runs' progress (it is not
+    /// watched for stalls), never gives a track up as stuck, and takes no
+    /// part in rebalancing.
+    fn from(a: AdvertV1) -> Advert {
+        Advert {
+            role: a.role,
+            ready: a.ready,
+            draining: a.draining,
+            bundle: a.bundle,
+            owned: a.owned,
+            claims: a.claims,
+            free: a.free,
+            busy: a.busy,
+            master: a.master,
+            database: a.database,
+            runs: Vec::new(),
+            gave_up: Vec::new(),
+            balancing: false,
+            costs: Vec::new(),
+            handoffs: Vec::new(),
+            moved: u32::MAX,
+            asks: Vec::new(),
+        }
+    }
+}
+
+impl From<Advert> for AdvertV3 {
+    fn from(mut a: Advert) -> AdvertV3 {
+        let (runs, gave_up) = (std::mem::take(&mut a.runs), std::mem::take(&mut a.gave_up));
+        AdvertV3 {
+            v1: AdvertV1::from(a),
+            runs,
+            gave_up,
+        }
+    }
+}
+
+impl From<AdvertV3> for Advert {
     /// A protocol 2 or 3 peer takes no part in rebalancing: it says
     /// nothing of costs or moves, and peers make no plan while it is there.
-    fn from(m: MessageV3) -> Message {
+    fn from(a: AdvertV3) -> Advert {
+        Advert {
+            runs: a.runs,
+            gave_up: a.gave_up,
+            ..Advert::from(a.v1)
+        }
+    }
+}
+
+impl<A: From<Advert>> From<Message> for OlderMessage<A> {
+    fn from(m: Message) -> OlderMessage<A> {
         match m {
-            MessageV3::Advert(a) => Message::Advert(Advert {
-                role: a.role,
-                ready: a.ready,
-                draining: a.draining,
-                bundle: a.bundle,
-                owned: a.owned,
-                claims: a.claims,
-                free: a.free,
-                busy: a.busy,
-                master: a.master,
-                database: a.database,
-                runs: a.runs,
-                gave_up: a.gave_up,
-                balancing: false,
-                costs: Vec::new(),
-                handoffs: Vec::new(),
-                moved: u32::MAX,
-                asks: Vec::new(),
-            }),
-            MessageV3::Block(b) => Message::Block(b),
-            MessageV3::Ack { id, outcome, free } => Message::Ack { id, outcome, free },
-            MessageV3::Drain => Message::Drain,
+            Message::Advert(a) => OlderMessage::Advert(A::from(a)),
+            Message::Block(b) => OlderMessage::Block(b),
+            Message::Ack { id, outcome, free } => OlderMessage::Ack { id, outcome, free },
+            Message::Drain => OlderMessage::Drain,
+        }
+    }
+}
+
+impl<A> From<OlderMessage<A>> for Message
+where
+    Advert: From<A>,
+{
+    fn from(m: OlderMessage<A>) -> Message {
+        match m {
+            OlderMessage::Advert(a) => Message::Advert(Advert::from(a)),
+            OlderMessage::Block(b) => Message::Block(b),
+            OlderMessage::Ack { id, outcome, free } => Message::Ack { id, outcome, free },
+            OlderMessage::Drain => Message::Drain,
         }
     }
 }
@@ -1007,6 +976,15 @@ mod tests {
         }];
         full.moved = 12;
         full.asks = vec![("welcome".into(), 2)];
+        // Protocol 2 and 3's advert is its fields one after another, in
+        // this order (the nested protocol 1 advert adds no byte).
+        let a = full.clone();
+        let flat = postcard::to_allocvec(&(
+            a.role, a.ready, a.draining, a.bundle, &a.owned, &a.claims, a.free, &a.busy, a.master,
+            a.database, &a.runs, &a.gave_up,
+        ))
+        .unwrap();
+        assert_eq!(postcard::to_allocvec(&AdvertV3::from(a)).unwrap(), flat);
         let message = Message::Advert(full.clone());
         let mut b = Opener::new(b"secret", 2);
         let four = Sealer::new(b"secret", 1, 1000).seal(2, &message);
