@@ -96,6 +96,23 @@ fn owner(node: &Node, track: &str) -> Option<u64> {
 
 /// A database with the items and three nodes on it, answering; the
 /// folder with the track files and the schema.
+/// Drains a node through its own API (as an operator) and waits until it
+/// has handed over and exited 0.
+fn drain_until_it_exits(node: &mut Node, within: Duration) {
+    let out = trackc()
+        .args(["drain", &node.id.to_string(), "--to", &node.http])
+        .args(["--token", "operator-token"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let child = node.child.as_mut().unwrap();
+    wait_for("the drained node exits", within, || {
+        child.try_wait().unwrap().is_some()
+    });
+    assert!(child.try_wait().unwrap().unwrap().success());
+    node.child = None;
+}
+
 fn start_group(name: &str) -> Option<(Db, Vec<Node>, PathBuf, PathBuf, PathBuf)> {
     start_group_wired(name, |_| {})
 }
@@ -314,19 +331,7 @@ fn three_nodes_survive_kill_and_pause_with_every_effect_once() {
     );
 
     // Drain the paused-and-resumed node: it hands over and exits 0.
-    let drained = nodes[paused].id;
-    let out = trackc()
-        .args(["drain", &drained.to_string(), "--to", &nodes[paused].http])
-        .args(["--token", "operator-token"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let child = nodes[paused].child.as_mut().unwrap();
-    wait_for("the drained node exits", Duration::from_secs(20), || {
-        child.try_wait().unwrap().is_some()
-    });
-    assert!(child.try_wait().unwrap().unwrap().success());
-    nodes[paused].child = None;
+    drain_until_it_exits(&mut nodes[paused], Duration::from_secs(20));
     let last = nodes.iter().find(|n| n.child.is_some()).unwrap();
     wait_for("one node owns everything", Duration::from_secs(20), || {
         ["alpha", "beta", "pinged"]
@@ -1522,17 +1527,7 @@ fn load_follows_the_group_as_nodes_join_and_drain() {
         .collect();
     assert!(gone.len() >= 2, "{before:?}");
     let d = nodes.iter().position(|n| n.id == drained).unwrap();
-    let out = trackc()
-        .args(["drain", &drained.to_string(), "--to", &nodes[d].http])
-        .args(["--token", "operator-token"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
-    let child = nodes[d].child.as_mut().unwrap();
-    wait_for("the drained node exits", Duration::from_secs(30), || {
-        child.try_wait().unwrap().is_some()
-    });
-    nodes[d].child = None;
+    drain_until_it_exits(&mut nodes[d], Duration::from_secs(30));
     nodes.remove(d);
     db.execute(
         "INSERT INTO items (id, n, email) SELECT i, i, 'x' FROM generate_series(7001, 8000) i",
