@@ -492,11 +492,15 @@ fn a_mariadb_connection_closed_by_the_server_is_opened_again() {
             .map(|()| rows)
     };
     assert_eq!(read(&mut source).unwrap().len(), 2);
+    // One connection, and one again after each reconnection (none leaked).
+    let settle = std::time::Duration::from_secs(5);
     for round in 0..3 {
+        assert_eq!(crm.await_connections(1, settle), 1, "round {round}");
         assert_eq!(crm.kill_connections(), 1, "round {round}");
         let rows = read(&mut source).unwrap_or_else(|e| panic!("round {round}: {e}"));
         assert_eq!(rows.len(), 2);
         assert_eq!(source.count_rows(&query).unwrap(), 2);
+        assert_eq!(crm.await_connections(1, settle), 1, "round {round}");
         assert_eq!(crm.kill_connections(), 1, "round {round}");
         source.ping().unwrap();
     }

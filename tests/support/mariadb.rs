@@ -65,18 +65,37 @@ impl MariaDb {
     /// Kills every other connection to this database, as a server restart
     /// or its `wait_timeout` does to an idle client; how many.
     pub fn kill_connections(&mut self) -> usize {
-        let ids: Vec<u64> = self
-            .conn
+        let ids = self.other_connections();
+        for id in &ids {
+            let _ = self.conn.query_drop(format!("KILL CONNECTION {id}"));
+        }
+        ids.len()
+    }
+
+    /// Waits (at most `within`) until `n` other connections are open to
+    /// this database, and says how many there are. A connection a client
+    /// has just closed, or that was just killed, stays in the server's
+    /// process list for a moment (seen once under CI's load); one that is
+    /// still there after `within` is open.
+    pub fn await_connections(&mut self, n: usize, within: std::time::Duration) -> usize {
+        let until = std::time::Instant::now() + within;
+        loop {
+            let open = self.other_connections().len();
+            if open == n || std::time::Instant::now() >= until {
+                return open;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    fn other_connections(&mut self) -> Vec<u64> {
+        self.conn
             .query(format!(
                 "SELECT id FROM information_schema.processlist \
                  WHERE db = '{}' AND id <> CONNECTION_ID()",
                 self.name
             ))
-            .unwrap();
-        for id in &ids {
-            let _ = self.conn.query_drop(format!("KILL CONNECTION {id}"));
-        }
-        ids.len()
+            .unwrap()
     }
 
     pub fn count(&mut self, sql: &str) -> i64 {
