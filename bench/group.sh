@@ -33,9 +33,9 @@
 # (so every track's cost is measured); "grown" starts node 1 alone, then
 # nodes 2 and 3, "started" all three at once; both wait until the
 # rebalancing plan has nothing to do or under way. The peer "grown-off"
-# grows alike with `rebalance_threshold = 0`: node 1 keeps every track. Then BURST more
-# contacts arrive in one INSERT, and the figure is the time until every
-# one is decided (3 record-steps each):
+# grows alike with `rebalance_threshold = 0`: node 1 keeps every track.
+# Then BURST more contacts arrive in one INSERT, and the figure is the
+# time until every one is decided (3 record-steps each):
 #   RESULT case=<grown|started> nodes=3 burst=<n> seconds=<s> record_steps_per_s=<x> loads=<a/b/c> settle_seconds=<s>
 # (loads: each node's cost, records per run, once settled, before the burst)
 # and at the end each case's median and grown over started. BEFORE=50000,
@@ -292,10 +292,7 @@ if [ "$CASES" = grown ]; then
   for _ in $(seq 1 "$REPEAT"); do
     grown_or_started grown
     grown_or_started started
-    EXTRA_ON=$EXTRA
-    EXTRA=$'rebalance_threshold = 0'
-    grown_or_started grown-off
-    EXTRA=$EXTRA_ON
+    EXTRA=$'rebalance_threshold = 0' grown_or_started grown-off
   done
   psql -q "$PG_ADMIN" -c "DROP DATABASE $PGDB WITH (FORCE)"
   python3 - "$OUT/results" <<'PY'

@@ -94,8 +94,6 @@ fn owner(node: &Node, track: &str) -> Option<u64> {
         .as_u64()
 }
 
-/// A database with the items and three nodes on it, answering; the
-/// folder with the track files and the schema.
 /// Drains a node through its own API (as an operator) and waits until it
 /// has handed over and exited 0.
 fn drain_until_it_exits(node: &mut Node, within: Duration) {
@@ -113,6 +111,8 @@ fn drain_until_it_exits(node: &mut Node, within: Duration) {
     node.child = None;
 }
 
+/// A database with the items and three nodes on it, answering; the
+/// folder with the track files and the schema.
 fn start_group(name: &str) -> Option<(Db, Vec<Node>, PathBuf, PathBuf, PathBuf)> {
     start_group_wired(name, |_| {})
 }

@@ -434,9 +434,7 @@ pub fn advert_bytes_at_most(tracks: &[String]) -> usize {
         owned: each(u64::MAX).collect(),
         claims: Vec::new(),
         free: u32::MAX,
-        busy: each(u64::from(u32::MAX))
-            .map(|(t, _)| (t, u32::MAX))
-            .collect(),
+        busy: tracks.iter().map(|t| (t.clone(), u32::MAX)).collect(),
         master: Some(widest),
         database: true,
         runs: each(u64::MAX).collect(),
